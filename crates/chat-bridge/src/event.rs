@@ -1,0 +1,28 @@
+//! Events a bridge delivers to its gateway, and the sink that receives them.
+
+use chat_proto::v1::ChatMessage;
+
+/// Receives the events of subscribed rooms. Called from the bridge's own
+/// context (the publisher's task for the memory backend, the subscriber task
+/// for Redis), one room's events in order; it must not block or await.
+pub trait EventSink: Send + Sync + 'static {
+    fn deliver(&self, event: BridgeEvent);
+}
+
+/// Whether a name entered or left a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceKind {
+    Joined,
+    Left,
+}
+
+/// One event of a room, in the room's delivery order.
+#[derive(Debug, Clone)]
+pub enum BridgeEvent {
+    /// An accepted message, already stored.
+    Message(ChatMessage),
+    /// A name's first entry into, or last exit from, a room.
+    Presence { room: String, key: String, username: String, kind: PresenceKind },
+    /// Someone is (or stopped) typing.
+    Typing { room: String, key: String, username: String, active: bool },
+}

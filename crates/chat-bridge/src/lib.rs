@@ -1,0 +1,95 @@
+//! The bridge between one gateway and the rest of the cluster.
+//!
+//! A gateway only knows local connections; everything that must look the same
+//! from every gateway goes through a [`Bridge`]: message ids and order, room
+//! history, cluster-wide presence, username claims and idempotency keys.
+//! Events for subscribed rooms come back through the [`EventSink`] the bridge
+//! was built with, in one order per room (message-id order), which is the
+//! order every member sees.
+//!
+//! Backends: [`MemoryBridge`] (embedded, single gateway) and, later, Redis.
+//! The shapes here follow what Redis offers: ids are Redis Streams ids,
+//! `subscribe` is a pub/sub subscription, presence is per-gateway tagged.
+
+mod event;
+mod memory;
+mod types;
+
+pub use event::{BridgeEvent, EventSink, PresenceKind};
+pub use memory::MemoryBridge;
+pub use types::{Accepted, BridgeError, HistoryPage, Member, NewMessage, Replay, RoomSummary};
+
+use async_trait::async_trait;
+use chat_proto::v1::ChatMessage;
+use chat_proto::MessageId;
+
+/// Result of every bridge operation.
+pub type Result<T, E = BridgeError> = std::result::Result<T, E>;
+
+/// What a gateway needs from the cluster. Every method is safe to call
+/// concurrently; none of them holds a lock across an await.
+#[async_trait]
+pub trait Bridge: Send + Sync + 'static {
+    /// Starts delivering the room's events to the sink. When this returns,
+    /// every message accepted from now on will be delivered, so a history
+    /// read started afterwards overlaps live delivery instead of leaving a
+    /// gap (the gateway removes the overlap by id). Reference-counted:
+    /// each call must be matched by one [`Bridge::unsubscribe`].
+    async fn subscribe(&self, room: &str) -> Result<()>;
+
+    /// Drops one subscription reference; the last one stops delivery.
+    async fn unsubscribe(&self, room: &str) -> Result<()>;
+
+    /// Accepts a message: dedupes its `client_msg_id`, assigns the next id,
+    /// appends it to the room's history and publishes it, atomically, so that
+    /// id order is delivery order everywhere.
+    async fn publish(&self, msg: NewMessage) -> Result<Accepted>;
+
+    /// The original outcome when this sender's `client_msg_id` was accepted
+    /// in the room within the dedupe window (10 minutes).
+    async fn find_duplicate(
+        &self,
+        room: &str,
+        sender_key: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<Accepted>>;
+
+    /// Every retained message with id > `after`, oldest first, and whether
+    /// some message after `after` is no longer retained.
+    async fn replay_after(&self, room: &str, after: MessageId) -> Result<Replay>;
+
+    /// The newest `limit` messages, oldest first.
+    async fn recent(&self, room: &str, limit: usize) -> Result<Vec<ChatMessage>>;
+
+    /// The newest `limit` messages with id < `before` (all when `None`),
+    /// oldest first, and whether older ones remain.
+    async fn history_before(
+        &self,
+        room: &str,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<HistoryPage>;
+
+    /// Fans a typing notice out to the room's members (never stored).
+    async fn typing(&self, room: &str, member: &Member, active: bool) -> Result<()>;
+
+    /// Claims a username for a live session; `false` when another session holds it.
+    async fn claim_username(&self, member: &Member) -> Result<bool>;
+
+    /// Frees a name held by this session (no-op when held by another).
+    async fn release_username(&self, member: &Member) -> Result<()>;
+
+    /// Adds the member to the room's presence (publishing `Joined` presence
+    /// when this is the name's first entry) and returns the sorted display
+    /// names of everyone present, the member included.
+    async fn enter_room(&self, room: &str, member: &Member) -> Result<Vec<String>>;
+
+    /// Removes the member from the room (publishing `Left` on the last exit).
+    async fn leave_room(&self, room: &str, member: &Member) -> Result<()>;
+
+    /// Rooms with at least one member, with member counts.
+    async fn rooms(&self) -> Result<Vec<RoomSummary>>;
+
+    /// Whether the backend can serve requests right now.
+    fn is_available(&self) -> bool;
+}

@@ -1,0 +1,74 @@
+//! Plain data passed across the bridge API.
+
+use chat_proto::v1::ChatMessage;
+use chat_proto::MessageId;
+
+/// A session as the bridge sees it: the name it holds and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Unique per connection, cluster-wide (gateway id + counter).
+    pub session_id: String,
+    /// Normalised name (NFC + lowercase): the identity.
+    pub key: String,
+    /// The name as shown.
+    pub username: String,
+}
+
+/// A message to accept.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub room: String,
+    /// Normalised sender name; empty for system messages.
+    pub sender_key: String,
+    /// Sender name as shown; empty for system messages.
+    pub username: String,
+    pub text: String,
+    /// Idempotency key; empty means none.
+    pub client_msg_id: String,
+    pub system: bool,
+}
+
+/// The outcome of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: MessageId,
+    pub sent_at_ms: u64,
+    /// The key had been accepted before: this is the original id, nothing was re-sent.
+    pub duplicate: bool,
+}
+
+/// Messages after a resume point.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    pub messages: Vec<ChatMessage>,
+    /// A message after the resume point is no longer retained.
+    pub truncated: bool,
+}
+
+/// A page of older messages.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPage {
+    pub messages: Vec<ChatMessage>,
+    pub has_more: bool,
+}
+
+/// A room with members, for the entry screen and the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub name: String,
+    pub member_count: u32,
+    /// Newest message, if any is retained.
+    pub last_message_id: Option<MessageId>,
+    pub last_message_at_ms: u64,
+}
+
+/// Why a bridge operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The shared backend cannot be reached; the client gets UNAVAILABLE.
+    #[error("cluster backend unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be understood.
+    #[error("corrupt record in backend: {0}")]
+    Corrupt(String),
+}

@@ -1,0 +1,114 @@
+//! Gateway configuration: one clap struct, every flag also an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// The chat gateway: serves the web client and the chat WebSocket.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chat-gateway", version, about)]
+pub struct Config {
+    /// Address for HTTP and WebSocket clients.
+    #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// This gateway's id in the cluster (default: unique per process).
+    #[arg(long, env = "CHAT_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+
+    /// Largest message text in UTF-8 bytes.
+    #[arg(long, env = "CHAT_MAX_TEXT_BYTES", default_value_t = 4096)]
+    pub max_text_bytes: u32,
+
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = 32)]
+    pub max_rooms: u32,
+
+    /// Sustained Send rate per connection.
+    #[arg(long, env = "CHAT_MESSAGES_PER_SECOND", default_value_t = 10)]
+    pub messages_per_second: u32,
+
+    /// Sends allowed in a burst per connection.
+    #[arg(long, env = "CHAT_MESSAGE_BURST", default_value_t = 20)]
+    pub message_burst: u32,
+
+    /// Messages kept per room.
+    #[arg(long, env = "CHAT_HISTORY_LEN", default_value_t = 1000)]
+    pub history_len: u32,
+
+    /// Frames queued for one connection before it counts as too slow (closed with 1008).
+    #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 4096)]
+    pub outbound_queue: u32,
+
+    /// Open connections accepted at once; more are refused.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 18000)]
+    pub max_connections: u32,
+
+    /// Directory of the built web client (index.html, app.js, ...).
+    #[arg(long, env = "CHAT_WEB_ROOT", default_value = "web/dist")]
+    pub web_root: PathBuf,
+
+    /// Seconds between server pings.
+    #[arg(long, env = "CHAT_PING_INTERVAL_SECS", default_value_t = 25, hide = true)]
+    pub ping_interval_secs: u64,
+
+    /// Seconds of silence after which a connection is closed.
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT_SECS", default_value_t = 60, hide = true)]
+    pub idle_timeout_secs: u64,
+
+    /// Milliseconds a draining gateway waits for clients before closing them (1001).
+    #[arg(long, env = "CHAT_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Refuses values that would make the gateway useless (every limit must be at least 1).
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            ("--max-text-bytes", u64::from(self.max_text_bytes)),
+            ("--max-rooms", u64::from(self.max_rooms)),
+            ("--messages-per-second", u64::from(self.messages_per_second)),
+            ("--message-burst", u64::from(self.message_burst)),
+            ("--history-len", u64::from(self.history_len)),
+            ("--outbound-queue", u64::from(self.outbound_queue)),
+            ("--max-connections", u64::from(self.max_connections)),
+            ("--ping-interval-secs", self.ping_interval_secs),
+            ("--idle-timeout-secs", self.idle_timeout_secs),
+            ("--drain-timeout-ms", self.drain_timeout_ms),
+        ];
+        for (flag, value) in checks {
+            if value == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
+        if self.gateway_id.as_deref().is_some_and(str::is_empty) {
+            return Err("--gateway-id must not be empty".into());
+        }
+        Ok(())
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}

@@ -1,0 +1,62 @@
+//! The chat gateway: a hyper HTTP server whose `/ws` route upgrades to the
+//! chat WebSocket protocol, plus the web client, health, metrics and the room
+//! list. Cluster concerns are delegated to a `chat_bridge::Bridge`.
+//!
+//! Only this crate knows HTTP and WebSocket.
+
+mod config;
+mod conn;
+mod http;
+mod hub;
+mod metrics;
+mod ratelimit;
+mod server;
+mod session;
+mod state;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use chat_bridge::{Bridge, EventSink, MemoryBridge};
+use chat_proto::v1::Limits;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, LogFormat};
+
+/// Serves on `listener` until `shutdown` resolves (or a drain is requested),
+/// then drains: health 503, `Reconnect` to every client, close at the deadline.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let gateway_id = config.gateway_id.clone().unwrap_or_else(state::default_gateway_id);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let hub = Arc::new(hub::Hub::new(metrics.clone()));
+    let sink: Arc<dyn EventSink> = hub.clone();
+    let bridge: Arc<dyn Bridge> = Arc::new(MemoryBridge::new(config.history_len as usize, sink));
+    let limits = Limits {
+        max_text_bytes: config.max_text_bytes,
+        max_rooms: config.max_rooms,
+        messages_per_second: config.messages_per_second,
+        message_burst: config.message_burst,
+    };
+    let shared = Arc::new(state::Shared {
+        config,
+        gateway_id,
+        limits,
+        bridge,
+        hub,
+        metrics,
+        conns: Default::default(),
+        next_conn: AtomicU64::new(1),
+        draining: AtomicBool::new(false),
+        drain: CancellationToken::new(),
+    });
+    tracing::info!(gateway_id = %shared.gateway_id, addr = %listener.local_addr()?, "serving");
+    server::serve(listener, shared, shutdown).await;
+    Ok(())
+}

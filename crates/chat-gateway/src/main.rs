@@ -1,0 +1,59 @@
+//! `chat-gateway`: parses flags, starts logging, binds, and runs the gateway.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chat_gateway::{Config, LogFormat};
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for invalid configuration (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Err(problem) = config.validate() {
+        eprintln!("chat-gateway: invalid configuration: {problem}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    init_tracing(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let result = runtime.context("starting the tokio runtime").and_then(|rt| rt.block_on(serve(config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("chat-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    // A machine-readable line for scripts and tests that asked for port 0.
+    println!("chat-gateway listening on http://{}", listener.local_addr()?);
+    chat_gateway::run(listener, config, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,515 @@
+//! One WebSocket connection: reads client frames, answers them, and writes
+//! everything queued for it (replies and room broadcasts) in batches.
+//!
+//! One task per connection does both directions. Replies are queued on the
+//! same bounded queue as broadcasts, so the client sees them in the order the
+//! gateway decided (a `Joined` before the messages that follow it).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_bridge::{Accepted, BridgeError, Member, NewMessage};
+use chat_proto::v1::{
+    client_frame, server_frame, Ack, ClientFrame, Error as ErrorFrame, ErrorCode, FetchHistory,
+    HistoryPage, Join, Joined, Leave, Left, Pong, Send, ServerFrame, Welcome,
+};
+use chat_proto::{
+    check_client_msg_id, check_text, clamp_page_limit, normalize_room, normalize_username,
+    Message as _, MessageId, TextError,
+};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument as _;
+
+use crate::conn::{close_code, ConnHandle};
+use crate::ratelimit::TokenBucket;
+use crate::state::{now_ms, Shared};
+
+/// Frames written per flush at most, so one busy connection cannot starve
+/// its own reads.
+const WRITE_BATCH: usize = 64;
+/// Typing notices a connection may send: a second's worth, then dropped.
+const TYPING_PER_SECOND: u32 = 5;
+const TYPING_BURST: u32 = 10;
+
+/// Runs a connection to its end. `ws` has completed the handshake.
+pub async fn run<S>(ws: WebSocketStream<S>, shared: Arc<Shared>, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let id = shared.next_conn.fetch_add(1, Relaxed);
+    let (conn, rx) = ConnHandle::new(id, shared.config.outbound_queue as usize);
+    shared.conns.lock().insert(id, conn.clone());
+    shared.metrics.connections_open.fetch_add(1, Relaxed);
+    shared.metrics.connections_total.fetch_add(1, Relaxed);
+    let session_id = format!("{}-{id}", shared.gateway_id);
+    let span = tracing::debug_span!("session", %peer, session = %session_id);
+    let mut session = Session {
+        send_bucket: TokenBucket::new(shared.limits.messages_per_second, shared.limits.message_burst),
+        typing_bucket: TokenBucket::new(TYPING_PER_SECOND, TYPING_BURST),
+        shared: shared.clone(),
+        conn: conn.clone(),
+        session_id,
+        member: None,
+        key: Arc::from(""),
+        rooms: HashSet::new(),
+    };
+    async {
+        let end = session.pump(ws, rx).await;
+        tracing::debug!(?end, "connection ended");
+        session.cleanup().await;
+    }
+    .instrument(span)
+    .await;
+    shared.conns.lock().remove(&id);
+    shared.metrics.connections_open.fetch_sub(1, Relaxed);
+}
+
+/// Why a connection ended (for the log).
+#[derive(Debug)]
+#[allow(dead_code)] // fields are read by the Debug log line
+enum End {
+    ClientClosed,
+    ServerClosed(u16),
+    Idle,
+    Io(WsError),
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    conn: Arc<ConnHandle>,
+    session_id: String,
+    /// Set by a successful Hello.
+    member: Option<Member>,
+    /// Normalised username, shared with every room slot.
+    key: Arc<str>,
+    /// Rooms joined (NFC names).
+    rooms: HashSet<String>,
+    send_bucket: TokenBucket,
+    typing_bucket: TokenBucket,
+}
+
+impl Session {
+    async fn pump<S>(&mut self, mut ws: WebSocketStream<S>, mut rx: mpsc::Receiver<Bytes>) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let idle_timeout = self.shared.config.idle_timeout();
+        let mut ping = tokio::time::interval(self.shared.config.ping_interval());
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
+        let mut last_heard = Instant::now();
+        let conn = self.conn.clone();
+
+        let end = loop {
+            tokio::select! {
+                biased;
+                code = conn.closed() => break End::ServerClosed(code),
+                Some(frame) = rx.recv() => {
+                    if let Err(e) = self.write_batch(&mut ws, &mut rx, frame).await {
+                        break End::Io(e);
+                    }
+                }
+                incoming = ws.next() => {
+                    last_heard = Instant::now();
+                    match incoming {
+                        None => break End::ClientClosed,
+                        Some(Ok(Message::Binary(data))) => {
+                            self.shared.metrics.frames_in.fetch_add(1, Relaxed);
+                            self.handle(data).await;
+                        }
+                        Some(Ok(Message::Text(_))) => {
+                            conn.close(close_code::UNSUPPORTED);
+                        }
+                        Some(Ok(Message::Close(_))) => {}
+                        Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))
+                        | Some(Err(WsError::Capacity(_))) => {
+                            conn.close(close_code::TOO_BIG);
+                        }
+                        Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => break End::ClientClosed,
+                        Some(Err(e)) => break End::Io(e),
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= idle_timeout {
+                        break End::Idle;
+                    }
+                    if let Err(e) = ws.send(Message::Ping(Bytes::new())).await {
+                        break End::Io(e);
+                    }
+                }
+            }
+        };
+
+        let code = match &end {
+            End::ServerClosed(code) => Some(*code),
+            End::Idle => Some(close_code::GOING_AWAY),
+            _ => None,
+        };
+        if let Some(code) = code {
+            // Flush what is already queued (an Error KICKED, a Reconnect) first,
+            // but never wait long on a client that does not read.
+            let frame = CloseFrame { code: CloseCode::from(code), reason: close_reason(code).into() };
+            // A slow consumer's queue is dropped; otherwise what is already
+            // queued (an Error KICKED, a Reconnect) goes out before the close.
+            let flush_queue = code != close_code::POLICY;
+            let goodbye = async {
+                while let Ok(frame) = rx.try_recv() {
+                    if flush_queue {
+                        ws.feed(Message::Binary(frame)).await?;
+                    }
+                }
+                ws.send(Message::Close(Some(frame))).await?;
+                // Read until the client's close reply so the close code arrives.
+                while let Some(Ok(_)) = ws.next().await {}
+                Ok::<_, WsError>(())
+            };
+            // Never wait long on a client that does not read.
+            let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
+        }
+        end
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+    async fn write_batch<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        rx: &mut mpsc::Receiver<Bytes>,
+        first: Bytes,
+    ) -> Result<(), WsError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        ws.feed(Message::Binary(first)).await?;
+        let mut written = 1;
+        while written < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(frame) => {
+                    ws.feed(Message::Binary(frame)).await?;
+                    written += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        ws.flush().await?;
+        self.shared.metrics.frames_out.fetch_add(written as u64, Relaxed);
+        Ok(())
+    }
+
+    fn reply(&self, r#ref: u64, kind: server_frame::Kind) {
+        let frame = Bytes::from(ServerFrame { r#ref, kind: Some(kind) }.encode_to_vec());
+        self.conn.push(frame, &self.shared.metrics);
+    }
+
+    fn error(&self, r#ref: u64, code: ErrorCode, message: impl Into<String>) {
+        self.shared.metrics.error(code);
+        self.reply(r#ref, server_frame::Kind::Error(ErrorFrame { code: code as i32, message: message.into() }));
+    }
+
+    fn unavailable(&self, r#ref: u64, err: &BridgeError) {
+        tracing::warn!(error = %err, "bridge request failed");
+        self.error(r#ref, ErrorCode::Unavailable, "the chat cluster is unavailable, try again shortly");
+    }
+
+    async fn handle(&mut self, data: Bytes) {
+        let frame = match ClientFrame::decode(data) {
+            Ok(frame) => frame,
+            Err(e) => return self.error(0, ErrorCode::BadFrame, format!("undecodable frame: {e}")),
+        };
+        let r = frame.r#ref;
+        let Some(kind) = frame.kind else {
+            return self.error(r, ErrorCode::BadFrame, "frame has no known kind");
+        };
+        if let client_frame::Kind::Hello(hello) = kind {
+            return self.hello(r, hello).await;
+        }
+        if self.member.is_none() {
+            return self.error(r, ErrorCode::NotAuthenticated, "the first frame must be Hello");
+        }
+        match kind {
+            client_frame::Kind::Hello(_) => unreachable!("handled above"),
+            client_frame::Kind::Join(join) => self.join(r, join).await,
+            client_frame::Kind::Leave(leave) => self.leave(r, leave).await,
+            client_frame::Kind::Send(send) => self.send(r, send).await,
+            client_frame::Kind::Typing(typing) => self.typing(r, typing).await,
+            client_frame::Kind::Ping(ping) => self.reply(
+                r,
+                server_frame::Kind::Pong(Pong { client_time_ms: ping.client_time_ms, server_time_ms: now_ms() }),
+            ),
+            client_frame::Kind::FetchHistory(fetch) => self.fetch_history(r, fetch).await,
+        }
+    }
+
+    async fn hello(&mut self, r: u64, hello: chat_proto::v1::Hello) {
+        if self.member.is_some() {
+            return self.error(r, ErrorCode::BadFrame, "already welcomed: Hello is only allowed once");
+        }
+        let name = match normalize_username(&hello.username) {
+            Ok(name) => name,
+            Err(e) => return self.error(r, ErrorCode::InvalidUsername, format!("invalid username: {e}")),
+        };
+        let member = Member { session_id: self.session_id.clone(), key: name.key, username: name.display };
+        match self.shared.bridge.claim_username(&member).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return self.error(r, ErrorCode::UsernameTaken, format!("the name {:?} is taken", member.username))
+            }
+            Err(e) => return self.unavailable(r, &e),
+        }
+        tracing::debug!(username = %member.username, client = %hello.client, "welcomed");
+        self.key = Arc::from(member.key.as_str());
+        self.reply(
+            r,
+            server_frame::Kind::Welcome(Welcome {
+                session_id: self.session_id.clone(),
+                username: member.username.clone(),
+                gateway_id: self.shared.gateway_id.clone(),
+                server_time_ms: now_ms(),
+                limits: Some(self.shared.limits),
+            }),
+        );
+        self.member = Some(member);
+    }
+
+    fn member(&self) -> &Member {
+        self.member.as_ref().expect("checked before dispatch")
+    }
+
+    /// The joined room a frame names, or None after answering NOT_IN_ROOM.
+    fn joined_room(&self, r: u64, raw: &str) -> Option<String> {
+        match normalize_room(raw) {
+            Ok(room) if self.rooms.contains(&room) => Some(room),
+            _ => {
+                self.error(r, ErrorCode::NotInRoom, format!("not in room {:?}", truncate(raw)));
+                None
+            }
+        }
+    }
+
+    async fn join(&mut self, r: u64, join: Join) {
+        let room = match normalize_room(&join.room) {
+            Ok(room) => room,
+            Err(e) => return self.error(r, ErrorCode::InvalidRoom, format!("invalid room: {e}")),
+        };
+        let since = match join.since_id.as_str() {
+            "" => None,
+            raw => match raw.parse::<MessageId>() {
+                Ok(id) => Some(id),
+                Err(e) => return self.error(r, ErrorCode::InvalidArgument, format!("since_id: {e}")),
+            },
+        };
+        let rejoin = self.rooms.contains(&room);
+        if !rejoin && self.rooms.len() >= self.shared.limits.max_rooms as usize {
+            return self.error(
+                r,
+                ErrorCode::TooManyRooms,
+                format!("at most {} rooms at once", self.shared.limits.max_rooms),
+            );
+        }
+        let bridge = self.shared.bridge.clone();
+        let member = self.member().clone();
+        if !rejoin {
+            if let Err(e) = bridge.subscribe(&room).await {
+                return self.unavailable(r, &e);
+            }
+        }
+        self.shared.hub.begin_join(&room, &self.conn, &self.key);
+        let result = async {
+            let members = bridge.enter_room(&room, &member).await?;
+            let (history, truncated) = match since {
+                Some(since) => {
+                    let replay = bridge.replay_after(&room, since).await?;
+                    (replay.messages, replay.truncated)
+                }
+                None => (bridge.recent(&room, clamp_page_limit(join.history_limit)).await?, false),
+            };
+            Ok::<_, BridgeError>((members, history, truncated))
+        }
+        .await;
+        match result {
+            Ok((members, history, history_truncated)) => {
+                let last = history.last().and_then(|m| m.id.parse::<MessageId>().ok());
+                let replayed_up_to = last.max(since).unwrap_or(MessageId::ZERO);
+                let joined = Bytes::from(
+                    ServerFrame {
+                        r#ref: r,
+                        kind: Some(server_frame::Kind::Joined(Joined {
+                            room: room.clone(),
+                            members,
+                            history,
+                            history_truncated,
+                        })),
+                    }
+                    .encode_to_vec(),
+                );
+                self.shared.hub.finish_join(&room, self.conn.id, Some(joined), replayed_up_to);
+                self.rooms.insert(room);
+            }
+            Err(e) => {
+                if !rejoin {
+                    self.shared.hub.remove(&room, self.conn.id);
+                    let _ = bridge.leave_room(&room, &member).await;
+                    let _ = bridge.unsubscribe(&room).await;
+                } else {
+                    // Still a member: go back to live delivery from where it was.
+                    self.shared.hub.finish_join(&room, self.conn.id, None, MessageId::ZERO);
+                }
+                self.unavailable(r, &e);
+            }
+        }
+    }
+
+    async fn leave(&mut self, r: u64, leave: Leave) {
+        let Some(room) = self.joined_room(r, &leave.room) else { return };
+        self.leave_room(&room).await;
+        self.reply(r, server_frame::Kind::Left(Left { room }));
+    }
+
+    /// Leaves a room locally and in the cluster (best effort on the cluster:
+    /// a member that cannot be removed now is removed by presence expiry).
+    async fn leave_room(&mut self, room: &str) {
+        self.rooms.remove(room);
+        self.shared.hub.remove(room, self.conn.id);
+        let bridge = &self.shared.bridge;
+        if let Err(e) = bridge.leave_room(room, self.member()).await {
+            tracing::warn!(error = %e, room, "leaving room in the cluster failed");
+        }
+        if let Err(e) = bridge.unsubscribe(room).await {
+            tracing::warn!(error = %e, room, "unsubscribing failed");
+        }
+    }
+
+    async fn send(&mut self, r: u64, send: Send) {
+        let Some(room) = self.joined_room(r, &send.room) else { return };
+        if !check_client_msg_id(&send.client_msg_id) {
+            return self.error(r, ErrorCode::InvalidArgument, "client_msg_id is longer than 64 bytes");
+        }
+        match check_text(&send.text, self.shared.limits.max_text_bytes as usize) {
+            Ok(()) => {}
+            Err(e @ TextError::Empty) => return self.error(r, ErrorCode::EmptyMessage, e.to_string()),
+            Err(e @ TextError::TooLarge { .. }) => {
+                return self.error(r, ErrorCode::MessageTooLarge, e.to_string())
+            }
+        }
+        let bridge = self.shared.bridge.clone();
+        let key = self.member().key.clone();
+        if !self.send_bucket.try_take() {
+            // A retry of an accepted message is answered even when out of tokens.
+            if !send.client_msg_id.is_empty() {
+                match bridge.find_duplicate(&room, &key, &send.client_msg_id).await {
+                    Ok(Some(original)) => return self.ack(r, room, original),
+                    Ok(None) => {}
+                    Err(e) => return self.unavailable(r, &e),
+                }
+            }
+            return self.error(r, ErrorCode::RateLimited, "sending too fast, slow down");
+        }
+        let member = self.member();
+        let message = NewMessage {
+            room: room.clone(),
+            sender_key: key,
+            username: member.username.clone(),
+            text: send.text,
+            client_msg_id: send.client_msg_id,
+            system: false,
+        };
+        match bridge.publish(message).await {
+            Ok(accepted) => {
+                if accepted.duplicate {
+                    self.send_bucket.refund();
+                }
+                self.ack(r, room, accepted);
+            }
+            Err(e) => {
+                self.send_bucket.refund();
+                self.unavailable(r, &e);
+            }
+        }
+    }
+
+    fn ack(&self, r: u64, room: String, accepted: Accepted) {
+        let counter = if accepted.duplicate {
+            &self.shared.metrics.messages_duplicate
+        } else {
+            &self.shared.metrics.messages_accepted
+        };
+        counter.fetch_add(1, Relaxed);
+        self.reply(
+            r,
+            server_frame::Kind::Ack(Ack {
+                id: accepted.id.to_string(),
+                room,
+                sent_at_ms: accepted.sent_at_ms,
+                duplicate: accepted.duplicate,
+            }),
+        );
+    }
+
+    async fn typing(&mut self, r: u64, typing: chat_proto::v1::Typing) {
+        let Some(room) = self.joined_room(r, &typing.room) else { return };
+        // Ephemeral: a flood is dropped silently rather than fanned out.
+        if !self.typing_bucket.try_take() {
+            return;
+        }
+        if let Err(e) = self.shared.bridge.typing(&room, self.member(), typing.active).await {
+            tracing::debug!(error = %e, "typing notice not delivered");
+        }
+    }
+
+    async fn fetch_history(&mut self, r: u64, fetch: FetchHistory) {
+        let Some(room) = self.joined_room(r, &fetch.room) else { return };
+        let before = match fetch.before_id.as_str() {
+            "" => None,
+            raw => match raw.parse::<MessageId>() {
+                Ok(id) => Some(id),
+                Err(e) => return self.error(r, ErrorCode::InvalidArgument, format!("before_id: {e}")),
+            },
+        };
+        match self.shared.bridge.history_before(&room, before, clamp_page_limit(fetch.limit)).await {
+            Ok(page) => self.reply(
+                r,
+                server_frame::Kind::History(HistoryPage { room, messages: page.messages, has_more: page.has_more }),
+            ),
+            Err(e) => self.unavailable(r, &e),
+        }
+    }
+
+    /// Leaves every room and frees the name.
+    async fn cleanup(&mut self) {
+        let Some(member) = self.member.clone() else { return };
+        let rooms: Vec<String> = self.rooms.iter().cloned().collect();
+        for room in rooms {
+            self.leave_room(&room).await;
+        }
+        if let Err(e) = self.shared.bridge.release_username(&member).await {
+            tracing::warn!(error = %e, "releasing the username failed; it expires with presence");
+        }
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close_code::GOING_AWAY => "going away",
+        close_code::UNSUPPORTED => "text messages are not supported: send binary protobuf frames",
+        close_code::POLICY => "too slow to read messages",
+        close_code::TOO_BIG => "message too big",
+        close_code::KICKED => "kicked",
+        _ => "",
+    }
+}
+
+fn truncate(raw: &str) -> String {
+    raw.chars().take(80).collect()
+}

@@ -1,0 +1,55 @@
+//! State shared by every connection of one gateway.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chat_bridge::Bridge;
+use chat_proto::v1::Limits;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::conn::ConnHandle;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// Everything a connection needs from its gateway.
+pub struct Shared {
+    pub config: Config,
+    pub gateway_id: String,
+    pub limits: Limits,
+    pub bridge: Arc<dyn Bridge>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// Open connections, for drain. A plain mutex: held for an insert or a
+    /// remove, or to copy the handles out, never across an await.
+    pub conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
+    pub next_conn: AtomicU64,
+    /// Set once draining starts: health 503, upgrades refused.
+    pub draining: AtomicBool,
+    /// Cancelled to start a drain (SIGTERM, or an operator's request).
+    pub drain: CancellationToken,
+}
+
+impl Shared {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A gateway id unique per process: host-ish prefix, pid and start time.
+pub fn default_gateway_id() -> String {
+    format!("gw-{}-{:x}", std::process::id(), now_ms() & 0xff_ffff)
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("gateway_id", &self.gateway_id).finish_non_exhaustive()
+    }
+}

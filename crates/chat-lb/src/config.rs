@@ -1,0 +1,364 @@
+//! Balancer configuration: the resolved settings, the TOML file format and their validation.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `run` needs to know, already merged from flags, environment and file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Backend addresses as `host:port`; the order is the round-robin order.
+    pub backends: Vec<String>,
+    /// File whose `backends` list is re-read on every reload request (SIGHUP); `None` means
+    /// the backend set is fixed for the life of the process.
+    pub config_file: Option<PathBuf>,
+    /// How long one connect attempt to a backend may take before the next backend is tried.
+    pub connect_timeout: Duration,
+    /// Active health checking of the backends.
+    pub health: HealthConfig,
+    /// Client connections relayed at once; more are closed right after accept and counted.
+    pub max_connections: usize,
+    /// Close a connection after this long without bytes in either direction; `None` never does.
+    pub idle_timeout: Option<Duration>,
+    /// After a shutdown request, how long established connections may keep relaying.
+    pub drain_timeout: Duration,
+    /// Write a PROXY protocol v2 header to the backend before relaying.
+    pub send_proxy_v2: bool,
+    /// Relay buffer per direction and connection; small, because most connections are idle.
+    pub buffer_size: usize,
+}
+
+/// Active health check settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Time between two checks of the same backend.
+    pub interval: Duration,
+    /// Time a single check (connect, request, status line) may take.
+    pub timeout: Duration,
+    /// Consecutive failed checks that take an up backend down.
+    pub fall: u32,
+    /// Consecutive successful checks that bring a down backend back up.
+    pub rise: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fall: 2,
+            rise: 2,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            backends: Vec::new(),
+            config_file: None,
+            connect_timeout: Duration::from_secs(1),
+            health: HealthConfig::default(),
+            max_connections: 100_000,
+            idle_timeout: None,
+            drain_timeout: Duration::from_secs(10),
+            send_proxy_v2: false,
+            buffer_size: 4096,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no backends: give --backend host:port or a config file with `backends = [...]`")]
+    NoBackends,
+    #[error("invalid backend address {addr:?}: {reason}")]
+    InvalidBackend { addr: String, reason: &'static str },
+    #[error("backend {0} is listed twice")]
+    DuplicateBackend(String),
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot parse config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Checks every setting; `run` refuses a config that does not pass.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_backends(&self.backends)?;
+        let positive = |field, value: Duration| {
+            if value.is_zero() {
+                Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be greater than zero".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("connect-timeout", self.connect_timeout)?;
+        positive("health-interval", self.health.interval)?;
+        positive("health-timeout", self.health.timeout)?;
+        if let Some(idle) = self.idle_timeout {
+            positive("idle-timeout", idle)?;
+        }
+        let at_least_one = |field, value: u64| {
+            if value == 0 {
+                Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be at least 1".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("fall", self.health.fall.into())?;
+        at_least_one("rise", self.health.rise.into())?;
+        at_least_one("max-connections", self.max_connections as u64)?;
+        if !(512..=1 << 20).contains(&self.buffer_size) {
+            return Err(ConfigError::Invalid {
+                field: "buffer-size",
+                reason: format!("{} is outside 512..=1048576 bytes", self.buffer_size),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a backend list is non-empty, well formed and without duplicates.
+pub fn validate_backends(backends: &[String]) -> Result<(), ConfigError> {
+    if backends.is_empty() {
+        return Err(ConfigError::NoBackends);
+    }
+    let mut seen = HashSet::new();
+    for addr in backends {
+        validate_backend(addr)?;
+        if !seen.insert(addr.as_str()) {
+            return Err(ConfigError::DuplicateBackend(addr.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the `host:port` form (`[v6]:port` for IPv6 literals); the host is resolved at
+/// connect time, so a name may point at new addresses without a reload.
+pub fn validate_backend(addr: &str) -> Result<(), ConfigError> {
+    let invalid = |reason| ConfigError::InvalidBackend {
+        addr: addr.to_owned(),
+        reason,
+    };
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("expected host:port"))?;
+    if host.is_empty() {
+        return Err(invalid("missing host"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(invalid("IPv6 addresses must be written as [addr]:port"));
+    }
+    if host.chars().any(char::is_whitespace) {
+        return Err(invalid("host contains whitespace"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(invalid("port must be a number in 1..=65535")),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The `--config` TOML file. Keys are the long flag names; every key is optional except that
+/// some source must name the backends. Only `backends` is re-read on reload.
+///
+/// ```toml
+/// backends = ["127.0.0.1:8081", "127.0.0.1:8082"]
+/// health-interval = "500ms"
+/// ```
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub backends: Option<Vec<String>>,
+    pub connect_timeout: Option<String>,
+    pub health_interval: Option<String>,
+    pub health_timeout: Option<String>,
+    pub fall: Option<u32>,
+    pub rise: Option<u32>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub send_proxy_v2: Option<bool>,
+    pub buffer_size: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses file contents; the error is one line with the position of the problem.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|err: toml::de::Error| {
+            let message = err.message().trim().replace('\n', " ");
+            match err.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: {message}")
+                }
+                None => message,
+            }
+        })
+    }
+
+    /// Overwrites the settings of `config` that this file sets.
+    pub fn apply_to(self, config: &mut Config) -> Result<(), ConfigError> {
+        let duration = |field, value: Option<String>| {
+            value
+                .map(|text| {
+                    parse_duration(&text).map_err(|reason| ConfigError::Invalid { field, reason })
+                })
+                .transpose()
+        };
+        if let Some(backends) = self.backends {
+            config.backends = backends;
+        }
+        if let Some(value) = duration("connect-timeout", self.connect_timeout)? {
+            config.connect_timeout = value;
+        }
+        if let Some(value) = duration("health-interval", self.health_interval)? {
+            config.health.interval = value;
+        }
+        if let Some(value) = duration("health-timeout", self.health_timeout)? {
+            config.health.timeout = value;
+        }
+        if let Some(value) = duration("idle-timeout", self.idle_timeout)? {
+            config.idle_timeout = Some(value);
+        }
+        if let Some(value) = duration("drain-timeout", self.drain_timeout)? {
+            config.drain_timeout = value;
+        }
+        config.health.fall = self.fall.unwrap_or(config.health.fall);
+        config.health.rise = self.rise.unwrap_or(config.health.rise);
+        config.max_connections = self.max_connections.unwrap_or(config.max_connections);
+        config.send_proxy_v2 = self.send_proxy_v2.unwrap_or(config.send_proxy_v2);
+        config.buffer_size = self.buffer_size.unwrap_or(config.buffer_size);
+        Ok(())
+    }
+}
+
+/// Parses `250ms`, `1s`, `2m` or `1h`: a whole number and a unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (use ms, s, m or h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1_000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn backend_addresses_are_checked() {
+        assert!(validate_backend("127.0.0.1:8081").is_ok());
+        assert!(validate_backend("gateway-1:8080").is_ok());
+        assert!(validate_backend("[::1]:8080").is_ok());
+        for bad in [
+            "127.0.0.1",
+            ":80",
+            "host:0",
+            "host:99999",
+            "::1:80",
+            "a b:1",
+        ] {
+            assert!(validate_backend(bad).is_err(), "{bad} accepted");
+        }
+        let twice = vec!["a:1".to_owned(), "a:1".to_owned()];
+        assert!(matches!(
+            validate_backends(&twice),
+            Err(ConfigError::DuplicateBackend(_))
+        ));
+        assert!(matches!(
+            validate_backends(&[]),
+            Err(ConfigError::NoBackends)
+        ));
+    }
+
+    #[test]
+    fn file_settings_apply_over_defaults() {
+        let file = FileConfig::parse(
+            "backends = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nhealth-interval = \"250ms\"\nfall = 3\n",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        file.apply_to(&mut config).unwrap();
+        assert_eq!(config.backends, ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(config.health.interval, Duration::from_millis(250));
+        assert_eq!(config.health.fall, 3);
+        assert_eq!(config.health.rise, 2);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn file_errors_are_one_line_with_position() {
+        let err = FileConfig::parse("backends = [\"a:1\"]\nbogus = 1\n").unwrap_err();
+        assert!(err.starts_with("line 2:"), "{err}");
+        assert!(!err.contains('\n'));
+        let bad_duration = FileConfig::parse("drain-timeout = \"soon\"").unwrap();
+        assert!(bad_duration.apply_to(&mut Config::default()).is_err());
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let mut config = Config {
+            backends: vec!["127.0.0.1:1".into()],
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        config.health.fall = 0;
+        assert!(config.validate().is_err());
+        config.health.fall = 1;
+        config.connect_timeout = Duration::ZERO;
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! One client connection: choose a backend (with failover), optionally announce the client
+//! with a PROXY header, then relay until both sides are done.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::backend::{Backend, Observation, Transition};
+use crate::config::HealthConfig;
+use crate::metrics::Stats;
+use crate::pool::Pool;
+use crate::proxy_protocol;
+use crate::relay::{self, Meters, Outcome};
+
+/// What every connection needs; shared by all of them.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) connect_timeout: Duration,
+    /// For the fall/rise numbers applied to passive observations.
+    pub(crate) health: HealthConfig,
+    pub(crate) send_proxy_v2: bool,
+    pub(crate) buffer_size: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+/// Serves one accepted client. `cancel` fires when the drain deadline has passed.
+pub(crate) async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) {
+    // Latency over batching for both legs: chat frames are small and interactive.
+    if let Err(err) = client.set_nodelay(true) {
+        debug!(error = %err, "client closed before relaying");
+        return;
+    }
+    let Some((backend, mut upstream)) = connect(shared).await else {
+        shared
+            .stats
+            .rejected_no_backend
+            .fetch_add(1, Ordering::Relaxed);
+        warn!("no backend accepted the connection; closing it");
+        return;
+    };
+    let stats = &backend.stats;
+    stats.connections.fetch_add(1, Ordering::Relaxed);
+    stats.active_connections.fetch_add(1, Ordering::Relaxed);
+    let _active = DecrementOnDrop(&stats.active_connections);
+    debug!(backend = backend.addr(), "relaying");
+
+    if shared.send_proxy_v2 {
+        let header = match client.local_addr() {
+            Ok(local) => proxy_protocol::header(peer, local),
+            Err(err) => {
+                debug!(error = %err, "client closed before relaying");
+                return;
+            }
+        };
+        if let Err(err) = upstream.write_all(&header).await {
+            warn!(backend = backend.addr(), error = %err, "cannot send PROXY header");
+            return;
+        }
+    }
+
+    let meters = Meters {
+        to_backend: &stats.bytes_to_backend,
+        to_client: &stats.bytes_to_client,
+    };
+    let outcome = relay::relay(
+        client,
+        upstream,
+        shared.buffer_size,
+        shared.idle_timeout,
+        meters,
+        cancel,
+    )
+    .await;
+    match outcome {
+        Outcome::Closed => debug!("connection closed"),
+        Outcome::Failed(err) => debug!(error = %err, "connection ended with an error"),
+        Outcome::Idle => debug!("idle timeout; connection closed"),
+        Outcome::Cancelled => debug!("drain deadline passed; connection closed"),
+    }
+}
+
+/// Tries the healthy backends in round-robin order until one accepts. A failed or timed-out
+/// attempt marks that backend down at once (passive check) and moves on to the next one.
+async fn connect(shared: &Shared) -> Option<(Arc<Backend>, TcpStream)> {
+    for backend in shared.pool.candidates() {
+        let error =
+            match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(backend.addr()))
+                .await
+            {
+                Ok(Ok(stream)) => match stream.set_nodelay(true) {
+                    Ok(()) => return Some((backend, stream)),
+                    Err(err) => err.to_string(),
+                },
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => format!("timed out after {:?}", shared.connect_timeout),
+            };
+        let transition = backend.observe(
+            Observation::ConnectFailed,
+            shared.health.fall,
+            shared.health.rise,
+        );
+        if transition == Some(Transition::WentDown) {
+            warn!(backend = backend.addr(), %error, "connect failed; backend down");
+        } else {
+            debug!(backend = backend.addr(), %error, "connect failed");
+        }
+    }
+    None
+}
+
+/// Keeps a gauge right on every exit path.
+struct DecrementOnDrop<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

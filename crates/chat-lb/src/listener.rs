@@ -1,0 +1,129 @@
+//! The accept loop: connection slots, back-off on accept errors, one task per connection.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::connection::{self, Shared};
+
+/// First and longest pause after an accept error such as EMFILE.
+const BACKOFF_MIN: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Accepts clients until `shutdown` completes.
+pub(crate) struct Listener {
+    listener: TcpListener,
+    /// One permit per relayed connection (`max-connections`).
+    slots: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    /// Owns every connection task so shutdown can wait for them.
+    connections: TaskTracker,
+    /// Fires when the drain deadline has passed.
+    cancel: CancellationToken,
+    /// Numbers connections for their tracing span.
+    next_id: AtomicU64,
+}
+
+impl Listener {
+    pub(crate) fn new(
+        listener: TcpListener,
+        max_connections: usize,
+        shared: Arc<Shared>,
+        connections: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            listener,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            shared,
+            connections,
+            cancel,
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs the loop; returning drops the listening socket, so new clients are refused.
+    pub(crate) async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            // The slot is taken before accepting, so a client accepted while a slot was free
+            // is never turned away. With every slot taken we still accept: the excess client
+            // is closed at once and counted, instead of hanging in the kernel backlog.
+            let reserved = Arc::clone(&self.slots).try_acquire_owned().ok();
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                accepted = self.accept() => accepted,
+            };
+            let stats = &self.shared.stats;
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            let Some(permit) =
+                reserved.or_else(|| Arc::clone(&self.slots).try_acquire_owned().ok())
+            else {
+                stats
+                    .rejected_max_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "max-connections reached; connection closed");
+                drop(stream);
+                continue;
+            };
+            self.spawn(stream, peer, permit);
+        }
+    }
+
+    fn spawn(&self, stream: TcpStream, peer: std::net::SocketAddr, permit: OwnedSemaphorePermit) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::clone(&self.shared);
+        let cancel = self.cancel.clone();
+        shared.stats.active.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("connection", id, %peer);
+        self.connections.spawn(
+            async move {
+                connection::serve(stream, peer, &shared, &cancel).await;
+                shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Accepts one client; errors that concern only that client are skipped, others
+    /// (EMFILE, ENFILE, ENOBUFS...) pause the loop with a growing back-off instead of spinning.
+    async fn accept(&self) -> (TcpStream, std::net::SocketAddr) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match self.listener.accept().await {
+                Ok(accepted) => return accepted,
+                Err(err) if is_client_error(&err) => {
+                    debug!(error = %err, "client gone before accept");
+                }
+                Err(err) => {
+                    self.shared
+                        .stats
+                        .accept_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %err, ?backoff, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+fn is_client_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}

@@ -1,0 +1,193 @@
+//! The `chat-lb` binary: parses flags, starts tracing, binds, and calls [`chat_lb::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_lb::{parse_duration, Config, ConfigError, FileConfig, Signals};
+use clap::{error::ErrorKind, Parser, ValueEnum};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for invalid configuration (sysexits `EX_USAGE`).
+const EX_USAGE: u8 = 64;
+
+/// Layer-4 TCP load balancer: round-robin over healthy backends, never parses the bytes.
+///
+/// Settings come from flags, then environment, then the `--config` file, then the defaults
+/// given below. SIGHUP re-reads the file's `backends`; SIGTERM/SIGINT drain and exit.
+#[derive(Debug, Parser)]
+#[command(name = "chat-lb", version)]
+struct Cli {
+    /// Address clients connect to.
+    #[arg(long, env = "CHAT_LB_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Address of the admin endpoint (GET /metrics, GET /healthz).
+    #[arg(long, env = "CHAT_LB_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    admin_listen: SocketAddr,
+    /// Backend as host:port; repeat the flag (or separate with commas) for more.
+    #[arg(
+        long = "backend",
+        env = "CHAT_LB_BACKEND",
+        value_name = "HOST:PORT",
+        value_delimiter = ',',
+        value_parser = parse_backend,
+        conflicts_with = "config"
+    )]
+    backends: Vec<String>,
+    /// TOML file: `backends = ["host:port", ...]` plus any flag below by its long name.
+    #[arg(long, env = "CHAT_LB_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Time allowed to connect to a backend before trying the next (default 1s).
+    #[arg(long, env = "CHAT_LB_CONNECT_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    connect_timeout: Option<Duration>,
+    /// Time between two health checks of a backend (default 1s).
+    #[arg(long, env = "CHAT_LB_HEALTH_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    health_interval: Option<Duration>,
+    /// Time allowed for one health check (default 1s).
+    #[arg(long, env = "CHAT_LB_HEALTH_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    health_timeout: Option<Duration>,
+    /// Consecutive failed health checks that take a backend down (default 2).
+    #[arg(long, env = "CHAT_LB_FALL")]
+    fall: Option<u32>,
+    /// Consecutive successful health checks that bring a backend back (default 2).
+    #[arg(long, env = "CHAT_LB_RISE")]
+    rise: Option<u32>,
+    /// Connections relayed at once; more are closed right after accept (default 100000).
+    #[arg(long, env = "CHAT_LB_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Close a connection after this long without traffic (default: never).
+    #[arg(long, env = "CHAT_LB_IDLE_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    idle_timeout: Option<Duration>,
+    /// On SIGTERM/SIGINT, how long established connections may go on (default 10s).
+    #[arg(long, env = "CHAT_LB_DRAIN_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    drain_timeout: Option<Duration>,
+    /// Send a PROXY protocol v2 header to the backend before the client's bytes.
+    #[arg(long, env = "CHAT_LB_SEND_PROXY_V2")]
+    send_proxy_v2: bool,
+    /// Relay buffer per direction and connection, in bytes (default 4096).
+    #[arg(long, env = "CHAT_LB_BUFFER_SIZE")]
+    buffer_size: Option<usize>,
+    /// Log output format; the filter comes from RUST_LOG (default info).
+    #[arg(long, env = "CHAT_LB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+fn parse_backend(addr: &str) -> Result<String, ConfigError> {
+    chat_lb::validate_backend(addr)?;
+    Ok(addr.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
+            err.exit()
+        }
+        Err(err) => {
+            let text = err.to_string();
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            return usage_error(line.trim_start_matches("error: "));
+        }
+    };
+    let config = match resolve(&cli) {
+        Ok(config) => config,
+        Err(err) => return usage_error(&chain(&err)),
+    };
+    if let Err(err) = init_tracing(cli.log_format) {
+        return usage_error(&err);
+    }
+    match serve(&cli, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "chat-lb failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: &Cli, config: Config) -> anyhow::Result<()> {
+    // Installed before binding, so a SIGTERM during start-up is not lost.
+    let signals = Signals::from_os().context("cannot install signal handlers")?;
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let admin = TcpListener::bind(cli.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", cli.admin_listen))?;
+    chat_lb::run(listener, admin, config, signals)
+        .await
+        .context("balancer failed")
+}
+
+/// Defaults, then the file, then flags and environment.
+fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut config = Config::default();
+    if let Some(path) = &cli.config {
+        FileConfig::load(path)?.apply_to(&mut config)?;
+        config.config_file = Some(path.clone());
+    }
+    if !cli.backends.is_empty() {
+        config.backends.clone_from(&cli.backends);
+    }
+    let health = &mut config.health;
+    health.interval = cli.health_interval.unwrap_or(health.interval);
+    health.timeout = cli.health_timeout.unwrap_or(health.timeout);
+    health.fall = cli.fall.unwrap_or(health.fall);
+    health.rise = cli.rise.unwrap_or(health.rise);
+    config.connect_timeout = cli.connect_timeout.unwrap_or(config.connect_timeout);
+    config.max_connections = cli.max_connections.unwrap_or(config.max_connections);
+    config.idle_timeout = cli.idle_timeout.or(config.idle_timeout);
+    config.drain_timeout = cli.drain_timeout.unwrap_or(config.drain_timeout);
+    config.send_proxy_v2 |= cli.send_proxy_v2;
+    config.buffer_size = cli.buffer_size.unwrap_or(config.buffer_size);
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_tracing(format: LogFormat) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::try_new(&directives)
+            .map_err(|err| format!("invalid RUST_LOG {directives:?}: {err}"))?,
+        Err(_) => EnvFilter::new("info"),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// The error and its causes on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("chat-lb: invalid configuration: {message}");
+    ExitCode::from(EX_USAGE)
+}

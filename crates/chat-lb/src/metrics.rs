@@ -1,0 +1,241 @@
+//! Process-wide counters and their rendering in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::backend::Backend;
+use crate::pool::Pool;
+
+/// Counters that belong to no single backend. Relaxed atomics: each is read on its own.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Client connections accepted (including the ones rejected afterwards).
+    pub(crate) accepted: AtomicU64,
+    /// Client connections holding a slot, from accept to the end of relaying.
+    pub(crate) active: AtomicU64,
+    /// Closed right after accept because `max-connections` were already open.
+    pub(crate) rejected_max_connections: AtomicU64,
+    /// Closed because no healthy backend accepted a connection.
+    pub(crate) rejected_no_backend: AtomicU64,
+    /// `accept` failures other than a client giving up (EMFILE and the like).
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) reloads_ok: AtomicU64,
+    pub(crate) reloads_failed: AtomicU64,
+    /// Set once shutdown began; `/healthz` then answers 503.
+    pub(crate) draining: AtomicBool,
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Renders every metric; backends removed by a reload are no longer listed.
+pub(crate) fn render(pool: &Pool, stats: &Stats) -> String {
+    let backends = pool.snapshot();
+    let mut out = String::with_capacity(2048 + backends.len() * 1024);
+    let mut m = Writer { out: &mut out };
+    m.global(
+        "chat_lb_connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+        get(&stats.accepted),
+    );
+    m.global(
+        "chat_lb_active_connections",
+        "gauge",
+        "Client connections currently open.",
+        get(&stats.active),
+    );
+    m.header(
+        "chat_lb_connections_rejected_total",
+        "counter",
+        "Client connections closed without relaying, by reason.",
+    );
+    m.value(
+        "chat_lb_connections_rejected_total",
+        &[("reason", "max_connections")],
+        get(&stats.rejected_max_connections),
+    );
+    m.value(
+        "chat_lb_connections_rejected_total",
+        &[("reason", "no_backend")],
+        get(&stats.rejected_no_backend),
+    );
+    m.global(
+        "chat_lb_accept_errors_total",
+        "counter",
+        "Accept failures that caused a back-off.",
+        get(&stats.accept_errors),
+    );
+    m.header(
+        "chat_lb_config_reloads_total",
+        "counter",
+        "Backend set reloads, by result.",
+    );
+    m.value(
+        "chat_lb_config_reloads_total",
+        &[("result", "success")],
+        get(&stats.reloads_ok),
+    );
+    m.value(
+        "chat_lb_config_reloads_total",
+        &[("result", "failure")],
+        get(&stats.reloads_failed),
+    );
+    m.global(
+        "chat_lb_draining",
+        "gauge",
+        "1 once shutdown has begun.",
+        u64::from(stats.draining.load(Ordering::Relaxed)),
+    );
+
+    let up = |b: &Backend| u64::from(b.is_up());
+    let active = |b: &Backend| get(&b.stats.active_connections);
+    let connections = |b: &Backend| get(&b.stats.connections);
+    let connect_failures = |b: &Backend| get(&b.stats.connect_failures);
+    let health_ok = |b: &Backend| get(&b.stats.health_successes);
+    let health_failed = |b: &Backend| get(&b.stats.health_failures);
+    let to_backend = |b: &Backend| get(&b.stats.bytes_to_backend);
+    let to_client = |b: &Backend| get(&b.stats.bytes_to_client);
+    let families = [
+        Family {
+            name: "chat_lb_backend_up",
+            kind: "gauge",
+            help: "1 if the backend takes new connections.",
+            variants: &[(None, up)],
+        },
+        Family {
+            name: "chat_lb_backend_active_connections",
+            kind: "gauge",
+            help: "Connections currently relayed to the backend.",
+            variants: &[(None, active)],
+        },
+        Family {
+            name: "chat_lb_backend_connections_total",
+            kind: "counter",
+            help: "Connections relayed to the backend.",
+            variants: &[(None, connections)],
+        },
+        Family {
+            name: "chat_lb_backend_connect_failures_total",
+            kind: "counter",
+            help: "Failed or timed-out connect attempts for clients.",
+            variants: &[(None, connect_failures)],
+        },
+        Family {
+            name: "chat_lb_backend_health_checks_total",
+            kind: "counter",
+            help: "Active health checks, by result.",
+            variants: &[
+                (Some(("result", "success")), health_ok),
+                (Some(("result", "failure")), health_failed),
+            ],
+        },
+        Family {
+            name: "chat_lb_backend_bytes_total",
+            kind: "counter",
+            help: "Bytes relayed, by direction.",
+            variants: &[
+                (Some(("direction", "to_backend")), to_backend),
+                (Some(("direction", "to_client")), to_client),
+            ],
+        },
+    ];
+    for family in families {
+        m.header(family.name, family.kind, family.help);
+        for &(extra, read) in family.variants {
+            for backend in backends.iter() {
+                let mut labels = vec![("backend", backend.addr())];
+                labels.extend(extra);
+                m.value(family.name, &labels, read(backend));
+            }
+        }
+    }
+    out
+}
+
+/// A per-backend metric: one sample per backend and variant (an extra label and its value).
+struct Family<'a> {
+    name: &'a str,
+    kind: &'a str,
+    help: &'a str,
+    variants: &'a [(Option<Label<'a>>, ReadValue)],
+}
+
+/// An extra label: name and value.
+type Label<'a> = (&'a str, &'a str);
+/// Reads a sample's value from a backend.
+type ReadValue = fn(&Backend) -> u64;
+
+struct Writer<'a> {
+    out: &'a mut String,
+}
+
+impl Writer<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn global(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.header(name, kind, help);
+        self.value(name, &[], value);
+    }
+
+    fn value(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (key, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{key}=\"{}\"", escape(val));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_each_family_once_with_backend_labels() {
+        let pool = Pool::new(&["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()]);
+        pool.snapshot()[1]
+            .stats
+            .bytes_to_client
+            .store(42, Ordering::Relaxed);
+        let stats = Stats::default();
+        stats.rejected_max_connections.store(3, Ordering::Relaxed);
+        let text = render(&pool, &stats);
+        assert!(text.contains("chat_lb_connections_rejected_total{reason=\"max_connections\"} 3\n"));
+        assert!(text.contains("chat_lb_backend_up{backend=\"127.0.0.1:1\"} 1\n"));
+        assert!(text.contains(
+            "chat_lb_backend_bytes_total{backend=\"127.0.0.1:2\",direction=\"to_client\"} 42\n"
+        ));
+        assert_eq!(
+            text.matches("# TYPE chat_lb_backend_bytes_total ").count(),
+            1
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<u64>().unwrap();
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,265 @@
+//! The real `chat-lb` binary: SIGHUP reload, SIGTERM drain, exit code 64 on bad configuration.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::{counts, eventually, http_get, spread, Client, Metrics, TestBackend, PATIENCE};
+use tokio::net::TcpStream;
+
+/// A running `chat-lb` process, killed when dropped (a failing test leaves no process behind).
+struct Binary {
+    child: Child,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Binary {
+    /// Starts the binary on ephemeral ports and waits for its "listening" log line, which
+    /// carries the bound addresses.
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-lb"))
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chat-lb");
+        let stderr = child.stderr.take().unwrap();
+        // Owned by the guard from here on, so a failed start kills the process too.
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut binary = Self {
+            child,
+            proxy: unknown,
+            admin: unknown,
+        };
+        let (tx, lines) = mpsc::channel();
+        // Keeps draining stderr so the child never blocks on a full pipe; ends with the child.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("chat-lb: {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let line = lines.recv_timeout(wait).expect("no \"listening\" log line");
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let fields = &entry["fields"];
+            if fields["message"] == "listening" {
+                let addr = |key: &str| fields[key].as_str().unwrap().parse().unwrap();
+                binary.proxy = addr("proxy");
+                binary.admin = addr("admin");
+                return binary;
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        kill(pid, signal).unwrap();
+    }
+
+    async fn metrics(&self) -> Metrics {
+        Metrics(http_get(self.admin, "/metrics").await.1)
+    }
+
+    async fn exit_status(&mut self) -> ExitStatus {
+        let mut status = None;
+        eventually("chat-lb exits", || {
+            status = self.child.try_wait().unwrap();
+            std::future::ready(status.is_some())
+        })
+        .await;
+        status.unwrap()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("chat-lb-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Replaces the file in one step, so a reload never reads half of it.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn backends_toml(backends: &[&TestBackend]) -> String {
+    let list: Vec<_> = backends
+        .iter()
+        .map(|b| format!("\"{}\"", b.addr_string()))
+        .collect();
+    format!(
+        "backends = [{}]\nhealth-interval = \"100ms\"\n",
+        list.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn sighup_applies_backend_changes_and_keeps_established_connections() {
+    let (a, b, c) = (
+        TestBackend::start("a").await,
+        TestBackend::start("b").await,
+        TestBackend::start("c").await,
+    );
+    let dir = TempDir::new("sighup");
+    let path = dir.0.join("lb.toml");
+    write_atomically(&path, &backends_toml(&[&a, &b]));
+    let lb = Binary::start(&["--config", path.to_str().unwrap()]);
+    let mut kept = Client::open(lb.proxy).await.expect("relayed");
+    assert_eq!(kept.backend, "a", "round-robin starts at the first backend");
+
+    write_atomically(&path, &backends_toml(&[&b, &c]));
+    lb.signal(Signal::SIGHUP);
+    eventually("a removed and c added", || async {
+        let metrics = lb.metrics().await;
+        metrics.backend("chat_lb_backend_up", &a).is_none()
+            && metrics.backend("chat_lb_backend_up", &c) == Some(1)
+    })
+    .await;
+    let reloads = |result| [("result", result)];
+    let metrics = lb.metrics().await;
+    assert_eq!(
+        metrics.get("chat_lb_config_reloads_total", &reloads("success")),
+        Some(1)
+    );
+    assert_eq!(spread(lb.proxy, 10).await, counts(&[("b", 5), ("c", 5)]));
+    kept.echo("still relayed to a removed backend").await;
+
+    // A broken file is refused and changes nothing.
+    write_atomically(&path, "backends = [\n");
+    lb.signal(Signal::SIGHUP);
+    eventually("failed reload counted", || async {
+        lb.metrics()
+            .await
+            .get("chat_lb_config_reloads_total", &reloads("failure"))
+            == Some(1)
+    })
+    .await;
+    assert_eq!(spread(lb.proxy, 10).await, counts(&[("b", 5), ("c", 5)]));
+    kept.echo("and after a failed reload").await;
+    assert_eq!(a.data_connections(), 1);
+}
+
+#[tokio::test]
+async fn sigterm_drains_established_connections_then_exits_zero() {
+    let a = TestBackend::start("a").await;
+    let mut lb = Binary::start(&["--backend", &a.addr_string(), "--drain-timeout", "20s"]);
+    let mut client = Client::open(lb.proxy).await.expect("relayed");
+
+    lb.signal(Signal::SIGTERM);
+    eventually("new connections refused", || async {
+        TcpStream::connect(lb.proxy).await.is_err()
+    })
+    .await;
+    assert_eq!(http_get(lb.admin, "/healthz").await.0, 503);
+    client.echo("relayed while draining").await;
+    assert!(
+        lb.child.try_wait().unwrap().is_none(),
+        "exited with a connection open"
+    );
+
+    let closed = Instant::now();
+    drop(client);
+    let status = lb.exit_status().await;
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        closed.elapsed() < Duration::from_secs(5),
+        "waited for the drain timeout although no connection was left"
+    );
+}
+
+/// Runs the binary to its exit (killing it after a deadline) and returns status and stderr.
+fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-lb"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chat-lb {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn invalid_configuration_exits_64_with_one_line() {
+    let dir = TempDir::new("invalid");
+    let unknown_key = dir.0.join("unknown.toml");
+    std::fs::write(&unknown_key, "backends = [\"127.0.0.1:1\"]\nbackend = 1\n").unwrap();
+    let unknown_key = unknown_key.to_str().unwrap();
+    let missing = dir.0.join("missing.toml");
+    let missing = missing.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &[],
+        &["--backend", "no-port"],
+        &["--backend", "127.0.0.1:1", "--fall", "0"],
+        &["--backend", "127.0.0.1:1", "--connect-timeout", "soon"],
+        &["--backend", "127.0.0.1:1", "--backend", "127.0.0.1:1"],
+        &["--backend", "127.0.0.1:1", "--config", unknown_key],
+        &["--config", unknown_key],
+        &["--config", missing],
+    ];
+    for args in cases {
+        let (status, stderr) = run_to_exit(args);
+        assert_eq!(status.code(), Some(64), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("chat-lb: invalid configuration: "),
+            "{args:?}: {stderr}"
+        );
+    }
+}

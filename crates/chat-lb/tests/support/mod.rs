@@ -1,0 +1,357 @@
+//! Test support: small TCP backends, a balancer started through the library `run`, a metrics
+//! reader and an `eventually` helper.
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chat_lb::{Config, HealthConfig, Signals};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{sleep, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound for any single wait in a test.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `check` until it returns true; panics with `what` after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The PROXY v2 signature, written out here independently of the crate.
+pub const PROXY_V2_SIGNATURE: &[u8; 12] = b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a";
+
+/// A backend that answers `GET /healthz` with its configured status and, for any other
+/// first bytes, writes its name and a newline, echoes everything, and after the client's EOF
+/// writes `bye\n` and closes. A PROXY v2 header in front of either is recorded and stripped.
+pub struct TestBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    state: Arc<BackendState>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct BackendState {
+    status: AtomicU16,
+    data_connections: AtomicUsize,
+    health_checks: AtomicUsize,
+    proxy_headers: Mutex<Vec<Vec<u8>>>,
+}
+
+impl TestBackend {
+    pub async fn start(name: &str) -> Self {
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Binds `addr` (with SO_REUSEADDR, so a stopped backend can come back on its port).
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Self {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(addr).unwrap();
+        let listener = socket.listen(1024).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(BackendState {
+            status: AtomicU16::new(200),
+            ..BackendState::default()
+        });
+        let task = tokio::spawn(accept_loop(listener, name.to_owned(), Arc::clone(&state)));
+        Self {
+            name: name.to_owned(),
+            addr,
+            state,
+            task,
+        }
+    }
+
+    /// Stops listening and drops every open connection; returns the address for a restart.
+    pub async fn stop(self) -> SocketAddr {
+        self.task.abort();
+        let _ = self.task.await;
+        self.addr
+    }
+
+    pub fn set_health_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn data_connections(&self) -> usize {
+        self.state.data_connections.load(Ordering::SeqCst)
+    }
+
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::SeqCst)
+    }
+
+    pub fn proxy_headers(&self) -> Vec<Vec<u8>> {
+        self.state.proxy_headers.lock().unwrap().clone()
+    }
+
+    pub fn addr_string(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+async fn accept_loop(listener: TcpListener, name: String, state: Arc<BackendState>) {
+    // Owned here so aborting this task closes every connection of the backend too.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                connections.spawn(serve(stream, name.clone(), Arc::clone(&state)));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, name: String, state: Arc<BackendState>) {
+    const HEALTH: &[u8] = b"GET /healthz";
+    let mut buf = Vec::new();
+    let mut proxy_done = false;
+    loop {
+        if !proxy_done {
+            let n = buf.len().min(12);
+            if buf[..n] != PROXY_V2_SIGNATURE[..n] {
+                proxy_done = true;
+            } else if buf.len() >= 16 {
+                let len = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+                if buf.len() >= 16 + len {
+                    let header: Vec<u8> = buf.drain(..16 + len).collect();
+                    state.proxy_headers.lock().unwrap().push(header);
+                    proxy_done = true;
+                }
+            }
+        }
+        if proxy_done {
+            let n = buf.len().min(HEALTH.len());
+            if buf.len() >= HEALTH.len() && buf.starts_with(HEALTH) {
+                state.health_checks.fetch_add(1, Ordering::SeqCst);
+                let status = state.status.load(Ordering::SeqCst);
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                return;
+            }
+            if buf[..n] != HEALTH[..n] {
+                break;
+            }
+        }
+        let mut chunk = [0u8; 1024];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    state.data_connections.fetch_add(1, Ordering::SeqCst);
+    let mut reply = format!("{name}\n").into_bytes();
+    reply.extend_from_slice(&buf);
+    if stream.write_all(&reply).await.is_err() {
+        return;
+    }
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => {
+                if stream.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = stream.write_all(b"bye\n").await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads up to and including the next `\n`; `None` on EOF or error before it.
+pub async fn read_line(stream: &mut TcpStream) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match timeout(PATIENCE, stream.read(&mut byte)).await {
+            Ok(Ok(1)) if byte[0] == b'\n' => return Some(String::from_utf8(line).unwrap()),
+            Ok(Ok(1)) => line.push(byte[0]),
+            Ok(_) => return None,
+            Err(_) => panic!("no line within {PATIENCE:?}"),
+        }
+    }
+}
+
+/// A relayed client connection that stays open.
+pub struct Client {
+    pub stream: TcpStream,
+    /// Name of the backend the balancer chose.
+    pub backend: String,
+}
+
+impl Client {
+    /// Connects through the balancer and learns which backend answers; `None` if the
+    /// balancer closed the connection instead.
+    pub async fn open(lb: SocketAddr) -> Option<Self> {
+        let mut stream = TcpStream::connect(lb).await.ok()?;
+        stream.write_all(b"hi\n").await.ok()?;
+        let backend = read_line(&mut stream).await?;
+        assert_eq!(read_line(&mut stream).await.as_deref(), Some("hi"));
+        Some(Self { stream, backend })
+    }
+
+    /// Sends a line and expects it back.
+    pub async fn echo(&mut self, text: &str) {
+        self.stream
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(read_line(&mut self.stream).await.as_deref(), Some(text));
+    }
+}
+
+/// One connection through the balancer; returns the name of the backend that served it.
+pub async fn identify(lb: SocketAddr) -> Option<String> {
+    Client::open(lb).await.map(|c| c.backend)
+}
+
+/// Makes `n` sequential connections and counts them per backend name.
+pub async fn spread(lb: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for i in 0..n {
+        let name = identify(lb)
+            .await
+            .unwrap_or_else(|| panic!("connection {i} of {n} was closed by the balancer"));
+        *counts.entry(name).or_default() += 1;
+    }
+    counts
+}
+
+pub fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+/// Settings with short health intervals, so state changes show up within a second.
+pub fn config(backends: &[&TestBackend]) -> Config {
+    Config {
+        backends: backends.iter().map(|b| b.addr_string()).collect(),
+        connect_timeout: Duration::from_millis(500),
+        health: HealthConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            fall: 2,
+            rise: 2,
+        },
+        drain_timeout: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+/// A balancer running in this process through the library `run`.
+pub struct Lb {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    shutdown: CancellationToken,
+    pub reload: mpsc::Sender<()>,
+    task: JoinHandle<Result<(), chat_lb::Error>>,
+}
+
+impl Lb {
+    pub async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let (reload, reload_rx) = mpsc::channel(1);
+        let signals = Signals::new(shutdown.clone().cancelled_owned(), reload_rx);
+        let task = tokio::spawn(chat_lb::run(listener, admin, config, signals));
+        Self {
+            addr,
+            admin: admin_addr,
+            shutdown,
+            reload,
+            task,
+        }
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        Metrics(http_get(self.admin, "/metrics").await.1)
+    }
+
+    /// Asks for shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits for `run` to return and checks that it returned `Ok`.
+    pub async fn finished(self) {
+        timeout(PATIENCE, self.task)
+            .await
+            .expect("run did not return")
+            .expect("run panicked")
+            .expect("run failed");
+    }
+
+    pub async fn stop(self) {
+        self.begin_shutdown();
+        self.finished().await;
+    }
+}
+
+/// A minimal HTTP/1.1 GET; returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .expect("admin response timed out")
+        .unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A `/metrics` scrape.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the sample with exactly these labels, in this order.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        let mut key = name.to_owned();
+        if !labels.is_empty() {
+            let inner: Vec<_> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            key = format!("{key}{{{}}}", inner.join(","));
+        }
+        self.0
+            .lines()
+            .find_map(|line| line.strip_prefix(&key)?.strip_prefix(' '))
+            .map(|value| value.parse().unwrap())
+    }
+
+    pub fn backend(&self, name: &str, backend: &TestBackend) -> Option<u64> {
+        self.get(name, &[("backend", &backend.addr_string())])
+    }
+}
