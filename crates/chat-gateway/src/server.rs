@@ -27,6 +27,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     tokio::select! {
         _ = &mut shutdown => {}
         _ = shared.drain.cancelled() => {}
+        _ = &mut accept => {}
     }
     // Keep answering HTTP while draining: the load balancer must see health 503.
     tokio::select! {

@@ -38,18 +38,29 @@ pub(crate) async fn serve(
     shared: &Shared,
     cancel: &CancellationToken,
 ) {
-    // Latency over batching for both legs: chat frames are small and interactive.
+    // No Nagle delay on either leg: small interactive writes must pass at once.
     if let Err(err) = client.set_nodelay(true) {
         debug!(error = %err, "client closed before relaying");
         return;
     }
-    let Some((backend, mut upstream)) = connect(shared).await else {
-        shared
-            .stats
-            .rejected_no_backend
-            .fetch_add(1, Ordering::Relaxed);
-        warn!("no backend accepted the connection; closing it");
-        return;
+    let (backend, mut upstream) = match connect(shared).await {
+        Ok(connected) => connected,
+        Err(tried) => {
+            shared
+                .stats
+                .rejected_no_backend
+                .fetch_add(1, Ordering::Relaxed);
+            // With none up, the outage was already logged when the last one went down.
+            if tried == 0 {
+                debug!("no backend is up; connection closed");
+            } else {
+                warn!(
+                    tried,
+                    "no backend accepted the connection; connection closed"
+                );
+            }
+            return;
+        }
     };
     let stats = &backend.stats;
     stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -94,14 +105,17 @@ pub(crate) async fn serve(
 
 /// Tries the healthy backends in round-robin order until one accepts. A failed or timed-out
 /// attempt marks that backend down at once (passive check) and moves on to the next one.
-async fn connect(shared: &Shared) -> Option<(Arc<Backend>, TcpStream)> {
-    for backend in shared.pool.candidates() {
+/// Fails with the number of backends tried.
+async fn connect(shared: &Shared) -> Result<(Arc<Backend>, TcpStream), usize> {
+    let candidates = shared.pool.candidates();
+    let tried = candidates.len();
+    for backend in candidates {
         let error =
             match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(backend.addr()))
                 .await
             {
                 Ok(Ok(stream)) => match stream.set_nodelay(true) {
-                    Ok(()) => return Some((backend, stream)),
+                    Ok(()) => return Ok((backend, stream)),
                     Err(err) => err.to_string(),
                 },
                 Ok(Err(err)) => err.to_string(),
@@ -118,7 +132,7 @@ async fn connect(shared: &Shared) -> Option<(Arc<Backend>, TcpStream)> {
             debug!(backend = backend.addr(), %error, "connect failed");
         }
     }
-    None
+    Err(tried)
 }
 
 /// Keeps a gauge right on every exit path.

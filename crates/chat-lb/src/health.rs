@@ -43,8 +43,9 @@ pub(crate) async fn run(
             let backend = Arc::clone(backend);
             let config = config.clone();
             round.spawn(async move {
-                let observation = check(backend.addr(), config.timeout, send_proxy_v2).await;
-                record(&backend, observation, &config);
+                let (observation, detail) =
+                    check(backend.addr(), config.timeout, send_proxy_v2).await;
+                record(&backend, observation, &detail, &config);
             });
         }
         // Dropping the set on cancellation aborts the checks still in flight.
@@ -55,28 +56,23 @@ pub(crate) async fn run(
     }
 }
 
-fn record(backend: &Backend, observation: Observation, config: &HealthConfig) {
+fn record(backend: &Backend, observation: Observation, detail: &str, config: &HealthConfig) {
     match backend.observe(observation, config.fall, config.rise) {
         Some(Transition::WentDown) => {
-            warn!(backend = backend.addr(), ?observation, "backend down");
+            warn!(backend = backend.addr(), result = detail, "backend down");
         }
         Some(Transition::WentUp) => info!(backend = backend.addr(), "backend up"),
-        None => debug!(backend = backend.addr(), ?observation, "health check"),
+        None => debug!(backend = backend.addr(), result = detail, "health check"),
     }
 }
 
 /// One check: connect, send the request, read the status line, all within `timeout`.
-async fn check(addr: &str, timeout: Duration, send_proxy_v2: bool) -> Observation {
+/// Returns the observation and a description for the logs.
+async fn check(addr: &str, timeout: Duration, send_proxy_v2: bool) -> (Observation, String) {
     match time::timeout(timeout, probe(addr, send_proxy_v2)).await {
-        Ok(Ok(status)) => classify(status),
-        Ok(Err(err)) => {
-            debug!(backend = addr, error = %err, "health check failed");
-            Observation::Failed
-        }
-        Err(_) => {
-            debug!(backend = addr, ?timeout, "health check timed out");
-            Observation::Failed
-        }
+        Ok(Ok(status)) => (classify(status), format!("status {status}")),
+        Ok(Err(err)) => (Observation::Failed, err.to_string()),
+        Err(_) => (Observation::Failed, format!("timed out after {timeout:?}")),
     }
 }
 

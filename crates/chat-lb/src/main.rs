@@ -1,5 +1,6 @@
 //! The `chat-lb` binary: parses flags, starts tracing, binds, and calls [`chat_lb::run`].
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -167,7 +168,9 @@ fn init_tracing(format: LogFormat) -> Result<(), String> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a person watching, not in files or pipes.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),

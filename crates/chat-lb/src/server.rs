@@ -106,7 +106,7 @@ pub async fn run(
     stop.cancel();
     background.close();
     background.wait().await;
-    info!(relayed = stats.accepted.load(Ordering::Relaxed), "stopped");
+    info!(accepted = stats.accepted.load(Ordering::Relaxed), "stopped");
     Ok(())
 }
 

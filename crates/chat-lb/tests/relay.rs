@@ -148,7 +148,7 @@ async fn idle_connections_are_closed_when_an_idle_timeout_is_set() {
 async fn shutdown_refuses_new_clients_and_closes_the_rest_at_the_drain_deadline() {
     let a = TestBackend::start("a").await;
     let mut config = support::config(&[&a]);
-    config.drain_timeout = Duration::from_secs(1);
+    config.drain_timeout = Duration::from_secs(2);
     let lb = Lb::start(config).await;
     let mut client = Client::open(lb.addr).await.expect("relayed");
 

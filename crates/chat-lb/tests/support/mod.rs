@@ -253,10 +253,10 @@ pub fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 pub fn config(backends: &[&TestBackend]) -> Config {
     Config {
         backends: backends.iter().map(|b| b.addr_string()).collect(),
-        connect_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_secs(2),
         health: HealthConfig {
             interval: Duration::from_millis(100),
-            timeout: Duration::from_millis(500),
+            timeout: Duration::from_secs(2),
             fall: 2,
             rise: 2,
         },

@@ -1,0 +1,284 @@
+// End-to-end test of the web client in headless Chromium (Debian's
+// /usr/bin/chromium) driven by playwright-core.
+//
+// Runs against CHAT_URL (e.g. http://127.0.0.1:8080) when set. Otherwise it
+// starts the gateway itself from CHAT_GATEWAY_BIN (default: the workspace's
+// target/debug/chat-gateway when it exists) on a free port, serving web/dist,
+// and waits for GET /healthz to answer 200. Extra gateway flags can be given
+// in CHAT_GATEWAY_ARGS (split on spaces). Build the client first
+// (`npm run test:browser` does).
+//
+// Screenshots go to test-artifacts/screenshots/ at the repository root.
+
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, openSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join, resolve } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const webDir = resolve(here, "..");
+const repoRoot = resolve(webDir, "..");
+const distDir = join(webDir, "dist");
+const artifacts = join(repoRoot, "test-artifacts");
+const shots = join(artifacts, "screenshots");
+const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
+const WAIT = 20_000;
+
+let baseUrl = process.env.CHAT_URL || "";
+let gateway = null;
+let browser = null;
+let skipReason = "";
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once("error", rej);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** Polls `cond` until it returns truthy (condition wait, not a fixed sleep). */
+async function until(what, cond, timeoutMs = WAIT, everyMs = 100) {
+  const deadline = Date.now() + timeoutMs;
+  let lastErr;
+  for (;;) {
+    try {
+      const v = await cond();
+      if (v) return v;
+    } catch (e) {
+      lastErr = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? `: ${lastErr.message}` : ""}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+async function startGateway() {
+  const bin = process.env.CHAT_GATEWAY_BIN || join(repoRoot, "target/debug/chat-gateway");
+  if (!existsSync(bin)) return `no CHAT_URL and no gateway binary at ${bin} (set CHAT_URL or CHAT_GATEWAY_BIN)`;
+  if (!existsSync(join(distDir, "index.html"))) throw new Error(`${distDir} is not built: run npm run build`);
+  const port = await freePort();
+  const args = ["--listen", `127.0.0.1:${port}`, "--web-root", distDir];
+  // Only pass --admin-listen to a gateway that knows it.
+  const help = spawnSync(bin, ["--help"], { encoding: "utf8" });
+  if (`${help.stdout}${help.stderr}`.includes("--admin-listen")) args.push("--admin-listen", "127.0.0.1:0");
+  if (process.env.CHAT_GATEWAY_ARGS) args.push(...process.env.CHAT_GATEWAY_ARGS.split(/\s+/).filter(Boolean));
+  mkdirSync(artifacts, { recursive: true });
+  const logPath = join(artifacts, "browser-test-gateway.log");
+  const log = openSync(logPath, "w");
+  const child = spawn(bin, args, { stdio: ["ignore", log, log], env: { ...process.env } });
+  let exited = null;
+  child.on("exit", (code, signal) => (exited = { code, signal }));
+  gateway = child;
+  const url = `http://127.0.0.1:${port}`;
+  await until(`${url}/healthz (gateway log: ${logPath})`, async () => {
+    if (exited) throw new Error(`gateway exited early (${JSON.stringify(exited)}), see ${logPath}`);
+    const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) });
+    return r.status === 200;
+  }, 30_000);
+  baseUrl = url;
+  return "";
+}
+
+before(async () => {
+  mkdirSync(shots, { recursive: true });
+  if (!baseUrl) skipReason = await startGateway();
+  if (skipReason) return;
+  baseUrl = baseUrl.replace(/\/+$/, "");
+  if (process.env.CHAT_URL) {
+    await until(`${baseUrl}/healthz`, async () => (await fetch(`${baseUrl}/healthz`, { signal: AbortSignal.timeout(2_000) })).status === 200, 30_000);
+  }
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (gateway && gateway.exitCode === null) {
+    gateway.kill("SIGTERM");
+    await until("the gateway to exit", () => gateway.exitCode !== null || gateway.signalCode !== null, 15_000).catch(() => gateway.kill("SIGKILL"));
+  }
+});
+
+/** A page with error, dialog and console bookkeeping. */
+async function openPage(viewport = { width: 1100, height: 760 }, extra = {}) {
+  const context = await browser.newContext({ viewport, ...extra });
+  const page = await context.newPage();
+  const info = { dialogs: [], pageErrors: [], consoleErrors: [] };
+  page.on("dialog", (d) => {
+    info.dialogs.push(d.message());
+    d.dismiss().catch(() => {});
+  });
+  page.on("pageerror", (e) => info.pageErrors.push(String(e)));
+  page.on("console", (m) => {
+    if (m.type() === "error") info.consoleErrors.push(m.text());
+  });
+  await page.goto(`${baseUrl}/`);
+  await page.locator("#entry").waitFor({ state: "visible", timeout: WAIT });
+  return { page, info, context };
+}
+
+async function joinRoom(page, username, room) {
+  await page.locator("#username").fill(username);
+  await page.locator("#room").fill(room);
+  await page.locator("#join").click();
+}
+
+async function waitConnected(page, room) {
+  await page.locator("#chat").waitFor({ state: "visible", timeout: WAIT });
+  await page.waitForFunction(() => document.querySelector("#conn-state")?.textContent === "connected", null, { timeout: WAIT });
+  assert.equal(await page.locator("#room-title").textContent(), room);
+}
+
+/** Waits until some element matching `selector` has exactly `text` as textContent. */
+function waitForText(page, selector, text) {
+  return page.waitForFunction(
+    ([s, t]) => [...document.querySelectorAll(s)].some((e) => e.textContent === t),
+    [selector, text],
+    { timeout: WAIT },
+  );
+}
+
+function members(page) {
+  return page.$$eval("#members li", (lis) => lis.map((li) => li.textContent));
+}
+
+describe("web client in Chromium", () => {
+  test("two people chat; typing, presence, escaping, taken names", async (t) => {
+    if (skipReason) {
+      t.skip(skipReason);
+      return;
+    }
+    const suffix = Math.random().toString(36).slice(2, 7);
+    const room = `room-${suffix}`;
+    const alice = `alice_${suffix}`;
+    const bob = `bob_${suffix}`;
+
+    // --- Alice joins.
+    const A = await openPage();
+    await A.page.screenshot({ path: join(shots, "entry.png") });
+    await joinRoom(A.page, alice, room);
+    await waitConnected(A.page, room);
+
+    // --- Bob (on a phone-sized screen) sees the room offered on the entry screen, and joins.
+    const B = await openPage({ width: 390, height: 780 }, { isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+    await B.page.locator(`#rooms [data-room="${room}"]`).waitFor({ timeout: WAIT });
+    assert.match(await B.page.locator(`#rooms [data-room="${room}"]`).textContent(), /1/);
+    assert.equal(await B.page.$eval(`#room-options option[value="${room}"]`, (o) => o.value), room);
+    await B.page.locator("#username").fill(bob);
+    await B.page.screenshot({ path: join(shots, "entry-mobile.png") });
+    await B.page.locator(`#rooms [data-room="${room}"]`).click(); // picks the room and joins
+    await waitConnected(B.page, room);
+
+    // --- Both see both in the member list; Alice sees Bob arrive.
+    for (const p of [A.page, B.page]) {
+      await until("both members listed", async () => {
+        const m = await members(p);
+        return m.includes(alice) && m.includes(bob);
+      });
+    }
+    await waitForText(A.page, "#messages .event", `${bob} joined`);
+
+    // --- Bob types: Alice sees the notice.
+    await B.page.locator("#input").pressSequentially("hel");
+    await A.page.waitForFunction((name) => document.querySelector("#typing")?.textContent?.includes(`${name} is typing`), bob, { timeout: WAIT });
+
+    // --- Messages both ways.
+    await B.page.locator("#input").fill("hello from bob");
+    await B.page.locator("#input").press("Enter");
+    await waitForText(A.page, "#messages .msg .text", "hello from bob");
+    await waitForText(B.page, "#messages .msg.own:not(.pending) .text", "hello from bob");
+    assert.equal(await B.page.locator("#input").inputValue(), "", "input cleared after sending");
+    // The typing notice goes away when Bob's message arrives.
+    await A.page.waitForFunction(() => document.querySelector("#typing")?.textContent === "", null, { timeout: WAIT });
+
+    await A.page.locator("#input").fill("hi bob");
+    await A.page.locator("#input").press("Enter");
+    await waitForText(B.page, "#messages .msg .text", "hi bob");
+    await waitForText(A.page, "#messages .msg.own:not(.pending) .text", "hi bob");
+
+    // Each message shows author, time and its id.
+    for (const p of [A.page, B.page]) {
+      const rows = await p.$$eval("#messages .msg", (els) =>
+        els.map((e) => ({
+          id: e.getAttribute("data-id"),
+          author: e.querySelector(".author")?.textContent,
+          text: e.querySelector(".text")?.textContent,
+          time: e.querySelector(".time")?.textContent,
+          own: e.classList.contains("own"),
+        })),
+      );
+      const bobs = rows.find((r) => r.text === "hello from bob");
+      const alices = rows.find((r) => r.text === "hi bob");
+      assert.ok(bobs && alices, JSON.stringify(rows));
+      assert.equal(bobs.author, bob);
+      assert.equal(alices.author, alice);
+      for (const r of [bobs, alices]) {
+        assert.match(r.id ?? "", /^\d+-\d+$/);
+        assert.ok(r.time, "time shown");
+      }
+      assert.equal(bobs.own, p === B.page);
+      assert.equal(alices.own, p === A.page);
+      assert.ok(rows.indexOf(bobs) < rows.indexOf(alices), "id order");
+    }
+
+    // --- Markup in a message is shown as text, never run.
+    const evil = "<img src=x onerror=alert(1)>";
+    await A.page.locator("#input").fill(evil);
+    await A.page.locator("#input").press("Enter");
+    for (const p of [A.page, B.page]) {
+      await waitForText(p, "#messages .msg:not(.pending) .text", evil);
+      assert.equal(await p.locator("#messages img").count(), 0);
+    }
+    assert.deepEqual(A.info.dialogs, []);
+    assert.deepEqual(B.info.dialogs, []);
+
+    await A.page.screenshot({ path: join(shots, "chat.png") });
+    await B.page.screenshot({ path: join(shots, "chat-mobile.png") });
+
+    // --- A third person cannot take Alice's name, whatever its case.
+    const C = await openPage();
+    await joinRoom(C.page, alice.toUpperCase(), room);
+    await C.page.locator("#entry-error").waitFor({ state: "visible", timeout: WAIT });
+    assert.match(await C.page.locator("#entry-error").textContent(), /That name is taken/);
+    assert.equal(await C.page.locator("#chat").isVisible(), false);
+    assert.equal(await C.page.locator("#entry").isVisible(), true);
+    await C.page.screenshot({ path: join(shots, "entry-name-taken.png") });
+
+    // --- Names the server refuses are explained on the entry screen too.
+    const entryErrorAfter = async (username, roomName, pattern) => {
+      await C.page.evaluate(() => {
+        document.querySelector("#entry-error").textContent = "";
+      });
+      await joinRoom(C.page, username, roomName);
+      await C.page.waitForFunction(() => document.querySelector("#join")?.disabled === false && document.querySelector("#entry-error")?.textContent !== "", null, { timeout: WAIT });
+      assert.match(await C.page.locator("#entry-error").textContent(), pattern);
+      assert.equal(await C.page.locator("#chat").isVisible(), false);
+    };
+    await entryErrorAfter("bad\u202ename", room, /name is not allowed/); // a format character (Cf)
+    await entryErrorAfter(`carol_${suffix}`, "ro\u200bom", /room name is not allowed/);
+
+    // --- Bob leaves: Alice sees it, Bob is back on the entry screen.
+    await B.page.locator("#leave").click();
+    await B.page.locator("#entry").waitFor({ state: "visible", timeout: WAIT });
+    await waitForText(A.page, "#messages .event", `${bob} left`);
+    await until("bob gone from the member list", async () => !(await members(A.page)).includes(bob));
+
+    for (const x of [A, B, C]) {
+      assert.deepEqual(x.info.pageErrors, [], "no uncaught errors in the page");
+      assert.deepEqual(x.info.dialogs, []);
+    }
+    const csp = [...A.info.consoleErrors, ...B.info.consoleErrors].filter((m) => /Content Security Policy/i.test(m));
+    assert.deepEqual(csp, [], "no CSP violations");
+    for (const x of [A, B, C]) await x.context.close();
+  });
+});

@@ -1,0 +1,482 @@
+// Unit tests of the session / reconnect module, driven with a fake WebSocket
+// and fake timers. Run with `npm test`.
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { ErrorCode, PresenceChange_Kind } from "../gen/chat/v1/chat_pb";
+import { compareIds, parseId } from "../src/ids";
+import { backoffDelay, ChatSession, type ConnState, type DisplayMessage, type SessionListener } from "../src/session";
+import { FakeClock, msg, SocketFactory } from "./fakes";
+
+interface Harness {
+  session: ChatSession;
+  clock: FakeClock;
+  sockets: SocketFactory;
+  shown: DisplayMessage[];
+  states: ConnState[];
+  entryErrors: { code: ErrorCode | null; text: string }[];
+  fatals: string[];
+  typing: string[][];
+  resolved: string[];
+  listener: SessionListener;
+}
+
+function harness(opts: { username?: string; room?: string; pingIntervalMs?: number } = {}): Harness {
+  const clock = new FakeClock();
+  const sockets = new SocketFactory();
+  let n = 0;
+  const h: Partial<Harness> = { clock, sockets, shown: [], states: [], entryErrors: [], fatals: [], typing: [], resolved: [] };
+  const listener: SessionListener = {
+    onMessage: (m, index) => h.shown!.splice(index, 0, m),
+    onState: (s) => h.states!.push(s),
+    onEntryError: (code, text) => h.entryErrors!.push({ code, text }),
+    onFatal: (t) => h.fatals!.push(t),
+    onTyping: (names) => h.typing!.push(names),
+    onPendingResolved: (cmid) => h.resolved!.push(cmid),
+  };
+  h.listener = listener;
+  h.session = new ChatSession({
+    url: "ws://chat.test/ws",
+    username: opts.username ?? "alice",
+    room: opts.room ?? "lobby",
+    listener,
+    socketFactory: sockets.create,
+    clock,
+    uuid: () => `cmid-${++n}`,
+    pingIntervalMs: opts.pingIntervalMs ?? 0,
+  });
+  return h as Harness;
+}
+
+/** Opens the current socket and answers Hello and Join like a server would. */
+function handshake(h: Harness, history: ReturnType<typeof msg>[] = [], members = ["alice", "bob"]): void {
+  const ws = h.sockets.current;
+  ws.open();
+  const hello = ws.last("hello");
+  assert.ok(hello, "Hello sent after open");
+  ws.push({ case: "welcome", value: { sessionId: "s1", username: hello.kind.value.username, gatewayId: "gw-1" } }, hello.ref);
+  const join = ws.last("join");
+  assert.ok(join, "Join sent after Welcome");
+  ws.push({ case: "joined", value: { room: join.kind.value.room, members, history } }, join.ref);
+}
+
+const ids = (h: Harness) => h.shown.map((m) => m.id);
+
+describe("message ids", () => {
+  test("parse and compare as the pair (ms, seq), never as strings", () => {
+    assert.deepEqual(parseId("1732712345678-0"), [1732712345678n, 0n]);
+    assert.equal(parseId("abc"), null);
+    assert.equal(parseId("1-2-3"), null);
+    assert.ok(compareIds("1700000000000-10", "1700000000000-9") > 0); // as strings it would be < 0
+    assert.ok(compareIds("999-5", "1000-0") < 0); // as strings it would be > 0
+    assert.equal(compareIds("5-5", "5-5"), 0);
+    assert.ok(compareIds("18446744073709551615-1", "18446744073709551615-0") > 0); // beyond 2^53
+  });
+});
+
+describe("backoff", () => {
+  test("grows exponentially and is capped (full jitter)", () => {
+    const top = () => 0.999999;
+    const delays = Array.from({ length: 10 }, (_, i) => backoffDelay(i, top, 250, 10_000));
+    assert.deepEqual(delays, [249, 499, 999, 1999, 3999, 7999, 9999, 9999, 9999, 9999]);
+    assert.equal(backoffDelay(50, top, 250, 10_000), 9999);
+    assert.equal(backoffDelay(3, () => 0, 250, 10_000), 0);
+    assert.equal(backoffDelay(3, () => 0.5, 250, 10_000), 1000);
+  });
+
+  test("the session backs off more after each failed attempt, up to the cap, and resets after a join", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h);
+    for (let i = 0; i < 9; i++) {
+      h.sockets.current.serverClose(1006);
+      const before = h.sockets.sockets.length;
+      h.clock.advance(h.session.backoffHistory[h.session.backoffHistory.length - 1]!);
+      assert.equal(h.sockets.sockets.length, before + 1, "reconnected after the backoff delay");
+    }
+    // random() is 0.5: half of 250, 500, 1000, ... capped at 10 s.
+    assert.deepEqual(h.session.backoffHistory, [125, 250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+    handshake(h);
+    h.sockets.current.serverClose(1006);
+    assert.equal(h.session.backoffHistory.at(-1), 125, "backoff starts over after a successful join");
+  });
+
+  test("does not reconnect before the delay has passed", () => {
+    const h = harness();
+    h.clock.randoms = [0.999];
+    h.session.start();
+    handshake(h);
+    h.sockets.current.serverClose(1006);
+    assert.equal(h.sockets.sockets.length, 1);
+    h.clock.advance(248);
+    assert.equal(h.sockets.sockets.length, 1);
+    h.clock.advance(1);
+    assert.equal(h.sockets.sockets.length, 2);
+  });
+});
+
+describe("session", () => {
+  test("Hello, then Join on Welcome, then the chat with its history", () => {
+    const h = harness();
+    h.session.start();
+    const ws = h.sockets.current;
+    assert.equal(ws.url, "ws://chat.test/ws");
+    assert.equal(ws.binaryType, "arraybuffer");
+    ws.open();
+    assert.equal(ws.sent.length, 1);
+    const hello = ws.last("hello")!;
+    assert.equal(hello.kind.value.username, "alice");
+    assert.equal(hello.kind.value.client, "web/0.1");
+    assert.notEqual(hello.ref, 0n);
+    ws.push({ case: "welcome", value: { username: "alice" } }, hello.ref);
+    const join = ws.last("join")!;
+    assert.equal(join.kind.value.room, "lobby");
+    assert.equal(join.kind.value.sinceId, "");
+    assert.notEqual(join.ref, hello.ref);
+    ws.push({ case: "joined", value: { room: "lobby", members: ["bob", "alice"], history: [msg("10-0", "bob", "hi"), msg("11-0", "alice", "hey")] } }, join.ref);
+    assert.equal(h.session.connState, "connected");
+    assert.deepEqual(ids(h), ["10-0", "11-0"]);
+    assert.deepEqual(h.session.members, ["alice", "bob"]);
+    assert.equal(h.shown[1]!.own, true);
+    assert.equal(h.shown[0]!.own, false);
+  });
+
+  test("resume uses since_id = the last displayed id", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h, [msg("100-0", "bob", "a"), msg("100-1", "bob", "b")]);
+    h.sockets.current.push({ case: "message", value: msg("100-10", "bob", "c") });
+    h.sockets.current.push({ case: "message", value: msg("100-9", "bob", "late") }); // smaller id, arrives later
+    assert.deepEqual(ids(h), ["100-0", "100-1", "100-9", "100-10"]);
+
+    h.sockets.current.serverClose(1006);
+    assert.equal(h.session.connState, "reconnecting");
+    h.clock.advance(10_000);
+    const ws2 = h.sockets.current;
+    assert.equal(h.sockets.sockets.length, 2);
+    ws2.open();
+    const hello = ws2.last("hello")!;
+    assert.equal(hello.kind.value.username, "alice", "same username");
+    ws2.push({ case: "welcome", value: { username: "alice" } }, hello.ref);
+    const join = ws2.last("join")!;
+    assert.equal(join.kind.value.room, "lobby");
+    assert.equal(join.kind.value.sinceId, "100-10", "pair order, not string order (\"100-9\" > \"100-10\" as strings)");
+  });
+
+  test("replayed and duplicated messages are dropped by id, so nothing shows twice", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h, [msg("5-0", "bob", "one"), msg("6-0", "bob", "two")]);
+    h.sockets.current.push({ case: "message", value: msg("6-0", "bob", "two") });
+    h.sockets.current.push({ case: "message", value: msg("7-0", "bob", "three") });
+    h.sockets.current.push({ case: "message", value: msg("7-0", "bob", "three") });
+    assert.deepEqual(ids(h), ["5-0", "6-0", "7-0"]);
+
+    h.sockets.current.serverClose(1001, "going away");
+    h.clock.advance(10_000);
+    // A server replay that overlaps what is shown already.
+    handshake(h, [msg("6-0", "bob", "two"), msg("7-0", "bob", "three"), msg("8-0", "bob", "four")]);
+    assert.deepEqual(ids(h), ["5-0", "6-0", "7-0", "8-0"]);
+    assert.deepEqual(h.session.timeline.map((m) => m.id), ["5-0", "6-0", "7-0", "8-0"]);
+  });
+
+  test("display order follows the id pair", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h);
+    const ws = h.sockets.current;
+    for (const id of ["1700000000000-9", "999-5", "1700000000000-10", "1000-0", "1700000000000-0"]) {
+      ws.push({ case: "message", value: msg(id, "bob", id) });
+    }
+    assert.deepEqual(ids(h), ["999-5", "1000-0", "1700000000000-0", "1700000000000-9", "1700000000000-10"]);
+  });
+
+  test("unacked messages are re-sent with the same client_msg_id after a reconnect, acked ones are not", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h);
+    const ws1 = h.sockets.current;
+    const a = h.session.send("first")!;
+    const b = h.session.send("second")!;
+    const c = h.session.send("third")!;
+    const sends1 = ws1.framesOf("send");
+    assert.deepEqual(sends1.map((f) => f.kind.value.clientMsgId), [a, b, c]);
+    assert.equal(new Set(sends1.map((f) => f.ref)).size, 3, "each Send has its own ref");
+    // Only "first" is acked before the connection drops.
+    ws1.push({ case: "ack", value: { id: "50-0", room: "lobby", sentAtMs: 50n } }, sends1[0]!.ref);
+    assert.deepEqual(h.resolved, [a]);
+    assert.deepEqual(ids(h), ["50-0"]);
+    assert.deepEqual(h.session.pending.map((p) => p.clientMsgId), [b, c]);
+
+    ws1.serverClose(1006);
+    // Written while away: queued, sent after the resume.
+    const d = h.session.send("fourth")!;
+    h.clock.advance(10_000);
+    const ws2 = h.sockets.current;
+    ws2.open();
+    const hello = ws2.last("hello")!;
+    ws2.push({ case: "welcome", value: { username: "alice" } }, hello.ref);
+    const join = ws2.last("join")!;
+    // "second" had been accepted (its push is in the replay); "third" and "fourth" had not.
+    ws2.push(
+      { case: "joined", value: { room: "lobby", members: ["alice"], history: [msg("50-0", "alice", "first", { clientMsgId: a }), msg("51-0", "alice", "second", { clientMsgId: b })] } },
+      join.ref,
+    );
+    const resent = ws2.framesOf("send");
+    assert.deepEqual(resent.map((f) => f.kind.value.clientMsgId), [c, d]);
+    assert.deepEqual(resent.map((f) => f.kind.value.text), ["third", "fourth"]);
+    assert.ok(ws2.sent.findIndex((f) => f.kind.case === "send") > ws2.sent.findIndex((f) => f.kind.case === "join"), "re-sent after Join");
+    // The server answers the retry of an already accepted id as a duplicate: still shown once.
+    ws2.push({ case: "ack", value: { id: "52-0", room: "lobby", sentAtMs: 52n, duplicate: true } }, resent[0]!.ref);
+    ws2.push({ case: "message", value: msg("52-0", "alice", "third", { clientMsgId: c }) });
+    ws2.push({ case: "message", value: msg("53-0", "alice", "fourth", { clientMsgId: d }) });
+    ws2.push({ case: "ack", value: { id: "53-0", room: "lobby", sentAtMs: 53n } }, resent[1]!.ref);
+    assert.deepEqual(ids(h), ["50-0", "51-0", "52-0", "53-0"]);
+    assert.ok(h.shown.every((m) => m.own));
+    assert.deepEqual(h.session.pending, []);
+  });
+
+  test("a room typed in decomposed form matches the server's NFC name", () => {
+    const h = harness({ room: "cafe\u0301" });
+    h.session.start();
+    handshake(h);
+    assert.equal(h.sockets.current.last("join")!.kind.value.room, "caf\u00e9");
+    assert.equal(h.session.connState, "connected");
+    h.sockets.current.push({ case: "message", value: msg("1-0", "bob", "salut", { room: "caf\u00e9" }) });
+    assert.deepEqual(ids(h), ["1-0"]);
+  });
+
+  test("a message sent while connecting waits for the Join", () => {
+    const h = harness();
+    h.session.start();
+    const cmid = h.session.send("early")!;
+    assert.equal(h.sockets.current.framesOf("send").length, 0);
+    handshake(h);
+    assert.deepEqual(h.sockets.current.framesOf("send").map((f) => f.kind.value.clientMsgId), [cmid]);
+  });
+
+  test("an Ack overtaking older pushes does not move the resume point past them", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h, [msg("1-0", "bob", "x")]);
+    const ws = h.sockets.current;
+    h.session.send("mine");
+    ws.push({ case: "ack", value: { id: "3-0", room: "lobby", sentAtMs: 3n } }, ws.last("send")!.ref);
+    assert.deepEqual(ids(h), ["1-0", "3-0"]);
+    ws.serverClose(1006); // the pushes of 2-0 and 3-0 were lost
+    h.clock.advance(10_000);
+    const ws2 = h.sockets.current;
+    ws2.open();
+    ws2.push({ case: "welcome", value: { username: "alice" } }, ws2.last("hello")!.ref);
+    assert.equal(ws2.last("join")!.kind.value.sinceId, "1-0");
+    ws2.push({ case: "joined", value: { room: "lobby", members: ["alice"], history: [msg("2-0", "bob", "y"), msg("3-0", "alice", "mine")] } }, ws2.last("join")!.ref);
+    assert.deepEqual(ids(h), ["1-0", "2-0", "3-0"]);
+  });
+
+  test("USERNAME_TAKEN while resuming keeps retrying with backoff instead of giving up", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h);
+    h.sockets.current.serverClose(1006);
+    h.clock.advance(10_000);
+    const ws = h.sockets.current;
+    ws.open();
+    for (let i = 0; i < 4; i++) {
+      const hello = ws.last("hello")!;
+      ws.push({ case: "error", value: { code: ErrorCode.USERNAME_TAKEN, message: "taken" } }, hello.ref);
+      assert.equal(h.session.connState, "reconnecting");
+      assert.equal(h.session.isStopped, false);
+      h.clock.advance(10_000);
+      assert.equal(ws.framesOf("hello").length, i + 2, "Hello retried");
+    }
+    assert.deepEqual(h.entryErrors, []);
+    assert.ok(h.session.backoffHistory.length >= 5);
+    const hello = ws.last("hello")!;
+    ws.push({ case: "welcome", value: { username: "alice" } }, hello.ref);
+    ws.push({ case: "joined", value: { room: "lobby", members: ["alice"] } }, ws.last("join")!.ref);
+    assert.equal(h.session.connState, "connected");
+  });
+
+  test("USERNAME_TAKEN on the first join is an entry-screen error", () => {
+    const h = harness({ username: "ALICE" });
+    h.session.start();
+    const ws = h.sockets.current;
+    ws.open();
+    ws.push({ case: "error", value: { code: ErrorCode.USERNAME_TAKEN, message: "username taken" } }, ws.last("hello")!.ref);
+    assert.equal(h.entryErrors.length, 1);
+    assert.equal(h.entryErrors[0]!.code, ErrorCode.USERNAME_TAKEN);
+    assert.match(h.entryErrors[0]!.text, /That name is taken/);
+    assert.equal(h.session.isStopped, true);
+    assert.ok(ws.closedByClient);
+    h.clock.advance(60_000);
+    assert.equal(h.sockets.sockets.length, 1, "no reconnect");
+  });
+
+  test("INVALID_ROOM on the first join is an entry-screen error", () => {
+    const h = harness({ room: " bad" });
+    h.session.start();
+    const ws = h.sockets.current;
+    ws.open();
+    ws.push({ case: "welcome", value: { username: "alice" } }, ws.last("hello")!.ref);
+    ws.push({ case: "error", value: { code: ErrorCode.INVALID_ROOM, message: "bad room" } }, ws.last("join")!.ref);
+    assert.equal(h.entryErrors[0]?.code, ErrorCode.INVALID_ROOM);
+    assert.equal(h.session.isStopped, true);
+  });
+
+  for (const code of [4001, 4003]) {
+    test(`close code ${code} stops for good and says why`, () => {
+      const h = harness();
+      h.session.start();
+      handshake(h);
+      h.sockets.current.serverClose(code, "");
+      assert.equal(h.session.connState, "offline");
+      assert.equal(h.fatals.length, 1);
+      h.clock.advance(120_000);
+      assert.equal(h.sockets.sockets.length, 1, "no reconnect");
+    });
+  }
+
+  test("a Reconnect frame moves to a new connection after after_ms and resumes", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h, [msg("7-3", "bob", "x")]);
+    const ws1 = h.sockets.current;
+    ws1.push({ case: "reconnect", value: { reason: "draining", afterMs: 1500 } });
+    h.clock.advance(1499);
+    assert.equal(h.sockets.sockets.length, 1);
+    ws1.push({ case: "message", value: msg("7-4", "bob", "still here") }); // the old connection still delivers
+    h.clock.advance(1);
+    assert.equal(h.sockets.sockets.length, 2);
+    assert.ok(ws1.closedByClient, "old connection closed by the client");
+    const ws2 = h.sockets.current;
+    ws2.open();
+    ws2.push({ case: "welcome", value: { username: "alice" } }, ws2.last("hello")!.ref);
+    assert.equal(ws2.last("join")!.kind.value.sinceId, "7-4");
+    // The old connection's 1001 close, arriving late, changes nothing.
+    ws1.serverClose(1001);
+    assert.equal(h.sockets.sockets.length, 2);
+  });
+
+  test("a Send error that is final marks the message failed; RATE_LIMITED is retried with the same id", () => {
+    const h = harness();
+    const failed: string[] = [];
+    h.listener.onPending = (p) => {
+      if (p.status === "failed") failed.push(p.clientMsgId);
+    };
+    h.session.start();
+    handshake(h);
+    const ws = h.sockets.current;
+    const a = h.session.send("too fast")!;
+    ws.push({ case: "error", value: { code: ErrorCode.RATE_LIMITED, message: "slow down" } }, ws.last("send")!.ref);
+    h.clock.advance(2_000);
+    const sends = ws.framesOf("send");
+    assert.equal(sends.length, 2);
+    assert.equal(sends[1]!.kind.value.clientMsgId, a);
+    const b = h.session.send("x".repeat(10))!;
+    ws.push({ case: "error", value: { code: ErrorCode.MESSAGE_TOO_LARGE, message: "too large" } }, ws.last("send")!.ref);
+    assert.deepEqual(failed, [b]);
+    assert.deepEqual(h.session.pending.map((p) => p.clientMsgId), [a]);
+  });
+
+  test("pending messages are confirmed by the pushed ChatMessage matched by client_msg_id", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h);
+    const ws = h.sockets.current;
+    const cmid = h.session.send("hello")!;
+    assert.equal(h.session.pending.length, 1);
+    ws.push({ case: "message", value: msg("9-0", "alice", "hello", { clientMsgId: cmid }) });
+    assert.deepEqual(h.resolved, [cmid]);
+    assert.equal(h.session.pending.length, 0);
+    ws.push({ case: "ack", value: { id: "9-0", room: "lobby", sentAtMs: 9n } }, ws.last("send")!.ref);
+    assert.deepEqual(ids(h), ["9-0"]);
+  });
+
+  test("typing: throttled active=true, active=false after idle and on send; notices expire", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h);
+    const ws = h.sockets.current;
+    h.session.userTyping();
+    h.session.userTyping();
+    h.clock.advance(1000);
+    h.session.userTyping();
+    assert.deepEqual(ws.framesOf("typing").map((f) => f.kind.value.active), [true], "throttled");
+    h.clock.advance(3000);
+    h.session.userTyping();
+    assert.deepEqual(ws.framesOf("typing").map((f) => f.kind.value.active), [true, true], "refreshed while typing");
+    h.clock.advance(5000);
+    assert.deepEqual(ws.framesOf("typing").map((f) => f.kind.value.active), [true, true, false], "idle");
+    h.session.userTyping();
+    h.session.send("done");
+    assert.deepEqual(ws.framesOf("typing").map((f) => f.kind.value.active), [true, true, false, true, false], "stopped by send");
+
+    ws.push({ case: "typing", value: { room: "lobby", username: "bob", active: true } });
+    assert.deepEqual(h.typing.at(-1), ["bob"]);
+    h.clock.advance(4999);
+    assert.deepEqual(h.typing.at(-1), ["bob"]);
+    h.clock.advance(1);
+    assert.deepEqual(h.typing.at(-1), [], "expired after 5 s");
+    ws.push({ case: "typing", value: { room: "lobby", username: "bob", active: true } });
+    ws.push({ case: "message", value: msg("20-0", "bob", "sent it") });
+    assert.deepEqual(h.typing.at(-1), [], "cleared by bob's message");
+  });
+
+  test("presence changes update the member list", () => {
+    const h = harness();
+    const events: string[] = [];
+    h.listener.onPresence = (name, kind) => events.push(`${name} ${kind}`);
+    h.session.start();
+    handshake(h, [], ["alice"]);
+    const ws = h.sockets.current;
+    ws.push({ case: "presence", value: { room: "lobby", username: "carol", kind: PresenceChange_Kind.JOINED } });
+    ws.push({ case: "presence", value: { room: "lobby", username: "Bob", kind: PresenceChange_Kind.JOINED } });
+    assert.deepEqual(h.session.members, ["alice", "Bob", "carol"]);
+    ws.push({ case: "presence", value: { room: "lobby", username: "carol", kind: PresenceChange_Kind.LEFT } });
+    assert.deepEqual(h.session.members, ["alice", "Bob"]);
+    assert.deepEqual(events, ["carol joined", "Bob joined", "carol left"]);
+  });
+
+  test("a connection that never opens is retried, then reported on the entry screen", () => {
+    const h = harness();
+    h.session.start();
+    h.sockets.current.serverClose(1006);
+    h.clock.advance(10_000);
+    h.sockets.current.serverClose(1006);
+    h.clock.advance(10_000);
+    assert.equal(h.sockets.sockets.length, 3);
+    h.sockets.current.serverClose(1006);
+    assert.equal(h.entryErrors.length, 1);
+    assert.equal(h.entryErrors[0]!.code, null);
+    assert.equal(h.session.isStopped, true);
+  });
+
+  test("app-level Ping while joined; a silent connection is dropped and resumed", () => {
+    const h = harness({ pingIntervalMs: 20_000 });
+    h.session.start();
+    handshake(h);
+    const ws = h.sockets.current;
+    h.clock.advance(20_000);
+    const ping = ws.last("ping")!;
+    assert.ok(ping);
+    ws.push({ case: "pong", value: { clientTimeMs: ping.kind.value.clientTimeMs } }, ping.ref);
+    h.clock.advance(20_000);
+    h.clock.advance(20_000);
+    assert.equal(ws.framesOf("ping").length, 3);
+    h.clock.advance(20_000); // 60 s without a frame
+    assert.ok(ws.closedByClient);
+    assert.equal(h.session.connState, "reconnecting");
+  });
+
+  test("leave sends Leave and stops", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h);
+    const ws = h.sockets.current;
+    h.session.leave();
+    assert.equal(ws.last("leave")!.kind.value.room, "lobby");
+    assert.ok(ws.closedByClient);
+    assert.equal(h.session.connState, "offline");
+    assert.equal(h.clock.pendingTimers, 0);
+  });
+});
