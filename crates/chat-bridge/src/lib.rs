@@ -13,10 +13,12 @@
 
 mod event;
 mod memory;
+mod redis;
 mod types;
 
 pub use event::{BridgeEvent, EventSink, PresenceKind};
 pub use memory::MemoryBridge;
+pub use redis::{Keys as RedisKeys, RedisBridge, RedisConfig};
 pub use types::{Accepted, BridgeError, HistoryPage, Member, NewMessage, Replay, RoomSummary};
 
 use async_trait::async_trait;
@@ -92,4 +94,7 @@ pub trait Bridge: Send + Sync + 'static {
 
     /// Whether the backend can serve requests right now.
     fn is_available(&self) -> bool;
+
+    /// This gateway's load, published for operators (no-op when embedded).
+    fn set_load(&self, _connections: u32, _draining: bool) {}
 }

@@ -69,6 +69,20 @@ pub struct Config {
     #[arg(long, env = "CHAT_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
 
+    /// Redis URL (`redis://host:port`): join a cluster of gateways through
+    /// Redis. Without it the gateway runs alone on the embedded bridge.
+    #[arg(long, env = "CHAT_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
+    pub redis_prefix: String,
+
+    /// host:port where clients reach this gateway, shown to operators
+    /// (default: the listen address).
+    #[arg(long, env = "CHAT_ADVERTISE")]
+    pub advertise: Option<String>,
+
     /// Log format.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
@@ -94,8 +108,11 @@ impl Config {
                 return Err(format!("{flag} must be at least 1"));
             }
         }
-        if self.gateway_id.as_deref().is_some_and(str::is_empty) {
-            return Err("--gateway-id must not be empty".into());
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}']) {
+            return Err("--redis-prefix must be non-empty and must not contain { or }".into());
+        }
+        if self.gateway_id.as_deref().is_some_and(|id| id.is_empty() || id.contains(char::is_whitespace)) {
+            return Err("--gateway-id must be non-empty and without whitespace".into());
         }
         Ok(())
     }

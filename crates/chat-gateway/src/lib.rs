@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
-use chat_bridge::{Bridge, EventSink, MemoryBridge};
+use chat_bridge::{Bridge, EventSink, MemoryBridge, RedisBridge, RedisConfig};
 use chat_proto::v1::Limits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,19 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = Arc::new(hub::Hub::new(metrics.clone()));
     let sink: Arc<dyn EventSink> = hub.clone();
-    let bridge: Arc<dyn Bridge> = Arc::new(MemoryBridge::new(config.history_len as usize, sink));
+    let bridge: Arc<dyn Bridge> = match &config.redis {
+        None => Arc::new(MemoryBridge::new(config.history_len as usize, sink)),
+        Some(url) => {
+            let redis = RedisConfig {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                gateway_id: gateway_id.clone(),
+                address: config.advertise.clone().unwrap_or(listener.local_addr()?.to_string()),
+                history_len: config.history_len as usize,
+            };
+            Arc::new(RedisBridge::connect(redis, sink).await?)
+        }
+    };
     let limits = Limits {
         max_text_bytes: config.max_text_bytes,
         max_rooms: config.max_rooms,

@@ -78,6 +78,7 @@ pub async fn drain(shared: &Shared) {
     }
     let deadline = shared.config.drain_timeout();
     let conns: Vec<_> = shared.conns.lock().values().cloned().collect();
+    shared.bridge.set_load(conns.len() as u32, true);
     tracing::info!(connections = conns.len(), ?deadline, "draining");
     let spread = (deadline.as_millis() as u64 / 2).max(1);
     let mut seed = crate::state::now_ms() ^ 0x9e37_79b9_7f4a_7c15;

@@ -50,7 +50,12 @@ where
 {
     let id = shared.next_conn.fetch_add(1, Relaxed);
     let (conn, rx) = ConnHandle::new(id, shared.config.outbound_queue as usize);
-    shared.conns.lock().insert(id, conn.clone());
+    let open = {
+        let mut conns = shared.conns.lock();
+        conns.insert(id, conn.clone());
+        conns.len()
+    };
+    shared.bridge.set_load(open as u32, shared.is_draining());
     shared.metrics.connections_open.fetch_add(1, Relaxed);
     shared.metrics.connections_total.fetch_add(1, Relaxed);
     let session_id = format!("{}-{id}", shared.gateway_id);
@@ -72,7 +77,12 @@ where
     }
     .instrument(span)
     .await;
-    shared.conns.lock().remove(&id);
+    let open = {
+        let mut conns = shared.conns.lock();
+        conns.remove(&id);
+        conns.len()
+    };
+    shared.bridge.set_load(open as u32, shared.is_draining());
     shared.metrics.connections_open.fetch_sub(1, Relaxed);
 }
 

@@ -1,0 +1,787 @@
+//! The Redis backend: many gateways, one chat.
+//!
+//! - Messages: one stream per room is the history; a Lua script dedupes,
+//!   appends, trims and publishes in one atomic step, so the stream id is the
+//!   message id and publish order is id order.
+//! - Delivery: one subscriber connection per gateway. Its dispatcher task
+//!   remembers the last id delivered per room; after the connection comes
+//!   back it re-subscribes, reads each stream after that id, delivers what
+//!   was missed, and drops anything already delivered.
+//! - Presence and names are tagged with the gateway id and indexed per
+//!   gateway; every gateway heartbeats a key with a TTL and cleans up after
+//!   gateways whose heartbeat expired (publishing `Left` for their users).
+//!
+//! Key names are in [`keys`]; the README documents them.
+
+mod keys;
+mod scripts;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chat_proto::v1::ChatMessage;
+use chat_proto::MessageId;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use parking_lot::Mutex;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use keys::Keys;
+
+use crate::{
+    Accepted, Bridge, BridgeError, BridgeEvent, EventSink, HistoryPage, Member, NewMessage,
+    PresenceKind, Replay, Result, RoomSummary,
+};
+
+/// How long a `client_msg_id` is remembered, in seconds.
+const DEDUPE_TTL_SECS: u64 = 600;
+/// Heartbeat period and the TTL of the heartbeat key.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+/// A gateway must have been connected this long before it judges others dead,
+/// so that one coming back from an outage does not reap peers that have not
+/// refreshed their heartbeat yet.
+const REAP_AFTER_CONNECTED: Duration = Duration::from_secs(10);
+/// Commands fail with UNAVAILABLE after this long.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How to reach Redis and who this gateway is.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    pub gateway_id: String,
+    /// Where clients reach this gateway (for the admin API).
+    pub address: String,
+    /// Messages kept per room.
+    pub history_len: usize,
+}
+
+/// Bridge on a shared Redis.
+pub struct RedisBridge {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    config: RedisConfig,
+    keys: Keys,
+    client: Client,
+    subscriber: SubscriberClient,
+    sink: Arc<dyn EventSink>,
+    publish: Script,
+    enter: Script,
+    leave: Script,
+    reap_room: Script,
+    delete_if_prefix: Script,
+    /// Subscription references per room. An async mutex on purpose: it is
+    /// held across SUBSCRIBE/UNSUBSCRIBE so that they reach Redis in the
+    /// order the counts changed (control path, not the message path).
+    subs: tokio::sync::Mutex<HashMap<String, usize>>,
+    /// Delivery cursors per subscribed room (dispatcher state; sync lock,
+    /// never held across an await).
+    cursors: Mutex<HashMap<String, Cursor>>,
+    /// What this gateway wrote into Redis, to restore it after an outage.
+    local: Mutex<Local>,
+    started_at_ms: u64,
+    connections: AtomicU32,
+    draining: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    /// Newest id handed to the sink.
+    delivered: Option<MessageId>,
+    /// Stream tip when the subscription started: where a gap read begins if
+    /// nothing was delivered yet.
+    floor: MessageId,
+}
+
+#[derive(Default)]
+struct Local {
+    /// session id -> member holding a name.
+    names: HashMap<String, Member>,
+    /// (room, session id) -> member present in the room.
+    presence: HashMap<(String, String), Member>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unavailable(e: fred::error::Error) -> BridgeError {
+    BridgeError::Unavailable(e.to_string())
+}
+
+impl RedisBridge {
+    /// Connects (waiting up to a few seconds; if Redis is down the bridge
+    /// starts anyway, reports unavailable and keeps reconnecting) and starts
+    /// the dispatcher and heartbeat tasks.
+    pub async fn connect(config: RedisConfig, sink: Arc<dyn EventSink>) -> Result<Self> {
+        let redis_config = Config::from_url(&config.url)
+            .map_err(|e| BridgeError::Unavailable(format!("invalid redis url: {e}")))?;
+        let mut builder = Builder::from_config(redis_config);
+        builder
+            .with_config(|c| c.fail_fast = false)
+            .with_performance_config(|p| {
+                p.default_command_timeout = COMMAND_TIMEOUT;
+                p.broadcast_channel_capacity = 1 << 14;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(1);
+                c.internal_command_timeout = COMMAND_TIMEOUT;
+                c.max_command_attempts = 1;
+                c.tcp = TcpConfig { nodelay: Some(true), ..Default::default() };
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let client = builder.build().map_err(unavailable)?;
+        let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+        client.connect();
+        subscriber.connect();
+        for c in [&client, &subscriber.to_client()] {
+            if tokio::time::timeout(Duration::from_secs(5), c.wait_for_connect()).await.is_err() {
+                tracing::warn!(url = %config.url, "redis is not reachable yet; retrying in the background");
+            }
+        }
+        let inner = Arc::new(Inner {
+            keys: Keys::new(&config.prefix),
+            config,
+            client,
+            subscriber,
+            sink,
+            publish: Script::from_lua(scripts::PUBLISH),
+            enter: Script::from_lua(scripts::ENTER),
+            leave: Script::from_lua(scripts::LEAVE),
+            reap_room: Script::from_lua(scripts::REAP_ROOM),
+            delete_if_prefix: Script::from_lua(scripts::DELETE_IF_PREFIX),
+            subs: Default::default(),
+            cursors: Default::default(),
+            local: Default::default(),
+            started_at_ms: now_ms(),
+            connections: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+        });
+        if let Err(e) = inner.subscriber.subscribe(inner.keys.control()).await {
+            tracing::warn!(error = %e, "subscribing to the control channel failed; retried on reconnect");
+        }
+        let tasks = vec![
+            tokio::spawn(dispatcher(inner.clone())),
+            tokio::spawn(heartbeat(inner.clone())),
+        ];
+        Ok(Self { inner, tasks })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+}
+
+impl Drop for RedisBridge {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn check(&self) -> Result<()> {
+        if self.client.is_connected() {
+            Ok(())
+        } else {
+            Err(BridgeError::Unavailable("not connected to redis".into()))
+        }
+    }
+
+    fn tag(&self, member: &Member) -> String {
+        format!("{}\t{}\t", self.config.gateway_id, member.session_id)
+    }
+
+    async fn enter(&self, room: &str, member: &Member) -> Result<Vec<String>> {
+        let value = format!("{}{}", self.tag(member), member.username);
+        let payload = wire::presence(PresenceKind::Joined, &member.key, &member.username);
+        let values: Vec<String> = self
+            .enter
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.keys.members(room)],
+                vec![member.key.clone(), value, self.keys.channel(room), payload],
+            )
+            .await
+            .map_err(unavailable)?;
+        let _: () = self
+            .client
+            .sadd(self.keys.gateway_rooms(&self.config.gateway_id), room)
+            .await
+            .map_err(unavailable)?;
+        let _: () = self.client.sadd(self.keys.rooms(), room).await.map_err(unavailable)?;
+        let mut names: Vec<String> = values
+            .into_iter()
+            .map(|v| v.splitn(3, '\t').nth(2).unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn claim(&self, member: &Member) -> Result<bool> {
+        let key = self.keys.name(&member.key);
+        let tag = self.tag(member);
+        let set: Option<String> = self
+            .client
+            .set(&key, tag.as_str(), None, Some(SetOptions::NX), false)
+            .await
+            .map_err(unavailable)?;
+        if set.is_none() {
+            let holder: Option<String> = self.client.get(&key).await.map_err(unavailable)?;
+            if holder.as_deref() != Some(tag.as_str()) {
+                return Ok(false);
+            }
+        }
+        let _: () = self
+            .client
+            .sadd(self.keys.gateway_names(&self.config.gateway_id), member.key.as_str())
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
+    }
+
+    /// Messages of `room` with id > `after`, oldest first.
+    async fn read_after(&self, room: &str, after: MessageId, count: Option<u64>) -> Result<Vec<ChatMessage>> {
+        let value: Value = self
+            .client
+            .xrange(self.keys.stream(room), format!("({after}"), "+", count)
+            .await
+            .map_err(unavailable)?;
+        parse_entries(room, value)
+    }
+
+    /// Re-writes names and presence after an outage (or after another
+    /// gateway wrongly judged this one dead).
+    async fn restore(&self) {
+        let (names, presence): (Vec<Member>, Vec<(String, Member)>) = {
+            let local = self.local.lock();
+            (
+                local.names.values().cloned().collect(),
+                local.presence.iter().map(|((room, _), m)| (room.clone(), m.clone())).collect(),
+            )
+        };
+        for member in &names {
+            match self.claim(member).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(name = %member.key, "name was claimed elsewhere during an outage"),
+                Err(e) => tracing::warn!(error = %e, "restoring a name failed"),
+            }
+        }
+        for (room, member) in &presence {
+            if let Err(e) = self.enter(room, member).await {
+                tracing::warn!(error = %e, room, "restoring presence failed");
+            }
+        }
+        if !names.is_empty() || !presence.is_empty() {
+            tracing::info!(names = names.len(), rooms = presence.len(), "restored presence in redis");
+        }
+    }
+
+    /// Delivers a message unless it was delivered already (by id).
+    fn deliver_message(&self, room: &str, id: MessageId, msg: ChatMessage) {
+        {
+            let mut cursors = self.cursors.lock();
+            let Some(cursor) = cursors.get_mut(room) else { return };
+            if cursor.delivered.is_some_and(|last| id <= last) {
+                return;
+            }
+            cursor.delivered = Some(id);
+        }
+        self.sink.deliver(BridgeEvent::Message(msg));
+    }
+
+    /// Reads what each subscribed room missed while the subscription was
+    /// down and delivers it, before any live message that is still queued.
+    async fn recover(&self) {
+        let rooms: Vec<(String, MessageId)> = self
+            .cursors
+            .lock()
+            .iter()
+            .map(|(room, c)| (room.clone(), c.delivered.unwrap_or(c.floor)))
+            .collect();
+        for (room, from) in rooms {
+            loop {
+                match self.read_after(&room, from, None).await {
+                    Ok(messages) => {
+                        let n = messages.len();
+                        for msg in messages {
+                            if let Ok(id) = msg.id.parse() {
+                                self.deliver_message(&room, id, msg);
+                            }
+                        }
+                        if n > 0 {
+                            tracing::info!(room, recovered = n, "delivered messages missed during a redis outage");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, room, "reading missed messages failed, retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_payload(&self, channel: &str, payload: Bytes) {
+        let Some(room) = self.keys.room_of_channel(channel) else {
+            if channel == self.keys.control() {
+                tracing::debug!("control message ignored (no admin handler yet)");
+            }
+            return;
+        };
+        match wire::decode(room, &payload) {
+            Some(wire::Payload::Message(id, msg)) => self.deliver_message(room, id, msg),
+            Some(wire::Payload::Other(event)) => {
+                if self.cursors.lock().contains_key(room) {
+                    self.sink.deliver(event);
+                }
+            }
+            None => tracing::warn!(channel, "undecodable payload on a room channel"),
+        }
+    }
+}
+
+/// The one task that turns subscriber traffic into sink events, in order.
+async fn dispatcher(inner: Arc<Inner>) {
+    let mut messages = inner.subscriber.message_rx();
+    let mut reconnects = inner.subscriber.reconnect_rx();
+    loop {
+        tokio::select! {
+            biased;
+            reconnect = reconnects.recv() => {
+                if matches!(reconnect, Err(RecvError::Closed)) {
+                    return;
+                }
+                // Re-subscribe first, then read the gap: anything published
+                // after the re-subscription arrives live and is deduped by id.
+                while let Err(e) = inner.subscriber.resubscribe_all().await {
+                    tracing::warn!(error = %e, "re-subscribing failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                inner.recover().await;
+            }
+            message = messages.recv() => match message {
+                Ok(message) => {
+                    let payload = match message.value {
+                        Value::Bytes(b) => b,
+                        Value::String(s) => s.into_inner(),
+                        _ => continue,
+                    };
+                    inner.handle_payload(&message.channel, payload);
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "subscriber fell behind; re-reading the streams");
+                    inner.recover().await;
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Heartbeat, restore after outages, and cleanup after dead gateways.
+async fn heartbeat(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connected_since: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        if !inner.client.is_connected() {
+            connected_since = None;
+            continue;
+        }
+        let since = *connected_since.get_or_insert_with(Instant::now);
+        let id = &inner.config.gateway_id;
+        let beat = async {
+            let previous: Option<String> = inner
+                .client
+                .set(
+                    inner.keys.alive(id),
+                    now_ms().to_string(),
+                    Some(Expiration::PX(HEARTBEAT_TTL.as_millis() as i64)),
+                    None,
+                    true,
+                )
+                .await?;
+            let status = serde_like_status(&inner);
+            let _: () = inner.client.hset(inner.keys.gateways(), (id.as_str(), status)).await?;
+            Ok::<_, fred::error::Error>(previous.is_none())
+        };
+        match beat.await {
+            // No previous heartbeat: first beat, Redis lost its data, or we
+            // were judged dead. Either way, write our state (again).
+            Ok(true) => inner.restore().await,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed");
+                continue;
+            }
+        }
+        if since.elapsed() >= REAP_AFTER_CONNECTED {
+            if let Err(e) = reap_dead(&inner).await {
+                tracing::warn!(error = %e, "cleaning up after dead gateways failed");
+            }
+        }
+    }
+}
+
+fn serde_like_status(inner: &Inner) -> String {
+    // Hand-rolled JSON: the fields are numbers, booleans and ids we control.
+    format!(
+        "{{\"address\":\"{}\",\"connections\":{},\"started_at_ms\":{},\"last_heartbeat_ms\":{},\"draining\":{}}}",
+        inner.config.address.replace(['"', '\\'], ""),
+        inner.connections.load(Ordering::Relaxed),
+        inner.started_at_ms,
+        now_ms(),
+        inner.draining.load(Ordering::Relaxed),
+    )
+}
+
+/// Removes the presence and names of gateways whose heartbeat expired.
+async fn reap_dead(inner: &Inner) -> Result<(), fred::error::Error> {
+    let ids: Vec<String> = inner.client.hkeys(inner.keys.gateways()).await?;
+    for dead in ids.iter().filter(|id| **id != inner.config.gateway_id) {
+        let alive: bool = inner.client.exists(inner.keys.alive(dead)).await?;
+        if alive {
+            continue;
+        }
+        // One reaper per dead gateway.
+        let won: Option<String> = inner
+            .client
+            .set(
+                inner.keys.reaper(dead),
+                inner.config.gateway_id.as_str(),
+                Some(Expiration::PX(30_000)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        if won.is_none() {
+            continue;
+        }
+        let tag = format!("{dead}\t");
+        let rooms: Vec<String> = inner.client.smembers(inner.keys.gateway_rooms(dead)).await?;
+        let mut removed = 0u64;
+        for room in &rooms {
+            let n: u64 = inner
+                .reap_room
+                .evalsha_with_reload(
+                    &inner.client,
+                    vec![inner.keys.members(room)],
+                    vec![tag.clone(), inner.keys.channel(room), "PL".to_owned()],
+                )
+                .await?;
+            removed += n;
+        }
+        let names: Vec<String> = inner.client.smembers(inner.keys.gateway_names(dead)).await?;
+        for name in &names {
+            let _: u64 = inner
+                .delete_if_prefix
+                .evalsha_with_reload(&inner.client, vec![inner.keys.name(name)], vec![tag.clone()])
+                .await?;
+        }
+        let _: () = inner
+            .client
+            .del(vec![inner.keys.gateway_rooms(dead), inner.keys.gateway_names(dead)])
+            .await?;
+        let _: () = inner.client.hdel(inner.keys.gateways(), dead.as_str()).await?;
+        tracing::info!(gateway = %dead, presence = removed, names = names.len(), "cleaned up after a dead gateway");
+    }
+    Ok(())
+}
+
+/// Parses an XRANGE/XREVRANGE reply: `[[id, [field, value, ...]], ...]`.
+fn parse_entries(room: &str, value: Value) -> Result<Vec<ChatMessage>> {
+    let mut out = Vec::new();
+    for entry in value.into_array() {
+        let mut parts = entry.into_array().into_iter();
+        let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
+            return Err(BridgeError::Corrupt("stream entry without id or fields".into()));
+        };
+        let id: MessageId = id
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| BridgeError::Corrupt("stream entry id".into()))?;
+        let fields = fields.into_array();
+        let body = fields
+            .chunks(2)
+            .find(|pair| pair.first().and_then(|f| f.as_str()).as_deref() == Some("m"))
+            .and_then(|pair| pair.get(1))
+            .and_then(|v| v.as_bytes().map(<[u8]>::to_vec))
+            .ok_or_else(|| BridgeError::Corrupt(format!("stream entry {id} has no body")))?;
+        let msg = wire::message_from_entry(room, id, &body)
+            .ok_or_else(|| BridgeError::Corrupt(format!("stream entry {id} does not decode")))?;
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Bridge for RedisBridge {
+    async fn subscribe(&self, room: &str) -> Result<()> {
+        let inner = &self.inner;
+        let mut subs = inner.subs.lock().await;
+        if let Some(count) = subs.get_mut(room) {
+            *count += 1;
+            return Ok(());
+        }
+        inner.check()?;
+        inner.cursors.lock().entry(room.to_owned()).or_default();
+        let subscribed = async {
+            inner.subscriber.subscribe(inner.keys.channel(room)).await.map_err(unavailable)?;
+            // Where a gap read starts if the connection drops before the first message.
+            let tip: Value = inner
+                .client
+                .xrevrange(inner.keys.stream(room), "+", "-", Some(1))
+                .await
+                .map_err(unavailable)?;
+            Ok::<_, BridgeError>(parse_entries(room, tip)?.first().and_then(|m| m.id.parse().ok()))
+        }
+        .await;
+        match subscribed {
+            Ok(tip) => {
+                if let Some(cursor) = inner.cursors.lock().get_mut(room) {
+                    cursor.floor = tip.unwrap_or(MessageId::ZERO);
+                }
+                subs.insert(room.to_owned(), 1);
+                Ok(())
+            }
+            Err(e) => {
+                inner.cursors.lock().remove(room);
+                let _ = inner.subscriber.unsubscribe(inner.keys.channel(room)).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn unsubscribe(&self, room: &str) -> Result<()> {
+        let inner = &self.inner;
+        let mut subs = inner.subs.lock().await;
+        let Some(count) = subs.get_mut(room) else { return Ok(()) };
+        *count -= 1;
+        if *count > 0 {
+            return Ok(());
+        }
+        subs.remove(room);
+        inner.cursors.lock().remove(room);
+        inner.subscriber.unsubscribe(inner.keys.channel(room)).await.map_err(unavailable)
+    }
+
+    async fn publish(&self, msg: NewMessage) -> Result<Accepted> {
+        let inner = &self.inner;
+        inner.check()?;
+        let body = wire::encode_message_body(&ChatMessage {
+            username: msg.username,
+            text: msg.text,
+            client_msg_id: msg.client_msg_id.clone(),
+            system: msg.system,
+            ..Default::default()
+        });
+        let dedupe = !msg.client_msg_id.is_empty();
+        let history_len = inner.config.history_len;
+        let batch = (history_len / 64).max(1);
+        let (duplicate, id): (i64, String) = inner
+            .publish
+            .evalsha_with_reload(
+                &inner.client,
+                vec![
+                    inner.keys.stream(&msg.room),
+                    inner.keys.trimmed(&msg.room),
+                    inner.keys.dedupe(&msg.room, &msg.sender_key, &msg.client_msg_id),
+                ],
+                vec![
+                    Value::Bytes(Bytes::from(body)),
+                    Value::from(history_len as i64),
+                    Value::from(inner.keys.channel(&msg.room)),
+                    Value::from(if dedupe { DEDUPE_TTL_SECS.to_string() } else { String::new() }),
+                    Value::from(batch as i64),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        let id: MessageId = id.parse().map_err(|_| BridgeError::Corrupt(format!("stream id {id:?}")))?;
+        Ok(Accepted { id, sent_at_ms: id.ms, duplicate: duplicate == 1 })
+    }
+
+    async fn find_duplicate(
+        &self,
+        room: &str,
+        sender_key: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<Accepted>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let id: Option<String> = inner
+            .client
+            .get(inner.keys.dedupe(room, sender_key, client_msg_id))
+            .await
+            .map_err(unavailable)?;
+        Ok(id.and_then(|id| id.parse::<MessageId>().ok()).map(|id| Accepted {
+            id,
+            sent_at_ms: id.ms,
+            duplicate: true,
+        }))
+    }
+
+    async fn replay_after(&self, room: &str, after: MessageId) -> Result<Replay> {
+        let inner = &self.inner;
+        inner.check()?;
+        let trimmed: Option<String> = inner.client.get(inner.keys.trimmed(room)).await.map_err(unavailable)?;
+        let messages = inner.read_after(room, after, None).await?;
+        let truncated = trimmed.and_then(|t| t.parse::<MessageId>().ok()).is_some_and(|t| t > after);
+        Ok(Replay { messages, truncated })
+    }
+
+    async fn recent(&self, room: &str, limit: usize) -> Result<Vec<ChatMessage>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let value: Value = inner
+            .client
+            .xrevrange(inner.keys.stream(room), "+", "-", Some(limit as u64))
+            .await
+            .map_err(unavailable)?;
+        let mut messages = parse_entries(room, value)?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    async fn history_before(
+        &self,
+        room: &str,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        let inner = &self.inner;
+        inner.check()?;
+        let end = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
+        let value: Value = inner
+            .client
+            .xrevrange(inner.keys.stream(room), end, "-", Some(limit as u64 + 1))
+            .await
+            .map_err(unavailable)?;
+        let mut messages = parse_entries(room, value)?;
+        let has_more = messages.len() > limit;
+        messages.truncate(limit);
+        messages.reverse();
+        Ok(HistoryPage { messages, has_more })
+    }
+
+    async fn typing(&self, room: &str, member: &Member, active: bool) -> Result<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        let _: () = inner
+            .client
+            .publish(inner.keys.channel(room), wire::typing(active, &member.key, &member.username))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn claim_username(&self, member: &Member) -> Result<bool> {
+        self.inner.check()?;
+        let claimed = self.inner.claim(member).await?;
+        if claimed {
+            self.inner.local.lock().names.insert(member.session_id.clone(), member.clone());
+        }
+        Ok(claimed)
+    }
+
+    async fn release_username(&self, member: &Member) -> Result<()> {
+        let inner = &self.inner;
+        inner.local.lock().names.remove(&member.session_id);
+        inner.check()?;
+        let _: u64 = inner
+            .delete_if_prefix
+            .evalsha_with_reload(&inner.client, vec![inner.keys.name(&member.key)], vec![inner.tag(member)])
+            .await
+            .map_err(unavailable)?;
+        let _: () = inner
+            .client
+            .srem(inner.keys.gateway_names(&inner.config.gateway_id), member.key.as_str())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn enter_room(&self, room: &str, member: &Member) -> Result<Vec<String>> {
+        self.inner.check()?;
+        let names = self.inner.enter(room, member).await?;
+        self.inner
+            .local
+            .lock()
+            .presence
+            .insert((room.to_owned(), member.session_id.clone()), member.clone());
+        Ok(names)
+    }
+
+    async fn leave_room(&self, room: &str, member: &Member) -> Result<()> {
+        let inner = &self.inner;
+        inner.local.lock().presence.remove(&(room.to_owned(), member.session_id.clone()));
+        inner.check()?;
+        let payload = wire::presence(PresenceKind::Left, &member.key, &member.username);
+        let _: u64 = inner
+            .leave
+            .evalsha_with_reload(
+                &inner.client,
+                vec![inner.keys.members(room)],
+                vec![member.key.clone(), inner.tag(member), inner.keys.channel(room), payload],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn rooms(&self) -> Result<Vec<RoomSummary>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let rooms: Vec<String> = inner.client.smembers(inner.keys.rooms()).await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        for room in rooms {
+            let count: u32 = inner.client.hlen(inner.keys.members(&room)).await.map_err(unavailable)?;
+            if count == 0 {
+                let _: () = inner.client.srem(inner.keys.rooms(), room.as_str()).await.map_err(unavailable)?;
+                continue;
+            }
+            let last = self.recent(&room, 1).await?.pop();
+            out.push(RoomSummary {
+                name: room,
+                member_count: count,
+                last_message_id: last.as_ref().and_then(|m| m.id.parse().ok()),
+                last_message_at_ms: last.map_or(0, |m| m.sent_at_ms),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn is_available(&self) -> bool {
+        self.inner.client.is_connected() && self.inner.subscriber.is_connected()
+    }
+
+    fn set_load(&self, connections: u32, draining: bool) {
+        self.inner.connections.store(connections, Ordering::Relaxed);
+        self.inner.draining.store(draining, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for RedisBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBridge").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
