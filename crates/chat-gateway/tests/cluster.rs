@@ -1,0 +1,287 @@
+//! Many gateways on one real redis-server behave like one server: shared
+//! rooms and names, one message order, gapless resume on another gateway,
+//! presence that heals after a gateway is SIGKILLed, and no lost or doubled
+//! message across a Redis restart.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chat_client::{Client, ClientError};
+use chat_proto::v1::{presence_change, server_frame, ErrorCode, ServerFrame};
+use chat_proto::MessageId;
+use chat_test_support::{eventually, BackendKind, Cluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
+/// Senders in these tests must not be slowed by the per-connection rate limit.
+const FAST: &[&str] = &["--messages-per-second", "100000", "--message-burst", "100000"];
+
+async fn cluster(n: usize) -> Cluster {
+    Cluster::start(BIN, n, BackendKind::Redis, FAST).await.expect("starting the cluster")
+}
+
+async fn member(cluster: &Cluster, gateway: usize, name: &str, room: &str) -> Client {
+    let mut client = cluster.gateway(gateway).client(name).await.expect("hello");
+    client.join(room).await.expect("join");
+    client
+}
+
+fn message_of(frame: &ServerFrame) -> Option<(MessageId, String)> {
+    match &frame.kind {
+        Some(server_frame::Kind::Message(m)) => Some((m.id.parse().expect("well-formed id"), m.text.clone())),
+        _ => None,
+    }
+}
+
+/// Reads pushed messages until `n` have arrived (ids and texts, in arrival order).
+async fn collect(client: &mut Client, n: usize) -> Vec<(MessageId, String)> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        match client.next_event_timeout(Duration::from_secs(15)).await.expect("connection") {
+            Some(frame) => got.extend(message_of(&frame)),
+            None => panic!("only {} of {n} messages arrived", got.len()),
+        }
+    }
+    got
+}
+
+/// Sends message `i` with idempotency key `k{i}`.
+async fn send(sender: &mut Client, i: usize) -> (String, Result<chat_proto::v1::Ack, ClientError>) {
+    let text = format!("m{i}");
+    let result = sender.send_with_id("outage", &text, &format!("k{i}")).await;
+    (text, result)
+}
+
+fn presence_of(frame: &ServerFrame) -> Option<(String, presence_change::Kind)> {
+    match &frame.kind {
+        Some(server_frame::Kind::Presence(p)) => Some((p.username.clone(), p.kind())),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn gateways_share_rooms_members_presence_and_names() {
+    let cluster = cluster(3).await;
+    let mut alice = member(&cluster, 0, "Alice", "lobby").await;
+    let mut bob = member(&cluster, 1, "Bob", "lobby").await;
+    assert_eq!(
+        alice.wait_for(|f| presence_of(f)).await.unwrap(),
+        ("Bob".to_owned(), presence_change::Kind::Joined),
+        "a join on gateway 2 is pushed to gateway 1"
+    );
+    let mut carol = cluster.gateway(2).client("Carol").await.unwrap();
+    let joined = carol.join("lobby").await.unwrap();
+    assert_eq!(joined.members, ["Alice", "Bob", "Carol"], "members are cluster-wide and sorted");
+
+    // Messages both ways across gateways.
+    let ack = alice.send("lobby", "hi from 1").await.unwrap();
+    for client in [&mut bob, &mut carol] {
+        let (id, text) = client.wait_for(message_of).await.unwrap();
+        assert_eq!((id.to_string(), text.as_str()), (ack.id.clone(), "hi from 1"));
+    }
+    let ack = carol.send("lobby", "hi from 3").await.unwrap();
+    let text = alice
+        .wait_for(|f| message_of(f).filter(|(id, _)| id.to_string() == ack.id).map(|(_, text)| text))
+        .await
+        .unwrap();
+    assert_eq!(text, "hi from 3");
+
+    // A name held on gateway 1 is refused on gateway 2, case-insensitively.
+    let mut impostor = cluster.gateway(1).connect().await.unwrap();
+    let err = impostor.hello("alice").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UsernameTaken), "{err}");
+
+    // Leaving is seen on the other gateways, and the name is free again.
+    drop(bob);
+    assert_eq!(
+        alice.wait_for(|f| presence_of(f)).await.unwrap(),
+        ("Bob".to_owned(), presence_change::Kind::Left)
+    );
+    eventually(Duration::from_secs(5), || async {
+        let mut c = cluster.gateway(2).connect().await.unwrap();
+        c.hello("bob").await.is_ok()
+    })
+    .await;
+    let (status, body) = cluster.gateway(2).get("/api/rooms").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains(r#"{"name":"lobby","members":2}"#), "{body}");
+}
+
+#[tokio::test]
+async fn concurrent_senders_on_different_gateways_give_everyone_one_order() {
+    const PER_SENDER: usize = 60;
+    let cluster = cluster(3).await;
+    let mut receivers = Vec::new();
+    for g in 0..3 {
+        receivers.push(member(&cluster, g, &format!("reader{g}"), "race").await);
+    }
+    let mut senders = Vec::new();
+    for g in 0..3 {
+        senders.push(member(&cluster, g, &format!("writer{g}"), "race").await);
+    }
+    let total = PER_SENDER * senders.len();
+    let sending: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(g, mut sender)| {
+            tokio::spawn(async move {
+                for i in 0..PER_SENDER {
+                    sender.send("race", &format!("w{g}-{i}")).await.expect("send");
+                }
+                sender
+            })
+        })
+        .collect();
+    let mut sequences = Vec::new();
+    for receiver in &mut receivers {
+        sequences.push(collect(receiver, total).await);
+    }
+    for task in sending {
+        task.await.unwrap();
+    }
+    let first = &sequences[0];
+    assert!(first.windows(2).all(|w| w[0].0 < w[1].0), "ids strictly increase in delivery order");
+    let mut texts: Vec<&str> = first.iter().map(|(_, t)| t.as_str()).collect();
+    texts.sort_unstable();
+    texts.dedup();
+    assert_eq!(texts.len(), total, "no gap and no duplicate");
+    for (g, other) in sequences.iter().enumerate().skip(1) {
+        assert_eq!(other, first, "receiver on gateway {g} saw another order");
+    }
+}
+
+#[tokio::test]
+async fn resume_on_another_gateway_is_gapless_while_others_publish() {
+    const SENT: usize = 150;
+    let cluster = cluster(3).await;
+    let mut talker = member(&cluster, 1, "talker", "resume").await;
+    let mut mover = member(&cluster, 0, "mover", "resume").await;
+
+    let sending = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for i in 0..SENT {
+            ids.push(talker.send("resume", &format!("m{i}")).await.expect("send").id);
+            if i % 10 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        (talker, ids)
+    });
+
+    // Read a few, then vanish mid-stream.
+    let seen = collect(&mut mover, 20).await;
+    let last = seen.last().unwrap().0;
+    drop(mover);
+
+    // Come back on another gateway (the name frees within 5 s) with since_id.
+    let mut back = eventually(Duration::from_secs(10), || async {
+        let mut c = cluster.gateway(2).connect().await.ok()?;
+        c.hello("mover").await.ok()?;
+        Some(c)
+    })
+    .await;
+    let joined = back.join_with("resume", &last.to_string(), 0).await.unwrap();
+    assert!(!joined.history_truncated);
+    let mut after: Vec<MessageId> = joined.history.iter().map(|m| m.id.parse().unwrap()).collect();
+    let (_talker, acked) = sending.await.unwrap();
+    let acked: Vec<MessageId> = acked.iter().map(|id| id.parse().unwrap()).collect();
+    let expected: Vec<MessageId> = acked.iter().copied().filter(|id| *id > last).collect();
+    while after.len() < expected.len() {
+        match back.next_event_timeout(Duration::from_secs(10)).await.unwrap() {
+            Some(frame) => after.extend(message_of(&frame).map(|(id, _)| id)),
+            None => break,
+        }
+    }
+    assert_eq!(after, expected, "replay + live after since_id: every message once, in order");
+    let mut all: Vec<MessageId> = seen.iter().map(|(id, _)| *id).collect();
+    all.extend(&after);
+    assert_eq!(all, acked, "before and after the move together are the whole sequence");
+}
+
+#[tokio::test]
+async fn sigkilled_gateway_users_leave_everywhere_within_20_seconds() {
+    let mut cluster = cluster(2).await;
+    let mut alice = member(&cluster, 0, "alice", "crash").await;
+    let _bob = member(&cluster, 1, "bob", "crash").await;
+    alice.wait_for(|f| presence_of(f)).await.unwrap();
+
+    cluster.gateway_mut(1).sigkill().await.unwrap();
+    alice.set_timeout(Duration::from_secs(20));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        alice.wait_for(|f| presence_of(f)).await.expect("LEFT within 20 s"),
+        ("bob".to_owned(), presence_change::Kind::Left)
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // Everywhere: a new member's snapshot is right, and the name is free.
+    let mut carol = cluster.gateway(0).client("carol").await.unwrap();
+    assert_eq!(carol.join("crash").await.unwrap().members, ["alice", "carol"]);
+    let mut new_bob = cluster.gateway(0).connect().await.unwrap();
+    new_bob.hello("bob").await.expect("the dead gateway's name is free");
+}
+
+#[tokio::test]
+async fn redis_restart_loses_nothing_that_was_acked() {
+    let mut cluster = cluster(2).await;
+    let mut sender = member(&cluster, 0, "sender", "outage").await;
+    let mut near = member(&cluster, 0, "near", "outage").await;
+    let mut far = member(&cluster, 1, "far", "outage").await;
+
+    let mut acked: BTreeMap<MessageId, String> = BTreeMap::new();
+    let mut unavailable = 0;
+    for i in 0..20 {
+        let (text, result) = send(&mut sender, i).await;
+        acked.insert(result.expect("redis is up").id.parse().unwrap(), text);
+    }
+
+    cluster.redis_mut().unwrap().kill().await.unwrap();
+    // While Redis is down: UNAVAILABLE, never an Ack.
+    let mut pending = Vec::new();
+    for i in 20..30 {
+        let (text, result) = send(&mut sender, i).await;
+        match result {
+            Err(ClientError::Server { code: ErrorCode::Unavailable, .. }) => {
+                unavailable += 1;
+                pending.push((i, text));
+            }
+            Err(e) => panic!("unexpected error while redis is down: {e}"),
+            Ok(ack) => panic!("acked {ack:?} while redis is down"),
+        }
+    }
+    assert_eq!(unavailable, 10);
+    let (status, _) = cluster.gateway(0).get("/healthz").await.unwrap();
+    assert_eq!(status, 200, "health stays 200 while redis is down");
+    let metric = cluster.gateway(0).metric("chat_bridge_up").await.unwrap();
+    assert_eq!(metric, Some(0.0));
+
+    cluster.redis_mut().unwrap().restart().await.unwrap();
+    // Retry what was refused, with the same keys, until accepted.
+    for (i, _) in pending {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let (text, ack) = loop {
+            match send(&mut sender, i).await {
+                (text, Ok(ack)) => break (text, ack),
+                (_, Err(e)) if std::time::Instant::now() < deadline => {
+                    assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+                    // Retry back-off while Redis comes back, as a client would.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (_, Err(e)) => panic!("still failing 20 s after redis came back: {e}"),
+            }
+        };
+        acked.insert(ack.id.parse().unwrap(), text);
+    }
+    for i in 30..40 {
+        let (text, result) = send(&mut sender, i).await;
+        acked.insert(result.expect("redis is back").id.parse().unwrap(), text);
+    }
+
+    let expected: Vec<(MessageId, String)> = acked.into_iter().collect();
+    for client in [&mut near, &mut far] {
+        let got = collect(client, expected.len()).await;
+        assert_eq!(got, expected, "every acked message exactly once, in order");
+        let extra = client.next_event_timeout(Duration::from_millis(300)).await.unwrap();
+        assert!(extra.as_ref().and_then(message_of).is_none(), "nothing doubled: {extra:?}");
+    }
+    assert_eq!(cluster.gateway(1).metric("chat_bridge_up").await.unwrap(), Some(1.0));
+}

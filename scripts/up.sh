@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Runs the chat system on this machine and prints its URL.
+#
+# With redis-server available (installed with apt-get when run as root): the
+# whole cluster, i.e. its own Redis on a private port, 3 gateways and chat-lb
+# on :8080. Otherwise one gateway on the embedded bridge at :8080.
+# Everything runs in the background; pids and logs are in .run/.
+# scripts/down.sh stops it.
+#
+# Environment: CHAT_PORT (8080), CHAT_GATEWAYS (3), CHAT_SINGLE=1 (one gateway,
+# no Redis), CHAT_PROFILE (release | debug).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+PORT="${CHAT_PORT:-8080}"
+GATEWAYS="${CHAT_GATEWAYS:-3}"
+PROFILE="${CHAT_PROFILE:-release}"
+RUN="$ROOT/.run"
+REDIS_PORT="${CHAT_REDIS_PORT:-6390}"
+
+need_tools
+command -v curl >/dev/null || need_pkg curl curl
+if [ -n "$(ls "$RUN"/*.pid 2>/dev/null)" ]; then
+  "$ROOT/scripts/down.sh" || true
+fi
+mkdir -p "$RUN"
+
+say "building the web client"
+web_deps
+(cd web && npm run --silent build) || die "web build failed"
+
+say "building the binaries ($PROFILE; the first build takes a few minutes)"
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked -p chat-gateway -p chat-lb -p chat-admin
+else
+  cargo build --locked -p chat-gateway -p chat-lb -p chat-admin
+fi
+BIN="$ROOT/target/$PROFILE"
+
+start() { # start NAME COMMAND...: background process with pid file and log
+  local name="$1"; shift
+  nohup "$@" >"$RUN/$name.log" 2>&1 &
+  echo $! >"$RUN/$name.pid"
+}
+
+if [ "${CHAT_SINGLE:-0}" != 1 ]; then
+  need_pkg redis-server redis-server
+fi
+
+if [ "${CHAT_SINGLE:-0}" = 1 ] || ! command -v redis-server >/dev/null; then
+  start gateway "$BIN/chat-gateway" --listen "0.0.0.0:$PORT" --web-root "$ROOT/web/dist" \
+    --admin-listen 127.0.0.1:9090
+  wait_http "http://127.0.0.1:$PORT/healthz" 30 || die "gateway did not start: see $RUN/gateway.log"
+  say "chat is up: http://localhost:$PORT  (one gateway, embedded bridge; stop with scripts/down.sh)"
+  exit 0
+fi
+
+mkdir -p "$RUN/redis"
+start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN/redis" \
+  --appendonly yes --appendfsync everysec --save ""
+for ((i = 0; i < 50; i++)); do
+  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || die "redis did not start: see $RUN/redis.log"
+
+backends=()
+for ((g = 1; g <= GATEWAYS; g++)); do
+  gport=$((PORT + g))
+  start "gateway-$g" "$BIN/chat-gateway" --listen "127.0.0.1:$gport" --gateway-id "gw-$g" \
+    --redis "redis://127.0.0.1:$REDIS_PORT" --web-root "$ROOT/web/dist" \
+    --admin-listen "127.0.0.1:$((9090 + g - 1))"
+  backends+=(--backend "127.0.0.1:$gport")
+done
+for ((g = 1; g <= GATEWAYS; g++)); do
+  wait_http "http://127.0.0.1:$((PORT + g))/healthz" 30 || die "gateway $g did not start: see $RUN/gateway-$g.log"
+done
+start lb "$BIN/chat-lb" --listen "0.0.0.0:$PORT" --admin-listen 127.0.0.1:9100 "${backends[@]}"
+wait_http "http://127.0.0.1:$PORT/healthz" 30 || die "chat-lb did not start: see $RUN/lb.log"
+
+say "chat is up: http://localhost:$PORT"
+echo "    cluster: redis :$REDIS_PORT, $GATEWAYS gateways (:$((PORT + 1))..:$((PORT + GATEWAYS))), chat-lb :$PORT (metrics :9100)"
+echo "    admin:   $BIN/chat-admin gateways   (gRPC on 127.0.0.1:9090..)"
+echo "    logs:    $RUN/*.log      stop: scripts/down.sh"
