@@ -130,6 +130,15 @@ async fn serve(cli: &Cli, config: Config) -> anyhow::Result<()> {
     let admin = TcpListener::bind(cli.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cli.admin_listen))?;
+    // Machine-readable lines for scripts and tests that asked for port 0
+    // (a closed stdout is not a reason to stop serving).
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "chat-lb listening on {}", listener.local_addr()?);
+        let _ = writeln!(out, "chat-lb admin listening on http://{}", admin.local_addr()?);
+        let _ = out.flush();
+    }
     chat_lb::run(listener, admin, config, signals)
         .await
         .context("balancer failed")
