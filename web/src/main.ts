@@ -189,6 +189,14 @@ function setConnState(state: ConnState): void {
   connState.textContent = text;
   connState.dataset.state = s;
   chat.dataset.conn = s;
+  showGateway(session?.gatewayId ?? "");
+}
+
+/** Which gateway holds the connection (Welcome.gateway_id), for operators and tests. */
+function showGateway(gatewayId: string): void {
+  if (gatewayId) connState.dataset.gateway = gatewayId;
+  else delete connState.dataset.gateway;
+  connState.title = gatewayId ? `gateway ${gatewayId}` : "";
 }
 
 function renderMembers(members: readonly string[], me: string): void {
@@ -313,6 +321,9 @@ function startSession(username: string, room: string): void {
     room,
     listener: {
       onState: setConnState,
+      onWelcome(_name, info) {
+        if (session === s) showGateway(info.gatewayId);
+      },
       onJoined(info) {
         if (session !== s) return;
         if (info.first) {

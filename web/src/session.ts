@@ -96,7 +96,8 @@ export interface JoinedInfo {
 
 export interface SessionListener {
   onState?(state: ConnState): void;
-  onWelcome?(username: string): void;
+  /** Welcome: the accepted name, and which gateway holds this connection. */
+  onWelcome?(username: string, info: { gatewayId: string; sessionId: string }): void;
   onJoined?(info: JoinedInfo): void;
   /** A confirmed message was inserted at `index` of the id-sorted list. */
   onMessage?(msg: DisplayMessage, index: number): void;
@@ -202,6 +203,8 @@ export class ChatSession {
   /** Failed connection attempts in a row; drives the backoff. */
   private attempt = 0;
   private acceptedName = "";
+  /** Welcome.gateway_id of the current connection; empty while not welcomed. */
+  private gateway = "";
   private maxTextBytes = 4096;
 
   private messages: DisplayMessage[] = [];
@@ -254,6 +257,10 @@ export class ChatSession {
   /** The name as accepted by the server (empty before Welcome). */
   get me(): string {
     return this.acceptedName || this.username;
+  }
+  /** Which gateway holds the current connection (Welcome.gateway_id); empty when there is none. */
+  get gatewayId(): string {
+    return this.gateway;
   }
   get members(): readonly string[] {
     return this.memberList;
@@ -358,6 +365,7 @@ export class ChatSession {
     this.clearTypers();
     this.dropSocket(1000, "bye");
     this.joinedNow = false;
+    this.gateway = "";
     this.setState(state);
   }
 
@@ -367,6 +375,7 @@ export class ChatSession {
     if (this.stopped) return;
     this.refs.clear();
     this.joinedNow = false;
+    this.gateway = "";
     let sock: SocketLike;
     try {
       sock = this.socketFactory(this.url);
@@ -432,6 +441,7 @@ export class ChatSession {
 
   private onDisconnect(code: number, reason: string): void {
     this.joinedNow = false;
+    this.gateway = "";
     this.refs.clear();
     this.typingActive = false;
     for (const key of ["helloRetryTimer", "openTimer", "pingTimer", "typingIdleTimer"] as const) {
@@ -515,9 +525,10 @@ export class ChatSession {
         this.clearTimer("helloRetryTimer");
         this.refs.delete(f.ref);
         this.acceptedName = k.value.username || this.username;
+        this.gateway = k.value.gatewayId;
         const max = k.value.limits?.maxTextBytes;
         if (max) this.maxTextBytes = max;
-        this.listener.onWelcome?.(this.acceptedName);
+        this.listener.onWelcome?.(this.acceptedName, { gatewayId: k.value.gatewayId, sessionId: k.value.sessionId });
         // First join: the server's default history; resume: everything after the resume point.
         this.sendJoin(this.everJoined ? this.resumeId : "");
         break;

@@ -163,6 +163,32 @@ describe("session", () => {
     assert.equal(join.kind.value.sinceId, "100-10", "pair order, not string order (\"100-9\" > \"100-10\" as strings)");
   });
 
+  test("Welcome.gateway_id is exposed, cleared while away, and updated by the resume", () => {
+    const h = harness();
+    const welcomes: { name: string; gatewayId: string; sessionId: string }[] = [];
+    h.listener.onWelcome = (name, info) => welcomes.push({ name, ...info });
+    h.session.start();
+    assert.equal(h.session.gatewayId, "");
+    handshake(h); // gw-1
+    assert.equal(h.session.gatewayId, "gw-1");
+    assert.deepEqual(welcomes, [{ name: "alice", gatewayId: "gw-1", sessionId: "s1" }]);
+
+    h.sockets.current.serverClose(1006);
+    assert.equal(h.session.gatewayId, "", "no gateway while reconnecting");
+    h.clock.advance(10_000);
+    const ws2 = h.sockets.current;
+    ws2.open();
+    ws2.push({ case: "error", value: { code: ErrorCode.USERNAME_TAKEN, message: "taken" } }, ws2.last("hello")!.ref);
+    assert.equal(h.session.gatewayId, "", "no Welcome yet on the new connection");
+    h.clock.advance(10_000);
+    ws2.push({ case: "welcome", value: { sessionId: "s2", username: "alice", gatewayId: "gw-2" } }, ws2.last("hello")!.ref);
+    assert.equal(h.session.gatewayId, "gw-2");
+    assert.deepEqual(welcomes.at(-1), { name: "alice", gatewayId: "gw-2", sessionId: "s2" });
+
+    h.session.stop();
+    assert.equal(h.session.gatewayId, "");
+  });
+
   test("replayed and duplicated messages are dropped by id, so nothing shows twice", () => {
     const h = harness();
     h.session.start();

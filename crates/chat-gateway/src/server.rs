@@ -39,7 +39,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, permits: Arc<Semaphore>) {
     let mut backoff = Duration::from_millis(5);
     loop {
-        let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => {
                 backoff = Duration::from_millis(5);
@@ -58,6 +62,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, permits: Arc<Se
         tokio::spawn(async move {
             let service = service_fn(move |req| crate::http::serve(req, shared.clone(), peer));
             let conn = hyper::server::conn::http1::Builder::new()
+                // A client that sends its request and then shuts its write side
+                // still gets the answer.
+                .half_close(true)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
