@@ -2,9 +2,10 @@
 
 use chat_proto::v1::ChatMessage;
 
-/// Receives the events of subscribed rooms. Called from the bridge's own
-/// context (the publisher's task for the memory backend, the subscriber task
-/// for Redis), one room's events in order; it must not block or await.
+/// Receives the events of subscribed rooms, and operator commands for this
+/// gateway. Called from the bridge's own context (the publisher's task for
+/// the memory backend, the subscriber task for Redis), one room's events in
+/// order; it must not block or await.
 pub trait EventSink: Send + Sync + 'static {
     fn deliver(&self, event: BridgeEvent);
 }
@@ -22,7 +23,35 @@ pub enum BridgeEvent {
     /// An accepted message, already stored.
     Message(ChatMessage),
     /// A name's first entry into, or last exit from, a room.
-    Presence { room: String, key: String, username: String, kind: PresenceKind },
+    Presence {
+        room: String,
+        key: String,
+        username: String,
+        kind: PresenceKind,
+    },
     /// Someone is (or stopped) typing.
-    Typing { room: String, key: String, username: String, active: bool },
+    Typing {
+        room: String,
+        key: String,
+        username: String,
+        active: bool,
+    },
+    /// An operator's command for this gateway (not tied to a subscription).
+    Control(ControlCommand),
+}
+
+/// What an operator asked the gateways to do, through the admin API of any
+/// gateway of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlCommand {
+    /// Every local session holding the name `key`: without `room`, gets
+    /// `Error KICKED` (with `reason`) and is closed; with `room`, leaves
+    /// that room and stays connected.
+    Kick {
+        key: String,
+        room: Option<String>,
+        reason: String,
+    },
+    /// Drain this gateway, exactly as on SIGTERM.
+    Drain,
 }

@@ -5,9 +5,10 @@
 //! history, cluster-wide presence, username claims and idempotency keys.
 //! Events for subscribed rooms come back through the [`EventSink`] the bridge
 //! was built with, in one order per room (message-id order), which is the
-//! order every member sees.
+//! order every member sees. Operator commands (kick, drain) reach every
+//! gateway through the same sink as [`BridgeEvent::Control`].
 //!
-//! Backends: [`MemoryBridge`] (embedded, single gateway) and, later, Redis.
+//! Backends: [`MemoryBridge`] (embedded, single gateway) and [`RedisBridge`].
 //! The shapes here follow what Redis offers: ids are Redis Streams ids,
 //! `subscribe` is a pub/sub subscription, presence is per-gateway tagged.
 
@@ -16,14 +17,20 @@ mod memory;
 mod redis;
 mod types;
 
-pub use event::{BridgeEvent, EventSink, PresenceKind};
+pub use event::{BridgeEvent, ControlCommand, EventSink, PresenceKind};
 pub use memory::MemoryBridge;
 pub use redis::{Keys as RedisKeys, RedisBridge, RedisConfig};
-pub use types::{Accepted, BridgeError, HistoryPage, Member, NewMessage, Replay, RoomSummary};
+pub use types::{
+    Accepted, BridgeError, GatewayStatus, HistoryPage, Member, NewMessage, Replay, RoomSummary,
+    UserSummary,
+};
 
 use async_trait::async_trait;
 use chat_proto::v1::ChatMessage;
 use chat_proto::MessageId;
+
+/// How far back a message keeps an otherwise empty room in the admin room list.
+pub const ACTIVE_ROOM_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 /// Result of every bridge operation.
 pub type Result<T, E = BridgeError> = std::result::Result<T, E>;
@@ -91,6 +98,31 @@ pub trait Bridge: Send + Sync + 'static {
 
     /// Rooms with at least one member, with member counts.
     async fn rooms(&self) -> Result<Vec<RoomSummary>>;
+
+    // ---------------------------------------------------------------- admin
+    // Answers describe the whole cluster, whichever gateway asks.
+
+    /// Rooms with at least one member, or with a message within
+    /// [`ACTIVE_ROOM_WINDOW`], sorted by name.
+    async fn room_overview(&self) -> Result<Vec<RoomSummary>>;
+
+    /// Users online (holding a name or present in a room), sorted by key;
+    /// only those present in `room` when it is set (their `rooms` still
+    /// lists every room they are in).
+    async fn users(&self, room: Option<&str>) -> Result<Vec<UserSummary>>;
+
+    /// Live gateways and their load, sorted by id.
+    async fn gateways(&self) -> Result<Vec<GatewayStatus>>;
+
+    /// Kicks the sessions holding the name `key` on every gateway: out of
+    /// `room` only when it is set (they stay connected), else off the chat.
+    /// Returns the number of sessions targeted (0 for an unknown user or
+    /// one not in `room`: then nothing is sent).
+    async fn kick(&self, key: &str, room: Option<&str>, reason: &str) -> Result<u32>;
+
+    /// Tells the live gateway `gateway_id` to drain, as SIGTERM does.
+    /// Returns its connection count, or `None` when no such gateway is alive.
+    async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>>;
 
     /// Whether the backend can serve requests right now.
     fn is_available(&self) -> bool;

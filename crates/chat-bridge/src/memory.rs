@@ -5,7 +5,8 @@
 //! order is delivery order. The locks are synchronous (`parking_lot`) because
 //! nothing here awaits: every method finishes without yielding.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,8 +16,8 @@ use chat_proto::MessageId;
 use parking_lot::{Mutex, RwLock};
 
 use crate::{
-    Accepted, Bridge, BridgeEvent, EventSink, HistoryPage, Member, NewMessage,
-    PresenceKind, Replay, Result, RoomSummary,
+    Accepted, Bridge, BridgeEvent, ControlCommand, EventSink, GatewayStatus, HistoryPage, Member,
+    NewMessage, PresenceKind, Replay, Result, RoomSummary, UserSummary, ACTIVE_ROOM_WINDOW,
 };
 
 /// How long a `client_msg_id` is remembered.
@@ -28,8 +29,15 @@ pub struct MemoryBridge {
     sink: Arc<dyn EventSink>,
     /// Room map; the outer lock is only held to find or create a room.
     rooms: RwLock<HashMap<String, Arc<Mutex<RoomState>>>>,
-    /// Username key -> holding session id.
-    names: Mutex<HashMap<String, String>>,
+    /// Username key -> (holding session id, display name).
+    names: Mutex<HashMap<String, (String, String)>>,
+    /// Who this gateway is, for the admin API's gateway list.
+    gateway_id: String,
+    address: String,
+    started_at_ms: u64,
+    /// Load as last reported by the gateway ([`Bridge::set_load`]).
+    connections: AtomicU32,
+    draining: AtomicBool,
 }
 
 #[derive(Default)]
@@ -57,14 +65,40 @@ impl MemoryBridge {
             sink,
             rooms: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            gateway_id: "embedded".to_owned(),
+            address: String::new(),
+            started_at_ms: now_ms(),
+            connections: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Names the gateway this bridge serves (id and client address), as
+    /// shown by [`Bridge::gateways`] and targeted by [`Bridge::drain_gateway`].
+    pub fn with_gateway(mut self, id: impl Into<String>, address: impl Into<String>) -> Self {
+        self.gateway_id = id.into();
+        self.address = address.into();
+        self
+    }
+
+    /// Every room with its state, copied out of the room map.
+    fn all_rooms(&self) -> Vec<(String, Arc<Mutex<RoomState>>)> {
+        self.rooms
+            .read()
+            .iter()
+            .map(|(name, state)| (name.clone(), state.clone()))
+            .collect()
     }
 
     fn room(&self, room: &str) -> Arc<Mutex<RoomState>> {
         if let Some(state) = self.rooms.read().get(room) {
             return state.clone();
         }
-        self.rooms.write().entry(room.to_owned()).or_default().clone()
+        self.rooms
+            .write()
+            .entry(room.to_owned())
+            .or_default()
+            .clone()
     }
 
     fn existing_room(&self, room: &str) -> Option<Arc<Mutex<RoomState>>> {
@@ -79,7 +113,9 @@ impl MemoryBridge {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl RoomState {
@@ -125,14 +161,21 @@ impl Bridge for MemoryBridge {
             .then(|| (msg.sender_key.clone(), msg.client_msg_id.clone()));
         if let Some(key) = &dedupe_key {
             if let Some((original, _)) = state.dedupe.get(key) {
-                return Ok(Accepted { duplicate: true, ..*original });
+                return Ok(Accepted {
+                    duplicate: true,
+                    ..*original
+                });
             }
         }
 
         let sent_at_ms = now_ms();
         let id = state.last_id.successor_at(sent_at_ms);
         state.last_id = id;
-        let accepted = Accepted { id, sent_at_ms, duplicate: false };
+        let accepted = Accepted {
+            id,
+            sent_at_ms,
+            duplicate: false,
+        };
         if let Some(key) = dedupe_key {
             let expires = now + DEDUPE_WINDOW;
             state.dedupe.insert(key.clone(), (accepted, expires));
@@ -170,7 +213,10 @@ impl Bridge for MemoryBridge {
         let mut state = state.lock();
         state.expire_dedupe(Instant::now());
         let key = (sender_key.to_owned(), client_msg_id.to_owned());
-        Ok(state.dedupe.get(&key).map(|(original, _)| Accepted { duplicate: true, ..*original }))
+        Ok(state.dedupe.get(&key).map(|(original, _)| Accepted {
+            duplicate: true,
+            ..*original
+        }))
     }
 
     async fn replay_after(&self, room: &str, after: MessageId) -> Result<Replay> {
@@ -234,9 +280,12 @@ impl Bridge for MemoryBridge {
     async fn claim_username(&self, member: &Member) -> Result<bool> {
         let mut names = self.names.lock();
         match names.get(&member.key) {
-            Some(holder) => Ok(*holder == member.session_id),
+            Some((holder, _)) => Ok(*holder == member.session_id),
             None => {
-                names.insert(member.key.clone(), member.session_id.clone());
+                names.insert(
+                    member.key.clone(),
+                    (member.session_id.clone(), member.username.clone()),
+                );
                 Ok(true)
             }
         }
@@ -244,7 +293,10 @@ impl Bridge for MemoryBridge {
 
     async fn release_username(&self, member: &Member) -> Result<()> {
         let mut names = self.names.lock();
-        if names.get(&member.key) == Some(&member.session_id) {
+        if names
+            .get(&member.key)
+            .is_some_and(|(holder, _)| *holder == member.session_id)
+        {
             names.remove(&member.key);
         }
         Ok(())
@@ -270,7 +322,11 @@ impl Bridge for MemoryBridge {
                 },
             );
         }
-        let mut names: Vec<String> = state.members.values().map(|(name, _)| name.clone()).collect();
+        let mut names: Vec<String> = state
+            .members
+            .values()
+            .map(|(name, _)| name.clone())
+            .collect();
         names.sort();
         Ok(names)
     }
@@ -300,9 +356,8 @@ impl Bridge for MemoryBridge {
     }
 
     async fn rooms(&self) -> Result<Vec<RoomSummary>> {
-        let rooms: Vec<(String, Arc<Mutex<RoomState>>)> =
-            self.rooms.read().iter().map(|(name, state)| (name.clone(), state.clone())).collect();
-        let mut out: Vec<RoomSummary> = rooms
+        let mut out: Vec<RoomSummary> = self
+            .all_rooms()
             .into_iter()
             .filter_map(|(name, state)| {
                 let state = state.lock();
@@ -318,13 +373,286 @@ impl Bridge for MemoryBridge {
         Ok(out)
     }
 
+    async fn room_overview(&self) -> Result<Vec<RoomSummary>> {
+        let active_since = now_ms().saturating_sub(ACTIVE_ROOM_WINDOW.as_millis() as u64);
+        let mut out: Vec<RoomSummary> = self
+            .all_rooms()
+            .into_iter()
+            .filter_map(|(name, state)| {
+                let state = state.lock();
+                let last_at = state.history.back().map_or(0, |m| m.sent_at_ms);
+                (!state.members.is_empty() || (last_at > 0 && last_at >= active_since)).then(|| {
+                    RoomSummary {
+                        name,
+                        member_count: state.members.len() as u32,
+                        last_message_id: state.ids.back().copied(),
+                        last_message_at_ms: last_at,
+                    }
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn users(&self, room: Option<&str>) -> Result<Vec<UserSummary>> {
+        // key -> (display name, rooms, sessions)
+        let mut users: BTreeMap<String, (String, BTreeSet<String>, HashSet<String>)> =
+            BTreeMap::new();
+        for (key, (session, display)) in self.names.lock().iter() {
+            let entry = users
+                .entry(key.clone())
+                .or_insert_with(|| (display.clone(), BTreeSet::new(), HashSet::new()));
+            entry.2.insert(session.clone());
+        }
+        for (name, state) in self.all_rooms() {
+            let state = state.lock();
+            for (key, (display, sessions)) in &state.members {
+                let entry = users
+                    .entry(key.clone())
+                    .or_insert_with(|| (display.clone(), BTreeSet::new(), HashSet::new()));
+                entry.1.insert(name.clone());
+                entry.2.extend(sessions.iter().cloned());
+            }
+        }
+        Ok(users
+            .into_iter()
+            .filter(|(_, (_, rooms, _))| room.is_none_or(|room| rooms.contains(room)))
+            .map(|(key, (username, rooms, sessions))| UserSummary {
+                key,
+                username,
+                rooms: rooms.into_iter().collect(),
+                gateway_ids: vec![self.gateway_id.clone()],
+                connections: sessions.len() as u32,
+            })
+            .collect())
+    }
+
+    async fn gateways(&self) -> Result<Vec<GatewayStatus>> {
+        Ok(vec![GatewayStatus {
+            id: self.gateway_id.clone(),
+            address: self.address.clone(),
+            connections: self.connections.load(Ordering::Relaxed),
+            started_at_ms: self.started_at_ms,
+            // The embedded bridge is this process: it is alive right now.
+            last_heartbeat_ms: now_ms(),
+            draining: self.draining.load(Ordering::Relaxed),
+        }])
+    }
+
+    async fn kick(&self, key: &str, room: Option<&str>, reason: &str) -> Result<u32> {
+        let mut sessions: HashSet<String> = HashSet::new();
+        match room {
+            Some(room) => {
+                if let Some(state) = self.existing_room(room) {
+                    if let Some((_, present)) = state.lock().members.get(key) {
+                        sessions.extend(present.iter().cloned());
+                    }
+                }
+            }
+            None => {
+                if let Some((session, _)) = self.names.lock().get(key) {
+                    sessions.insert(session.clone());
+                }
+                for (_, state) in self.all_rooms() {
+                    if let Some((_, present)) = state.lock().members.get(key) {
+                        sessions.extend(present.iter().cloned());
+                    }
+                }
+            }
+        }
+        if !sessions.is_empty() {
+            self.sink
+                .deliver(BridgeEvent::Control(ControlCommand::Kick {
+                    key: key.to_owned(),
+                    room: room.map(str::to_owned),
+                    reason: reason.to_owned(),
+                }));
+        }
+        Ok(sessions.len() as u32)
+    }
+
+    async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>> {
+        if gateway_id != self.gateway_id {
+            return Ok(None);
+        }
+        let connections = self.connections.load(Ordering::Relaxed);
+        self.sink
+            .deliver(BridgeEvent::Control(ControlCommand::Drain));
+        Ok(Some(connections))
+    }
+
     fn is_available(&self) -> bool {
         true
+    }
+
+    fn set_load(&self, connections: u32, draining: bool) {
+        self.connections.store(connections, Ordering::Relaxed);
+        self.draining.store(draining, Ordering::Relaxed);
     }
 }
 
 impl std::fmt::Debug for MemoryBridge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryBridge").field("history_len", &self.history_len).finish()
+        f.debug_struct("MemoryBridge")
+            .field("history_len", &self.history_len)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every event delivered.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<BridgeEvent>>);
+
+    impl EventSink for Recorder {
+        fn deliver(&self, event: BridgeEvent) {
+            self.0.lock().push(event);
+        }
+    }
+
+    impl Recorder {
+        fn controls(&self) -> Vec<ControlCommand> {
+            self.0
+                .lock()
+                .iter()
+                .filter_map(|e| match e {
+                    BridgeEvent::Control(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn member(session: &str, name: &str) -> Member {
+        Member {
+            session_id: session.into(),
+            key: name.to_lowercase(),
+            username: name.into(),
+        }
+    }
+
+    fn bridge() -> (MemoryBridge, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        (
+            MemoryBridge::new(10, recorder.clone()).with_gateway("gw-a", "10.0.0.1:8080"),
+            recorder,
+        )
+    }
+
+    #[tokio::test]
+    async fn users_rooms_and_the_gateway_are_listed() {
+        let (bridge, _) = bridge();
+        let (ann, bo, cy) = (member("s1", "Ann"), member("s2", "Bo"), member("s3", "Cy"));
+        for m in [&ann, &bo, &cy] {
+            assert!(bridge.claim_username(m).await.unwrap());
+        }
+        bridge.enter_room("lobby", &ann).await.unwrap();
+        bridge.enter_room("lobby", &bo).await.unwrap();
+        bridge.enter_room("dev", &bo).await.unwrap();
+        let users = bridge.users(None).await.unwrap();
+        let rows: Vec<_> = users
+            .iter()
+            .map(|u| (u.username.as_str(), u.rooms.clone(), u.connections))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("Ann", vec!["lobby".to_owned()], 1),
+                ("Bo", vec!["dev".to_owned(), "lobby".to_owned()], 1),
+                ("Cy", vec![], 1)
+            ]
+        );
+        assert!(users.iter().all(|u| u.gateway_ids == ["gw-a"]));
+        let in_dev: Vec<_> = bridge
+            .users(Some("dev"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.key)
+            .collect();
+        assert_eq!(in_dev, ["bo"]);
+
+        let rooms: Vec<_> = bridge
+            .room_overview()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name, r.member_count))
+            .collect();
+        assert_eq!(rooms, [("dev".to_owned(), 1), ("lobby".to_owned(), 2)]);
+        // A room without members stays listed while its last message is recent.
+        bridge.leave_room("dev", &bo).await.unwrap();
+        let msg = NewMessage {
+            room: "news".into(),
+            sender_key: String::new(),
+            username: String::new(),
+            text: "hi".into(),
+            client_msg_id: String::new(),
+            system: true,
+        };
+        let accepted = bridge.publish(msg).await.unwrap();
+        let rooms = bridge.room_overview().await.unwrap();
+        assert_eq!(
+            rooms.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["lobby", "news"]
+        );
+        assert_eq!(rooms[1].last_message_id, Some(accepted.id));
+
+        bridge.set_load(3, true);
+        let gateways = bridge.gateways().await.unwrap();
+        assert_eq!(gateways.len(), 1);
+        assert_eq!(
+            (gateways[0].id.as_str(), gateways[0].address.as_str()),
+            ("gw-a", "10.0.0.1:8080")
+        );
+        assert_eq!((gateways[0].connections, gateways[0].draining), (3, true));
+    }
+
+    #[tokio::test]
+    async fn kicks_count_sessions_and_reach_the_sink() {
+        let (bridge, recorder) = bridge();
+        let ann = member("s1", "Ann");
+        bridge.claim_username(&ann).await.unwrap();
+        bridge.enter_room("lobby", &ann).await.unwrap();
+        assert_eq!(bridge.kick("nobody", None, "x").await.unwrap(), 0);
+        assert_eq!(bridge.kick("ann", Some("dev"), "x").await.unwrap(), 0);
+        assert!(recorder.controls().is_empty(), "nothing is sent for nobody");
+        assert_eq!(
+            bridge
+                .kick("ann", Some("lobby"), "off topic")
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(bridge.kick("ann", None, "spam").await.unwrap(), 1);
+        assert_eq!(
+            recorder.controls(),
+            [
+                ControlCommand::Kick {
+                    key: "ann".into(),
+                    room: Some("lobby".into()),
+                    reason: "off topic".into()
+                },
+                ControlCommand::Kick {
+                    key: "ann".into(),
+                    room: None,
+                    reason: "spam".into()
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn only_this_gateway_can_be_drained() {
+        let (bridge, recorder) = bridge();
+        bridge.set_load(2, false);
+        assert_eq!(bridge.drain_gateway("gw-b").await.unwrap(), None);
+        assert!(recorder.controls().is_empty());
+        assert_eq!(bridge.drain_gateway("gw-a").await.unwrap(), Some(2));
+        assert_eq!(recorder.controls(), [ControlCommand::Drain]);
     }
 }

@@ -62,6 +62,33 @@ pub struct RoomSummary {
     pub last_message_at_ms: u64,
 }
 
+/// A user online somewhere in the cluster, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    /// Normalised name (the identity).
+    pub key: String,
+    /// The name as shown (the key when no display name is known).
+    pub username: String,
+    /// Every room the user is in, sorted.
+    pub rooms: Vec<String>,
+    /// Gateways holding at least one session of the user, sorted.
+    pub gateway_ids: Vec<String>,
+    /// Distinct sessions of the user.
+    pub connections: u32,
+}
+
+/// A live gateway and its load, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayStatus {
+    pub id: String,
+    /// host:port where clients reach it.
+    pub address: String,
+    pub connections: u32,
+    pub started_at_ms: u64,
+    pub last_heartbeat_ms: u64,
+    pub draining: bool,
+}
+
 /// Why a bridge operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {

@@ -1,7 +1,9 @@
 //! Gateway configuration: one clap struct, every flag also an environment variable.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -13,9 +15,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// The bearer token of the admin API. Its `Debug` output is redacted, so a
+/// logged configuration never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for AdminToken {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
 /// The chat gateway: serves the web client and the chat WebSocket.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "chat-gateway", version, about)]
+// A repeated flag takes its last value (scripts and tests add defaults first).
+#[command(name = "chat-gateway", version, about, args_override_self = true)]
 pub struct Config {
     /// Address for HTTP and WebSocket clients.
     #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:8080")]
@@ -58,11 +85,21 @@ pub struct Config {
     pub web_root: PathBuf,
 
     /// Seconds between server pings.
-    #[arg(long, env = "CHAT_PING_INTERVAL_SECS", default_value_t = 25, hide = true)]
+    #[arg(
+        long,
+        env = "CHAT_PING_INTERVAL_SECS",
+        default_value_t = 25,
+        hide = true
+    )]
     pub ping_interval_secs: u64,
 
     /// Seconds of silence after which a connection is closed.
-    #[arg(long, env = "CHAT_IDLE_TIMEOUT_SECS", default_value_t = 60, hide = true)]
+    #[arg(
+        long,
+        env = "CHAT_IDLE_TIMEOUT_SECS",
+        default_value_t = 60,
+        hide = true
+    )]
     pub idle_timeout_secs: u64,
 
     /// Milliseconds a draining gateway waits for clients before closing them (1001).
@@ -82,6 +119,17 @@ pub struct Config {
     /// (default: the listen address).
     #[arg(long, env = "CHAT_ADVERTISE")]
     pub advertise: Option<String>,
+
+    /// Address of the admin gRPC API (chat.admin.v1, health, reflection).
+    /// Loopback by default: do not expose it without --admin-token.
+    #[arg(long, env = "CHAT_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Bearer token every admin API call must carry
+    /// (`authorization: Bearer TOKEN`); without it the admin API is open to
+    /// whoever reaches --admin-listen.
+    #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
 
     /// Log format.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
@@ -111,8 +159,21 @@ impl Config {
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}']) {
             return Err("--redis-prefix must be non-empty and must not contain { or }".into());
         }
-        if self.gateway_id.as_deref().is_some_and(|id| id.is_empty() || id.contains(char::is_whitespace)) {
+        if self
+            .gateway_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.contains(char::is_whitespace))
+        {
             return Err("--gateway-id must be non-empty and without whitespace".into());
+        }
+        if let Some(token) = &self.admin_token {
+            // An empty token would silently mean "no token"; header values
+            // cannot carry control characters.
+            if token.0.is_empty() || !token.0.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(
+                    "--admin-token must be non-empty printable ASCII without spaces".into(),
+                );
+            }
         }
         Ok(())
     }
@@ -127,5 +188,43 @@ impl Config {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("chat-gateway").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_admin_api_listens_on_loopback_without_a_token_by_default() {
+        let config = parse(&[]);
+        assert_eq!(config.admin_listen, "127.0.0.1:9090".parse().unwrap());
+        assert!(config.admin_token.is_none());
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value() {
+        let config = parse(&[
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:7000",
+        ]);
+        assert_eq!(config.admin_listen.port(), 7000);
+    }
+
+    #[test]
+    fn the_admin_token_is_validated_and_never_shown() {
+        let config = parse(&["--admin-token", "s3cret"]);
+        assert!(config.validate().is_ok());
+        assert!(!format!("{config:?}").contains("s3cret"));
+        for bad in ["", "two words", "tab\there"] {
+            let err = parse(&["--admin-token", bad]).validate().unwrap_err();
+            assert!(err.contains("--admin-token"), "{bad:?}: {err}");
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! The handle through which anything outside a connection's task reaches it:
-//! its bounded outbound queue and its close signal.
+//! its bounded outbound queue, its close signal, and commands that change the
+//! session's own state (an operator's kick out of one room).
 
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
@@ -18,6 +19,18 @@ pub mod close_code {
     pub const KICKED: u16 = 4001;
 }
 
+/// Commands queued per connection before more are refused (they are rare:
+/// an operator's action, one per room at most).
+const COMMAND_QUEUE: usize = 64;
+
+/// What the session task must do itself, because it owns the state involved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnCommand {
+    /// Leave this room (an operator's kick): presence, subscription and a
+    /// `Left` push, exactly as if the client had sent `Leave`.
+    LeaveRoom(String),
+}
+
 /// Shared by the connection's task and every room it is in.
 pub struct ConnHandle {
     /// Process-unique number, for finding the member slot again.
@@ -27,13 +40,54 @@ pub struct ConnHandle {
     /// Close code requested from outside (0 = none yet); first request wins.
     close_code: AtomicU16,
     closed: Notify,
+    /// The normalised username, set once at Welcome: how an operator's kick
+    /// finds the connections of a user.
+    key: OnceLock<Arc<str>>,
+    /// Commands for the session task (bounded; see [`COMMAND_QUEUE`]).
+    commands: mpsc::Sender<ConnCommand>,
+}
+
+/// The receiving ends a session task drains.
+pub struct ConnInbox {
+    pub frames: mpsc::Receiver<Bytes>,
+    pub commands: mpsc::Receiver<ConnCommand>,
 }
 
 impl ConnHandle {
-    pub fn new(id: u64, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let handle = Arc::new(Self { id, tx, close_code: AtomicU16::new(0), closed: Notify::new() });
-        (handle, rx)
+    pub fn new(id: u64, capacity: usize) -> (Arc<Self>, ConnInbox) {
+        let (tx, frames) = mpsc::channel(capacity);
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let handle = Arc::new(Self {
+            id,
+            tx,
+            close_code: AtomicU16::new(0),
+            closed: Notify::new(),
+            key: OnceLock::new(),
+            commands,
+        });
+        (
+            handle,
+            ConnInbox {
+                frames,
+                commands: command_rx,
+            },
+        )
+    }
+
+    /// Records the username key once the session is welcomed.
+    pub fn set_key(&self, key: Arc<str>) {
+        let _ = self.key.set(key);
+    }
+
+    /// The username key, once welcomed.
+    pub fn key(&self) -> Option<&str> {
+        self.key.get().map(|key| &**key)
+    }
+
+    /// Queues a command for the session task. Returns false when it could
+    /// not be queued (the session is ending, or flooded with commands).
+    pub fn command(&self, command: ConnCommand) -> bool {
+        self.commands.try_send(command).is_ok()
     }
 
     /// Queues a frame without waiting. A full queue closes the connection
@@ -44,7 +98,9 @@ impl ConnHandle {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.close(close_code::POLICY) {
-                    metrics.slow_consumers_dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics
+                        .slow_consumers_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(conn = self.id, "outbound queue full, closing slow consumer");
                 }
                 false

@@ -33,11 +33,19 @@ pub async fn serve(
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(&shared.gateway_id, shared.bridge.is_available(), shared.is_draining()),
+            shared.metrics.render(
+                &shared.gateway_id,
+                shared.bridge.is_available(),
+                shared.is_draining(),
+            ),
         ),
         (&Method::GET, "/api/rooms") => rooms(&shared).await,
         (&Method::GET | &Method::HEAD, _) => static_file(&shared.config.web_root, &path).await,
-        _ => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".into()),
+        _ => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        ),
     };
     Ok(response)
 }
@@ -45,14 +53,22 @@ pub async fn serve(
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
 fn health(shared: &Shared) -> Response<Body> {
     if shared.is_draining() {
-        text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into())
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining\n".into(),
+        )
     } else {
         text(StatusCode::OK, "text/plain", "ok\n".into())
     }
@@ -73,9 +89,19 @@ async fn rooms(shared: &Shared) -> Response<Body> {
     match shared.bridge.rooms().await {
         Ok(rooms) => {
             let body = RoomsBody {
-                rooms: rooms.into_iter().map(|r| RoomEntry { name: r.name, members: r.member_count }).collect(),
+                rooms: rooms
+                    .into_iter()
+                    .map(|r| RoomEntry {
+                        name: r.name,
+                        members: r.member_count,
+                    })
+                    .collect(),
             };
-            text(StatusCode::OK, "application/json", serde_json::to_string(&body).unwrap_or_default())
+            text(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string(&body).unwrap_or_default(),
+            )
         }
         Err(e) => text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -89,25 +115,47 @@ async fn rooms(shared: &Shared) -> Response<Body> {
 fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) -> Response<Body> {
     if shared.is_draining() {
         shared.metrics.connections_refused.fetch_add(1, Relaxed);
-        return text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining: reconnect elsewhere\n".into());
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining: reconnect elsewhere\n".into(),
+        );
     }
     if shared.conns.lock().len() >= shared.config.max_connections as usize {
         shared.metrics.connections_refused.fetch_add(1, Relaxed);
-        return text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "too many connections\n".into());
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "too many connections\n".into(),
+        );
     }
     let headers = req.headers();
     let is_upgrade = header_has_token(headers.get(header::CONNECTION), "upgrade")
         && header_has_token(headers.get(header::UPGRADE), "websocket");
-    let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade && version_ok) else {
-        return text(StatusCode::BAD_REQUEST, "text/plain", "expected a WebSocket upgrade (version 13)\n".into());
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| is_upgrade && version_ok)
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "expected a WebSocket upgrade (version 13)\n".into(),
+        );
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config()),
+                )
+                .await;
                 crate::session::run(ws, shared, peer).await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "websocket upgrade failed"),
@@ -118,7 +166,10 @@ fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) ->
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header"),
+    );
     response
 }
 
@@ -137,9 +188,10 @@ fn ws_config() -> WebSocketConfig {
 }
 
 fn header_has_token(value: Option<&HeaderValue>, token: &str) -> bool {
-    value
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+    value.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',')
+            .any(|part| part.trim().eq_ignore_ascii_case(token))
+    })
 }
 
 async fn static_file(root: &Path, path: &str) -> Response<Body> {
@@ -148,7 +200,10 @@ async fn static_file(root: &Path, path: &str) -> Response<Body> {
         other => other,
     };
     let relative = Path::new(relative);
-    if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+    if !relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
         return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
     }
     let full = root.join(relative);

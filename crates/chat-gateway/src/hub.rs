@@ -6,15 +6,20 @@
 //! mutex: it is held only to walk the members and `try_send`, never across an
 //! await, and fan-out for a room happens in the room's delivery order because
 //! the bridge delivers one room's events sequentially.
+//!
+//! Operator commands arriving through the bridge are not room events: they
+//! are passed on to the gateway's control task (`control.rs`), which can see
+//! every connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chat_bridge::{BridgeEvent, EventSink, PresenceKind};
+use chat_bridge::{BridgeEvent, ControlCommand, EventSink, PresenceKind};
 use chat_proto::v1::{presence_change, server_frame, PresenceChange, ServerFrame, TypingNotice};
 use chat_proto::{Message as _, MessageId};
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
 
 use crate::conn::ConnHandle;
 use crate::metrics::Metrics;
@@ -23,6 +28,9 @@ use crate::metrics::Metrics;
 pub struct Hub {
     rooms: RwLock<HashMap<String, Arc<Mutex<Vec<Slot>>>>>,
     metrics: Arc<Metrics>,
+    /// To the control task. Unbounded because `deliver` must not block or
+    /// await, and operator commands are rare enough not to pile up.
+    control: mpsc::UnboundedSender<ControlCommand>,
 }
 
 /// One connection's membership in one room.
@@ -49,12 +57,22 @@ struct Held {
 
 /// Encodes a push (ref 0) once.
 pub fn encode_push(kind: server_frame::Kind) -> Bytes {
-    Bytes::from(ServerFrame { r#ref: 0, kind: Some(kind) }.encode_to_vec())
+    Bytes::from(
+        ServerFrame {
+            r#ref: 0,
+            kind: Some(kind),
+        }
+        .encode_to_vec(),
+    )
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { rooms: RwLock::new(HashMap::new()), metrics }
+    pub fn new(metrics: Arc<Metrics>, control: mpsc::UnboundedSender<ControlCommand>) -> Self {
+        Self {
+            rooms: RwLock::new(HashMap::new()),
+            metrics,
+            control,
+        }
     }
 
     fn room(&self, room: &str) -> Option<Arc<Mutex<Vec<Slot>>>> {
@@ -79,14 +97,32 @@ impl Hub {
         }
     }
 
-    /// Queues the `Joined` frame (if any), then the events held since `begin_join`
-    /// that the replay did not contain, and switches the member to live.
-    /// `replayed_up_to` is the newest id the client has after this Joined.
-    pub fn finish_join(&self, room: &str, conn_id: u64, joined: Option<Bytes>, replayed_up_to: MessageId) {
+    /// Queues the `Joined` frame (if any), then the events held since
+    /// `begin_join` that the client does not have yet, and switches the
+    /// member to live.
+    ///
+    /// `client_has` is the newest id the client has after this Joined: the
+    /// larger of its `since_id` and the last replayed id. Held and live
+    /// messages up to it are dropped. (A `since_id` from the future therefore
+    /// hides messages up to it: the contract says the client has them.)
+    pub fn finish_join(
+        &self,
+        room: &str,
+        conn_id: u64,
+        joined: Option<Bytes>,
+        client_has: MessageId,
+    ) {
         let Some(slots) = self.room(room) else { return };
         let mut slots = slots.lock();
-        let Some(slot) = slots.iter_mut().find(|slot| slot.conn.id == conn_id) else { return };
-        let held = match std::mem::replace(&mut slot.state, SlotState::Live { watermark: replayed_up_to }) {
+        let Some(slot) = slots.iter_mut().find(|slot| slot.conn.id == conn_id) else {
+            return;
+        };
+        let held = match std::mem::replace(
+            &mut slot.state,
+            SlotState::Live {
+                watermark: client_has,
+            },
+        ) {
             SlotState::Joining(held) => held,
             SlotState::Live { .. } => Vec::new(),
         };
@@ -96,7 +132,7 @@ impl Hub {
             }
         }
         for event in held {
-            if event.id.is_some_and(|id| id <= replayed_up_to) {
+            if event.id.is_some_and(|id| id <= client_has) {
                 continue;
             }
             if !slot.conn.push(event.frame, &self.metrics) {
@@ -108,9 +144,13 @@ impl Hub {
     /// Removes `conn` from `room`. Returns true when it was a member.
     pub fn remove(&self, room: &str, conn_id: u64) -> bool {
         let mut rooms = self.rooms.write();
-        let Some(slots) = rooms.get(room).cloned() else { return false };
+        let Some(slots) = rooms.get(room).cloned() else {
+            return false;
+        };
         let mut slots = slots.lock();
-        let Some(index) = slots.iter().position(|slot| slot.conn.id == conn_id) else { return false };
+        let Some(index) = slots.iter().position(|slot| slot.conn.id == conn_id) else {
+            return false;
+        };
         slots.swap_remove(index);
         if slots.is_empty() {
             rooms.remove(room);
@@ -132,7 +172,10 @@ impl Hub {
                     }
                     slot.conn.push(frame.clone(), &self.metrics);
                 }
-                SlotState::Joining(held) => held.push(Held { id, frame: frame.clone() }),
+                SlotState::Joining(held) => held.push(Held {
+                    id,
+                    frame: frame.clone(),
+                }),
             }
         }
     }
@@ -150,7 +193,12 @@ impl EventSink for Hub {
                 let frame = encode_push(server_frame::Kind::Message(message));
                 self.fan_out(&room, frame, Some(id), None);
             }
-            BridgeEvent::Presence { room, key, username, kind } => {
+            BridgeEvent::Presence {
+                room,
+                key,
+                username,
+                kind,
+            } => {
                 let kind = match kind {
                     PresenceKind::Joined => presence_change::Kind::Joined,
                     PresenceKind::Left => presence_change::Kind::Left,
@@ -162,13 +210,23 @@ impl EventSink for Hub {
                 }));
                 self.fan_out(&room, frame, None, Some(&key));
             }
-            BridgeEvent::Typing { room, key, username, active } => {
+            BridgeEvent::Typing {
+                room,
+                key,
+                username,
+                active,
+            } => {
                 let frame = encode_push(server_frame::Kind::Typing(TypingNotice {
                     room: room.clone(),
                     username,
                     active,
                 }));
                 self.fan_out(&room, frame, None, Some(&key));
+            }
+            BridgeEvent::Control(command) => {
+                if self.control.send(command).is_err() {
+                    tracing::debug!("control command after the gateway stopped ignored");
+                }
             }
         }
     }

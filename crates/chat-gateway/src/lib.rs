@@ -1,11 +1,14 @@
 //! The chat gateway: a hyper HTTP server whose `/ws` route upgrades to the
 //! chat WebSocket protocol, plus the web client, health, metrics and the room
-//! list. Cluster concerns are delegated to a `chat_bridge::Bridge`.
+//! list; and, on a second listener, the operator gRPC API. Cluster concerns
+//! are delegated to a `chat_bridge::Bridge`.
 //!
-//! Only this crate knows HTTP and WebSocket.
+//! Only this crate knows HTTP, WebSocket and gRPC.
 
+mod admin;
 mod config;
 mod conn;
+mod control;
 mod http;
 mod hub;
 mod metrics;
@@ -21,30 +24,45 @@ use std::sync::Arc;
 use chat_bridge::{Bridge, EventSink, MemoryBridge, RedisBridge, RedisConfig};
 use chat_proto::v1::Limits;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, LogFormat};
+pub use config::{AdminToken, Config, LogFormat};
 
-/// Serves on `listener` until `shutdown` resolves (or a drain is requested),
-/// then drains: health 503, `Reconnect` to every client, close at the deadline.
+/// Serves on `listener` (and the admin API on `admin_listener`, when given)
+/// until `shutdown` resolves (or a drain is requested), then drains: health
+/// 503, `Reconnect` to every client, close at the deadline. The admin API
+/// answers until the drain is over.
 pub async fn run(
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let gateway_id = config.gateway_id.clone().unwrap_or_else(state::default_gateway_id);
+    let gateway_id = config
+        .gateway_id
+        .clone()
+        .unwrap_or_else(state::default_gateway_id);
+    let address = config
+        .advertise
+        .clone()
+        .unwrap_or(listener.local_addr()?.to_string());
     let metrics = Arc::new(metrics::Metrics::default());
-    let hub = Arc::new(hub::Hub::new(metrics.clone()));
+    let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hub = Arc::new(hub::Hub::new(metrics.clone(), control_tx));
     let sink: Arc<dyn EventSink> = hub.clone();
     let bridge: Arc<dyn Bridge> = match &config.redis {
-        None => Arc::new(MemoryBridge::new(config.history_len as usize, sink)),
+        None => Arc::new(
+            MemoryBridge::new(config.history_len as usize, sink)
+                .with_gateway(gateway_id.clone(), address),
+        ),
         Some(url) => {
             let redis = RedisConfig {
                 url: url.clone(),
                 prefix: config.redis_prefix.clone(),
                 gateway_id: gateway_id.clone(),
-                address: config.advertise.clone().unwrap_or(listener.local_addr()?.to_string()),
+                address,
                 history_len: config.history_len as usize,
             };
             Arc::new(RedisBridge::connect(redis, sink).await?)
@@ -69,6 +87,25 @@ pub async fn run(
         drain: CancellationToken::new(),
     });
     tracing::info!(gateway_id = %shared.gateway_id, addr = %listener.local_addr()?, "serving");
+
+    // The control task and the admin API live as long as the HTTP side.
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(control::run(shared.clone(), control_rx, stop.clone()));
+    if let Some(admin_listener) = admin_listener {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tasks.spawn(async move {
+            if let Err(e) = admin::serve(admin_listener, shared, stop).await {
+                tracing::error!("admin api failed: {e:#}");
+            }
+        });
+    }
     server::serve(listener, shared, shutdown).await;
+    stop.cancel();
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "gateway task failed");
+        }
+    }
     Ok(())
 }

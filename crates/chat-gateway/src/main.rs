@@ -17,8 +17,12 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     init_tracing(config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
-    let result = runtime.context("starting the tokio runtime").and_then(|rt| rt.block_on(serve(config)));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    let result = runtime
+        .context("starting the tokio runtime")
+        .and_then(|rt| rt.block_on(serve(config)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -33,9 +37,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    // A machine-readable line for scripts and tests that asked for port 0.
-    println!("chat-gateway listening on http://{}", listener.local_addr()?);
-    chat_gateway::run(listener, config, shutdown_signal()).await
+    let admin = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the admin address {} (--admin-listen)",
+                config.admin_listen
+            )
+        })?;
+    let admin_addr = admin.local_addr()?;
+    // Machine-readable lines for scripts and tests that asked for port 0.
+    println!(
+        "chat-gateway listening on http://{}",
+        listener.local_addr()?
+    );
+    println!("chat-gateway admin listening on http://{admin_addr}");
+    if config.admin_token.is_none() && !admin_addr.ip().is_loopback() {
+        tracing::warn!(%admin_addr, "the admin api is reachable from other hosts without a token: set --admin-token");
+    }
+    chat_gateway::run(listener, Some(admin), config, shutdown_signal()).await
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -51,7 +71,9 @@ async fn shutdown_signal() {
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),

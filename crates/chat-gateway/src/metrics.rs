@@ -33,23 +33,82 @@ impl Metrics {
     pub fn render(&self, gateway_id: &str, bridge_up: bool, draining: bool) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: i128| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        metric("chat_connections_open", "gauge", "Open WebSocket connections.", self.connections_open.load(Relaxed).into());
-        metric("chat_connections_total", "counter", "WebSocket connections accepted.", self.connections_total.load(Relaxed).into());
-        metric("chat_connections_refused_total", "counter", "Connections refused (limit or draining).", self.connections_refused.load(Relaxed).into());
-        metric("chat_frames_in_total", "counter", "Binary frames received from clients.", self.frames_in.load(Relaxed).into());
-        metric("chat_frames_out_total", "counter", "Frames written to clients.", self.frames_out.load(Relaxed).into());
-        metric("chat_messages_accepted_total", "counter", "Messages accepted (stored and published).", self.messages_accepted.load(Relaxed).into());
-        metric("chat_messages_duplicate_total", "counter", "Sends answered as duplicates of an accepted client_msg_id.", self.messages_duplicate.load(Relaxed).into());
-        metric("chat_slow_consumers_dropped_total", "counter", "Connections closed (1008) because their outbound queue was full.", self.slow_consumers_dropped.load(Relaxed).into());
-        metric("chat_bridge_up", "gauge", "1 when the cluster backend (Redis) is reachable.", i128::from(bridge_up));
-        metric("chat_draining", "gauge", "1 while the gateway drains.", i128::from(draining));
+        metric(
+            "chat_connections_open",
+            "gauge",
+            "Open WebSocket connections.",
+            self.connections_open.load(Relaxed).into(),
+        );
+        metric(
+            "chat_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            self.connections_total.load(Relaxed).into(),
+        );
+        metric(
+            "chat_connections_refused_total",
+            "counter",
+            "Connections refused (limit or draining).",
+            self.connections_refused.load(Relaxed).into(),
+        );
+        metric(
+            "chat_frames_in_total",
+            "counter",
+            "Binary frames received from clients.",
+            self.frames_in.load(Relaxed).into(),
+        );
+        metric(
+            "chat_frames_out_total",
+            "counter",
+            "Frames written to clients.",
+            self.frames_out.load(Relaxed).into(),
+        );
+        metric(
+            "chat_messages_accepted_total",
+            "counter",
+            "Messages accepted (stored and published).",
+            self.messages_accepted.load(Relaxed).into(),
+        );
+        metric(
+            "chat_messages_duplicate_total",
+            "counter",
+            "Sends answered as duplicates of an accepted client_msg_id.",
+            self.messages_duplicate.load(Relaxed).into(),
+        );
+        metric(
+            "chat_slow_consumers_dropped_total",
+            "counter",
+            "Connections closed (1008) because their outbound queue was full.",
+            self.slow_consumers_dropped.load(Relaxed).into(),
+        );
+        metric(
+            "chat_bridge_up",
+            "gauge",
+            "1 when the cluster backend (Redis) is reachable.",
+            i128::from(bridge_up),
+        );
+        metric(
+            "chat_draining",
+            "gauge",
+            "1 while the gateway drains.",
+            i128::from(draining),
+        );
         let _ = writeln!(out, "# HELP chat_errors_total Error frames sent, by code.\n# TYPE chat_errors_total counter");
         for (index, counter) in self.errors.iter().enumerate().skip(1) {
-            let Ok(code) = ErrorCode::try_from(index as i32) else { continue };
+            let Ok(code) = ErrorCode::try_from(index as i32) else {
+                continue;
+            };
             let name = code.as_str_name().trim_start_matches("ERROR_CODE_");
-            let _ = writeln!(out, "chat_errors_total{{code=\"{name}\"}} {}", counter.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "chat_errors_total{{code=\"{name}\"}} {}",
+                counter.load(Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP chat_gateway_info Gateway identity.\n# TYPE chat_gateway_info gauge\nchat_gateway_info{{gateway_id=\"{}\"}} 1", gateway_id.replace(['"', '\\', '\n'], "_"));
         out

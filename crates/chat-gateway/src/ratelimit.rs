@@ -16,7 +16,12 @@ impl TokenBucket {
     }
 
     fn new_at(rate: u32, burst: u32, now: Instant) -> Self {
-        Self { rate: f64::from(rate), burst: f64::from(burst), tokens: f64::from(burst), updated: now }
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            updated: now,
+        }
     }
 
     fn refill(&mut self, now: Instant) {

@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument as _;
 
-use crate::conn::{close_code, ConnHandle};
+use crate::conn::{close_code, ConnCommand, ConnHandle, ConnInbox};
 use crate::ratelimit::TokenBucket;
 use crate::state::{now_ms, Shared};
 
@@ -49,7 +49,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let id = shared.next_conn.fetch_add(1, Relaxed);
-    let (conn, rx) = ConnHandle::new(id, shared.config.outbound_queue as usize);
+    let (conn, inbox) = ConnHandle::new(id, shared.config.outbound_queue as usize);
     let open = {
         let mut conns = shared.conns.lock();
         conns.insert(id, conn.clone());
@@ -61,7 +61,10 @@ where
     let session_id = format!("{}-{id}", shared.gateway_id);
     let span = tracing::debug_span!("session", %peer, session = %session_id);
     let mut session = Session {
-        send_bucket: TokenBucket::new(shared.limits.messages_per_second, shared.limits.message_burst),
+        send_bucket: TokenBucket::new(
+            shared.limits.messages_per_second,
+            shared.limits.message_burst,
+        ),
         typing_bucket: TokenBucket::new(TYPING_PER_SECOND, TYPING_BURST),
         shared: shared.clone(),
         conn: conn.clone(),
@@ -71,7 +74,7 @@ where
         rooms: HashSet::new(),
     };
     async {
-        let end = session.pump(ws, rx).await;
+        let end = session.pump(ws, inbox).await;
         tracing::debug!(?end, "connection ended");
         session.cleanup().await;
     }
@@ -111,10 +114,14 @@ struct Session {
 }
 
 impl Session {
-    async fn pump<S>(&mut self, mut ws: WebSocketStream<S>, mut rx: mpsc::Receiver<Bytes>) -> End
+    async fn pump<S>(&mut self, mut ws: WebSocketStream<S>, inbox: ConnInbox) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let ConnInbox {
+            frames: mut rx,
+            mut commands,
+        } = inbox;
         let idle_timeout = self.shared.config.idle_timeout();
         let mut ping = tokio::time::interval(self.shared.config.ping_interval());
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -131,6 +138,7 @@ impl Session {
                         break End::Io(e);
                     }
                 }
+                Some(command) = commands.recv() => self.command(command).await,
                 incoming = ws.next() => {
                     last_heard = Instant::now();
                     match incoming {
@@ -171,7 +179,10 @@ impl Session {
         if let Some(code) = code {
             // Flush what is already queued (an Error KICKED, a Reconnect) first,
             // but never wait long on a client that does not read.
-            let frame = CloseFrame { code: CloseCode::from(code), reason: close_reason(code).into() };
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: close_reason(code).into(),
+            };
             // A slow consumer's queue is dropped; otherwise what is already
             // queued (an Error KICKED, a Reconnect) goes out before the close.
             let flush_queue = code != close_code::POLICY;
@@ -214,23 +225,42 @@ impl Session {
             }
         }
         ws.flush().await?;
-        self.shared.metrics.frames_out.fetch_add(written as u64, Relaxed);
+        self.shared
+            .metrics
+            .frames_out
+            .fetch_add(written as u64, Relaxed);
         Ok(())
     }
 
     fn reply(&self, r#ref: u64, kind: server_frame::Kind) {
-        let frame = Bytes::from(ServerFrame { r#ref, kind: Some(kind) }.encode_to_vec());
+        let frame = Bytes::from(
+            ServerFrame {
+                r#ref,
+                kind: Some(kind),
+            }
+            .encode_to_vec(),
+        );
         self.conn.push(frame, &self.shared.metrics);
     }
 
     fn error(&self, r#ref: u64, code: ErrorCode, message: impl Into<String>) {
         self.shared.metrics.error(code);
-        self.reply(r#ref, server_frame::Kind::Error(ErrorFrame { code: code as i32, message: message.into() }));
+        self.reply(
+            r#ref,
+            server_frame::Kind::Error(ErrorFrame {
+                code: code as i32,
+                message: message.into(),
+            }),
+        );
     }
 
     fn unavailable(&self, r#ref: u64, err: &BridgeError) {
         tracing::warn!(error = %err, "bridge request failed");
-        self.error(r#ref, ErrorCode::Unavailable, "the chat cluster is unavailable, try again shortly");
+        self.error(
+            r#ref,
+            ErrorCode::Unavailable,
+            "the chat cluster is unavailable, try again shortly",
+        );
     }
 
     async fn handle(&mut self, data: Bytes) {
@@ -246,7 +276,11 @@ impl Session {
             return self.hello(r, hello).await;
         }
         if self.member.is_none() {
-            return self.error(r, ErrorCode::NotAuthenticated, "the first frame must be Hello");
+            return self.error(
+                r,
+                ErrorCode::NotAuthenticated,
+                "the first frame must be Hello",
+            );
         }
         match kind {
             client_frame::Kind::Hello(_) => unreachable!("handled above"),
@@ -256,7 +290,10 @@ impl Session {
             client_frame::Kind::Typing(typing) => self.typing(r, typing).await,
             client_frame::Kind::Ping(ping) => self.reply(
                 r,
-                server_frame::Kind::Pong(Pong { client_time_ms: ping.client_time_ms, server_time_ms: now_ms() }),
+                server_frame::Kind::Pong(Pong {
+                    client_time_ms: ping.client_time_ms,
+                    server_time_ms: now_ms(),
+                }),
             ),
             client_frame::Kind::FetchHistory(fetch) => self.fetch_history(r, fetch).await,
         }
@@ -264,22 +301,41 @@ impl Session {
 
     async fn hello(&mut self, r: u64, hello: chat_proto::v1::Hello) {
         if self.member.is_some() {
-            return self.error(r, ErrorCode::BadFrame, "already welcomed: Hello is only allowed once");
+            return self.error(
+                r,
+                ErrorCode::BadFrame,
+                "already welcomed: Hello is only allowed once",
+            );
         }
         let name = match normalize_username(&hello.username) {
             Ok(name) => name,
-            Err(e) => return self.error(r, ErrorCode::InvalidUsername, format!("invalid username: {e}")),
+            Err(e) => {
+                return self.error(
+                    r,
+                    ErrorCode::InvalidUsername,
+                    format!("invalid username: {e}"),
+                )
+            }
         };
-        let member = Member { session_id: self.session_id.clone(), key: name.key, username: name.display };
+        let member = Member {
+            session_id: self.session_id.clone(),
+            key: name.key,
+            username: name.display,
+        };
         match self.shared.bridge.claim_username(&member).await {
             Ok(true) => {}
             Ok(false) => {
-                return self.error(r, ErrorCode::UsernameTaken, format!("the name {:?} is taken", member.username))
+                return self.error(
+                    r,
+                    ErrorCode::UsernameTaken,
+                    format!("the name {:?} is taken", member.username),
+                )
             }
             Err(e) => return self.unavailable(r, &e),
         }
         tracing::debug!(username = %member.username, client = %hello.client, "welcomed");
         self.key = Arc::from(member.key.as_str());
+        self.conn.set_key(self.key.clone());
         self.reply(
             r,
             server_frame::Kind::Welcome(Welcome {
@@ -302,7 +358,11 @@ impl Session {
         match normalize_room(raw) {
             Ok(room) if self.rooms.contains(&room) => Some(room),
             _ => {
-                self.error(r, ErrorCode::NotInRoom, format!("not in room {:?}", truncate(raw)));
+                self.error(
+                    r,
+                    ErrorCode::NotInRoom,
+                    format!("not in room {:?}", truncate(raw)),
+                );
                 None
             }
         }
@@ -317,7 +377,9 @@ impl Session {
             "" => None,
             raw => match raw.parse::<MessageId>() {
                 Ok(id) => Some(id),
-                Err(e) => return self.error(r, ErrorCode::InvalidArgument, format!("since_id: {e}")),
+                Err(e) => {
+                    return self.error(r, ErrorCode::InvalidArgument, format!("since_id: {e}"))
+                }
             },
         };
         let rejoin = self.rooms.contains(&room);
@@ -343,7 +405,12 @@ impl Session {
                     let replay = bridge.replay_after(&room, since).await?;
                     (replay.messages, replay.truncated)
                 }
-                None => (bridge.recent(&room, clamp_page_limit(join.history_limit)).await?, false),
+                None => (
+                    bridge
+                        .recent(&room, clamp_page_limit(join.history_limit))
+                        .await?,
+                    false,
+                ),
             };
             Ok::<_, BridgeError>((members, history, truncated))
         }
@@ -364,7 +431,9 @@ impl Session {
                     }
                     .encode_to_vec(),
                 );
-                self.shared.hub.finish_join(&room, self.conn.id, Some(joined), replayed_up_to);
+                self.shared
+                    .hub
+                    .finish_join(&room, self.conn.id, Some(joined), replayed_up_to);
                 self.rooms.insert(room);
             }
             Err(e) => {
@@ -374,7 +443,9 @@ impl Session {
                     let _ = bridge.unsubscribe(&room).await;
                 } else {
                     // Still a member: go back to live delivery from where it was.
-                    self.shared.hub.finish_join(&room, self.conn.id, None, MessageId::ZERO);
+                    self.shared
+                        .hub
+                        .finish_join(&room, self.conn.id, None, MessageId::ZERO);
                 }
                 self.unavailable(r, &e);
             }
@@ -382,7 +453,9 @@ impl Session {
     }
 
     async fn leave(&mut self, r: u64, leave: Leave) {
-        let Some(room) = self.joined_room(r, &leave.room) else { return };
+        let Some(room) = self.joined_room(r, &leave.room) else {
+            return;
+        };
         self.leave_room(&room).await;
         self.reply(r, server_frame::Kind::Left(Left { room }));
     }
@@ -402,13 +475,21 @@ impl Session {
     }
 
     async fn send(&mut self, r: u64, send: Send) {
-        let Some(room) = self.joined_room(r, &send.room) else { return };
+        let Some(room) = self.joined_room(r, &send.room) else {
+            return;
+        };
         if !check_client_msg_id(&send.client_msg_id) {
-            return self.error(r, ErrorCode::InvalidArgument, "client_msg_id is longer than 64 bytes");
+            return self.error(
+                r,
+                ErrorCode::InvalidArgument,
+                "client_msg_id is longer than 64 bytes",
+            );
         }
         match check_text(&send.text, self.shared.limits.max_text_bytes as usize) {
             Ok(()) => {}
-            Err(e @ TextError::Empty) => return self.error(r, ErrorCode::EmptyMessage, e.to_string()),
+            Err(e @ TextError::Empty) => {
+                return self.error(r, ErrorCode::EmptyMessage, e.to_string())
+            }
             Err(e @ TextError::TooLarge { .. }) => {
                 return self.error(r, ErrorCode::MessageTooLarge, e.to_string())
             }
@@ -418,7 +499,10 @@ impl Session {
         if !self.send_bucket.try_take() {
             // A retry of an accepted message is answered even when out of tokens.
             if !send.client_msg_id.is_empty() {
-                match bridge.find_duplicate(&room, &key, &send.client_msg_id).await {
+                match bridge
+                    .find_duplicate(&room, &key, &send.client_msg_id)
+                    .await
+                {
                     Ok(Some(original)) => return self.ack(r, room, original),
                     Ok(None) => {}
                     Err(e) => return self.unavailable(r, &e),
@@ -468,37 +552,73 @@ impl Session {
     }
 
     async fn typing(&mut self, r: u64, typing: chat_proto::v1::Typing) {
-        let Some(room) = self.joined_room(r, &typing.room) else { return };
+        let Some(room) = self.joined_room(r, &typing.room) else {
+            return;
+        };
         // Ephemeral: a flood is dropped silently rather than fanned out.
         if !self.typing_bucket.try_take() {
             return;
         }
-        if let Err(e) = self.shared.bridge.typing(&room, self.member(), typing.active).await {
+        if let Err(e) = self
+            .shared
+            .bridge
+            .typing(&room, self.member(), typing.active)
+            .await
+        {
             tracing::debug!(error = %e, "typing notice not delivered");
         }
     }
 
     async fn fetch_history(&mut self, r: u64, fetch: FetchHistory) {
-        let Some(room) = self.joined_room(r, &fetch.room) else { return };
+        let Some(room) = self.joined_room(r, &fetch.room) else {
+            return;
+        };
         let before = match fetch.before_id.as_str() {
             "" => None,
             raw => match raw.parse::<MessageId>() {
                 Ok(id) => Some(id),
-                Err(e) => return self.error(r, ErrorCode::InvalidArgument, format!("before_id: {e}")),
+                Err(e) => {
+                    return self.error(r, ErrorCode::InvalidArgument, format!("before_id: {e}"))
+                }
             },
         };
-        match self.shared.bridge.history_before(&room, before, clamp_page_limit(fetch.limit)).await {
+        match self
+            .shared
+            .bridge
+            .history_before(&room, before, clamp_page_limit(fetch.limit))
+            .await
+        {
             Ok(page) => self.reply(
                 r,
-                server_frame::Kind::History(HistoryPage { room, messages: page.messages, has_more: page.has_more }),
+                server_frame::Kind::History(HistoryPage {
+                    room,
+                    messages: page.messages,
+                    has_more: page.has_more,
+                }),
             ),
             Err(e) => self.unavailable(r, &e),
         }
     }
 
+    /// Carries out a command queued on the connection's handle.
+    async fn command(&mut self, command: ConnCommand) {
+        match command {
+            ConnCommand::LeaveRoom(room) => {
+                if !self.rooms.contains(&room) {
+                    return;
+                }
+                tracing::debug!(room, "removed from a room by an operator");
+                self.leave_room(&room).await;
+                self.reply(0, server_frame::Kind::Left(Left { room }));
+            }
+        }
+    }
+
     /// Leaves every room and frees the name.
     async fn cleanup(&mut self) {
-        let Some(member) = self.member.clone() else { return };
+        let Some(member) = self.member.clone() else {
+            return;
+        };
         let rooms: Vec<String> = self.rooms.iter().cloned().collect();
         for room in rooms {
             self.leave_room(&room).await;

@@ -40,7 +40,9 @@ impl Shared {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A gateway id unique per process: host-ish prefix, pid and start time.
@@ -50,6 +52,8 @@ pub fn default_gateway_id() -> String {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("gateway_id", &self.gateway_id).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("gateway_id", &self.gateway_id)
+            .finish_non_exhaustive()
     }
 }

@@ -13,10 +13,17 @@ use chat_test_support::{eventually, BackendKind, Cluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
 /// Senders in these tests must not be slowed by the per-connection rate limit.
-const FAST: &[&str] = &["--messages-per-second", "100000", "--message-burst", "100000"];
+const FAST: &[&str] = &[
+    "--messages-per-second",
+    "100000",
+    "--message-burst",
+    "100000",
+];
 
 async fn cluster(n: usize) -> Cluster {
-    Cluster::start(BIN, n, BackendKind::Redis, FAST).await.expect("starting the cluster")
+    Cluster::start(BIN, n, BackendKind::Redis, FAST)
+        .await
+        .expect("starting the cluster")
 }
 
 async fn member(cluster: &Cluster, gateway: usize, name: &str, room: &str) -> Client {
@@ -27,7 +34,9 @@ async fn member(cluster: &Cluster, gateway: usize, name: &str, room: &str) -> Cl
 
 fn message_of(frame: &ServerFrame) -> Option<(MessageId, String)> {
     match &frame.kind {
-        Some(server_frame::Kind::Message(m)) => Some((m.id.parse().expect("well-formed id"), m.text.clone())),
+        Some(server_frame::Kind::Message(m)) => {
+            Some((m.id.parse().expect("well-formed id"), m.text.clone()))
+        }
         _ => None,
     }
 }
@@ -36,7 +45,11 @@ fn message_of(frame: &ServerFrame) -> Option<(MessageId, String)> {
 async fn collect(client: &mut Client, n: usize) -> Vec<(MessageId, String)> {
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
-        match client.next_event_timeout(Duration::from_secs(15)).await.expect("connection") {
+        match client
+            .next_event_timeout(Duration::from_secs(15))
+            .await
+            .expect("connection")
+        {
             Some(frame) => got.extend(message_of(&frame)),
             None => panic!("only {} of {n} messages arrived", got.len()),
         }
@@ -64,23 +77,34 @@ async fn gateways_share_rooms_members_presence_and_names() {
     let mut alice = member(&cluster, 0, "Alice", "lobby").await;
     let mut bob = member(&cluster, 1, "Bob", "lobby").await;
     assert_eq!(
-        alice.wait_for(|f| presence_of(f)).await.unwrap(),
+        alice.wait_for(presence_of).await.unwrap(),
         ("Bob".to_owned(), presence_change::Kind::Joined),
         "a join on gateway 2 is pushed to gateway 1"
     );
     let mut carol = cluster.gateway(2).client("Carol").await.unwrap();
     let joined = carol.join("lobby").await.unwrap();
-    assert_eq!(joined.members, ["Alice", "Bob", "Carol"], "members are cluster-wide and sorted");
+    assert_eq!(
+        joined.members,
+        ["Alice", "Bob", "Carol"],
+        "members are cluster-wide and sorted"
+    );
 
     // Messages both ways across gateways.
     let ack = alice.send("lobby", "hi from 1").await.unwrap();
     for client in [&mut bob, &mut carol] {
         let (id, text) = client.wait_for(message_of).await.unwrap();
-        assert_eq!((id.to_string(), text.as_str()), (ack.id.clone(), "hi from 1"));
+        assert_eq!(
+            (id.to_string(), text.as_str()),
+            (ack.id.clone(), "hi from 1")
+        );
     }
     let ack = carol.send("lobby", "hi from 3").await.unwrap();
     let text = alice
-        .wait_for(|f| message_of(f).filter(|(id, _)| id.to_string() == ack.id).map(|(_, text)| text))
+        .wait_for(|f| {
+            message_of(f)
+                .filter(|(id, _)| id.to_string() == ack.id)
+                .map(|(_, text)| text)
+        })
         .await
         .unwrap();
     assert_eq!(text, "hi from 3");
@@ -93,7 +117,7 @@ async fn gateways_share_rooms_members_presence_and_names() {
     // Leaving is seen on the other gateways, and the name is free again.
     drop(bob);
     assert_eq!(
-        alice.wait_for(|f| presence_of(f)).await.unwrap(),
+        alice.wait_for(presence_of).await.unwrap(),
         ("Bob".to_owned(), presence_change::Kind::Left)
     );
     eventually(Duration::from_secs(5), || async {
@@ -125,7 +149,10 @@ async fn concurrent_senders_on_different_gateways_give_everyone_one_order() {
         .map(|(g, mut sender)| {
             tokio::spawn(async move {
                 for i in 0..PER_SENDER {
-                    sender.send("race", &format!("w{g}-{i}")).await.expect("send");
+                    sender
+                        .send("race", &format!("w{g}-{i}"))
+                        .await
+                        .expect("send");
                 }
                 sender
             })
@@ -139,7 +166,10 @@ async fn concurrent_senders_on_different_gateways_give_everyone_one_order() {
         task.await.unwrap();
     }
     let first = &sequences[0];
-    assert!(first.windows(2).all(|w| w[0].0 < w[1].0), "ids strictly increase in delivery order");
+    assert!(
+        first.windows(2).all(|w| w[0].0 < w[1].0),
+        "ids strictly increase in delivery order"
+    );
     let mut texts: Vec<&str> = first.iter().map(|(_, t)| t.as_str()).collect();
     texts.sort_unstable();
     texts.dedup();
@@ -159,7 +189,13 @@ async fn resume_on_another_gateway_is_gapless_while_others_publish() {
     let sending = tokio::spawn(async move {
         let mut ids = Vec::new();
         for i in 0..SENT {
-            ids.push(talker.send("resume", &format!("m{i}")).await.expect("send").id);
+            ids.push(
+                talker
+                    .send("resume", &format!("m{i}"))
+                    .await
+                    .expect("send")
+                    .id,
+            );
             if i % 10 == 0 {
                 tokio::task::yield_now().await;
             }
@@ -179,22 +215,39 @@ async fn resume_on_another_gateway_is_gapless_while_others_publish() {
         Some(c)
     })
     .await;
-    let joined = back.join_with("resume", &last.to_string(), 0).await.unwrap();
+    let joined = back
+        .join_with("resume", &last.to_string(), 0)
+        .await
+        .unwrap();
     assert!(!joined.history_truncated);
-    let mut after: Vec<MessageId> = joined.history.iter().map(|m| m.id.parse().unwrap()).collect();
+    let mut after: Vec<MessageId> = joined
+        .history
+        .iter()
+        .map(|m| m.id.parse().unwrap())
+        .collect();
     let (_talker, acked) = sending.await.unwrap();
     let acked: Vec<MessageId> = acked.iter().map(|id| id.parse().unwrap()).collect();
     let expected: Vec<MessageId> = acked.iter().copied().filter(|id| *id > last).collect();
     while after.len() < expected.len() {
-        match back.next_event_timeout(Duration::from_secs(10)).await.unwrap() {
+        match back
+            .next_event_timeout(Duration::from_secs(10))
+            .await
+            .unwrap()
+        {
             Some(frame) => after.extend(message_of(&frame).map(|(id, _)| id)),
             None => break,
         }
     }
-    assert_eq!(after, expected, "replay + live after since_id: every message once, in order");
+    assert_eq!(
+        after, expected,
+        "replay + live after since_id: every message once, in order"
+    );
     let mut all: Vec<MessageId> = seen.iter().map(|(id, _)| *id).collect();
     all.extend(&after);
-    assert_eq!(all, acked, "before and after the move together are the whole sequence");
+    assert_eq!(
+        all, acked,
+        "before and after the move together are the whole sequence"
+    );
 }
 
 #[tokio::test]
@@ -202,22 +255,28 @@ async fn sigkilled_gateway_users_leave_everywhere_within_20_seconds() {
     let mut cluster = cluster(2).await;
     let mut alice = member(&cluster, 0, "alice", "crash").await;
     let _bob = member(&cluster, 1, "bob", "crash").await;
-    alice.wait_for(|f| presence_of(f)).await.unwrap();
+    alice.wait_for(presence_of).await.unwrap();
 
     cluster.gateway_mut(1).sigkill().await.unwrap();
     alice.set_timeout(Duration::from_secs(20));
     let started = std::time::Instant::now();
     assert_eq!(
-        alice.wait_for(|f| presence_of(f)).await.expect("LEFT within 20 s"),
+        alice.wait_for(presence_of).await.expect("LEFT within 20 s"),
         ("bob".to_owned(), presence_change::Kind::Left)
     );
     assert!(started.elapsed() < Duration::from_secs(20));
 
     // Everywhere: a new member's snapshot is right, and the name is free.
     let mut carol = cluster.gateway(0).client("carol").await.unwrap();
-    assert_eq!(carol.join("crash").await.unwrap().members, ["alice", "carol"]);
+    assert_eq!(
+        carol.join("crash").await.unwrap().members,
+        ["alice", "carol"]
+    );
     let mut new_bob = cluster.gateway(0).connect().await.unwrap();
-    new_bob.hello("bob").await.expect("the dead gateway's name is free");
+    new_bob
+        .hello("bob")
+        .await
+        .expect("the dead gateway's name is free");
 }
 
 #[tokio::test]
@@ -240,7 +299,10 @@ async fn redis_restart_loses_nothing_that_was_acked() {
     for i in 20..30 {
         let (text, result) = send(&mut sender, i).await;
         match result {
-            Err(ClientError::Server { code: ErrorCode::Unavailable, .. }) => {
+            Err(ClientError::Server {
+                code: ErrorCode::Unavailable,
+                ..
+            }) => {
                 unavailable += 1;
                 pending.push((i, text));
             }
@@ -280,8 +342,17 @@ async fn redis_restart_loses_nothing_that_was_acked() {
     for client in [&mut near, &mut far] {
         let got = collect(client, expected.len()).await;
         assert_eq!(got, expected, "every acked message exactly once, in order");
-        let extra = client.next_event_timeout(Duration::from_millis(300)).await.unwrap();
-        assert!(extra.as_ref().and_then(message_of).is_none(), "nothing doubled: {extra:?}");
+        let extra = client
+            .next_event_timeout(Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(
+            extra.as_ref().and_then(message_of).is_none(),
+            "nothing doubled: {extra:?}"
+        );
     }
-    assert_eq!(cluster.gateway(1).metric("chat_bridge_up").await.unwrap(), Some(1.0));
+    assert_eq!(
+        cluster.gateway(1).metric("chat_bridge_up").await.unwrap(),
+        Some(1.0)
+    );
 }

@@ -29,17 +29,39 @@ struct Balancer {
 impl Balancer {
     async fn start(cluster: &Cluster) -> Self {
         for gateway in cluster.gateways() {
-            eventually(Duration::from_secs(10), || async { gateway.get("/healthz").await.map(|(s, _)| s == 200).unwrap_or(false) })
-                .await;
+            eventually(Duration::from_secs(10), || async {
+                gateway
+                    .get("/healthz")
+                    .await
+                    .map(|(s, _)| s == 200)
+                    .unwrap_or(false)
+            })
+            .await;
         }
         let bin = PathBuf::from(BIN).with_file_name("chat-lb");
-        assert!(bin.exists(), "{} is missing: build the workspace first (cargo build --workspace)", bin.display());
+        assert!(
+            bin.exists(),
+            "{} is missing: build the workspace first (cargo build --workspace)",
+            bin.display()
+        );
         let mut command = Command::new(&bin);
-        command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--health-interval", "200ms"]);
+        command.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--health-interval",
+            "200ms",
+        ]);
         for gateway in cluster.gateways() {
             command.args(["--backend", &gateway.addr().to_string()]);
         }
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true).spawn().unwrap();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let addr = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(line) = lines.next_line().await.unwrap() {
@@ -89,9 +111,21 @@ struct Resilient {
 impl Resilient {
     async fn join(url: &str, name: &str) -> Self {
         let (client, gateway) = Self::connect(url, name).await;
-        let mut me = Self { url: url.to_owned(), name: name.to_owned(), client, gateway, shown: Vec::new(), reconnects: 0 };
+        let mut me = Self {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            client,
+            gateway,
+            shown: Vec::new(),
+            reconnects: 0,
+        };
         let joined = me.client.join(ROOM).await.unwrap();
-        me.show(joined.history.iter().map(|m| (m.id.parse().unwrap(), m.text.clone())));
+        me.show(
+            joined
+                .history
+                .iter()
+                .map(|m| (m.id.parse().unwrap(), m.text.clone())),
+        );
         me
     }
 
@@ -142,12 +176,23 @@ impl Resilient {
         self.client = client;
         self.gateway = gateway;
         self.reconnects += 1;
-        let since = self.last_shown().map(|id| id.to_string()).unwrap_or_default();
+        let since = self
+            .last_shown()
+            .map(|id| id.to_string())
+            .unwrap_or_default();
         let joined = self.client.join_with(ROOM, &since, 0).await.unwrap();
-        let replay: Vec<_> = joined.history.iter().map(|m| (m.id.parse().unwrap(), m.text.clone())).collect();
+        let replay: Vec<_> = joined
+            .history
+            .iter()
+            .map(|m| (m.id.parse().unwrap(), m.text.clone()))
+            .collect();
         let before = self.shown.len();
         self.show(replay.clone());
-        assert_eq!(self.shown.len() - before, replay.len(), "the replay after since_id repeats nothing");
+        assert_eq!(
+            self.shown.len() - before,
+            replay.len(),
+            "the replay after since_id repeats nothing"
+        );
     }
 
     /// Sends until acknowledged, reconnecting and re-sending with the same key.
@@ -159,7 +204,10 @@ impl Resilient {
                     self.drain_events();
                     return ack.id.parse().unwrap();
                 }
-                Err(ClientError::Server { code: ErrorCode::Unavailable, .. }) => {
+                Err(ClientError::Server {
+                    code: ErrorCode::Unavailable,
+                    ..
+                }) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(_) => self.reconnect().await,
@@ -170,9 +218,20 @@ impl Resilient {
     /// Reads until every id in `expected` is shown.
     async fn catch_up(&mut self, expected: &BTreeSet<MessageId>) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !expected.iter().all(|id| self.shown.iter().any(|(s, _)| s == id)) {
-            assert!(Instant::now() < deadline, "{} is missing messages", self.name);
-            match self.client.next_event_timeout(Duration::from_millis(500)).await {
+        while !expected
+            .iter()
+            .all(|id| self.shown.iter().any(|(s, _)| s == id))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{} is missing messages",
+                self.name
+            );
+            match self
+                .client
+                .next_event_timeout(Duration::from_millis(500))
+                .await
+            {
                 Ok(Some(frame)) => {
                     let message = message_of(&frame);
                     self.show(message);
@@ -189,7 +248,14 @@ async fn cluster() -> Cluster {
         BIN,
         3,
         BackendKind::Redis,
-        &["--messages-per-second", "10000", "--message-burst", "10000", "--drain-timeout-ms", "3000"],
+        &[
+            "--messages-per-second",
+            "10000",
+            "--message-burst",
+            "10000",
+            "--drain-timeout-ms",
+            "3000",
+        ],
     )
     .await
     .unwrap()
@@ -211,9 +277,17 @@ async fn clients_through_the_balancer_survive_a_killed_gateway() {
     let mut ann = Resilient::join(&lb.url(), "ann").await;
     let mut ben = Resilient::join(&lb.url(), "ben").await;
     while ben.gateway == ann.gateway {
-        ben = Resilient::join(&lb.url(), &format!("ben{}", ben.reconnects + ann.shown.len() + 1)).await;
+        ben = Resilient::join(
+            &lb.url(),
+            &format!("ben{}", ben.reconnects + ann.shown.len() + 1),
+        )
+        .await;
     }
-    let ann_gateway = cluster.gateways().iter().position(|g| g.id() == ann.gateway).unwrap();
+    let ann_gateway = cluster
+        .gateways()
+        .iter()
+        .position(|g| g.id() == ann.gateway)
+        .unwrap();
 
     let mut acked = BTreeSet::new();
     for i in 0..40 {
@@ -227,10 +301,18 @@ async fn clients_through_the_balancer_survive_a_killed_gateway() {
     ben.catch_up(&acked).await;
 
     assert!(ann.reconnects >= 1, "ann's gateway was killed");
-    assert_ne!(cluster.gateway(ann_gateway).id(), ann.gateway, "ann now talks to another gateway");
+    assert_ne!(
+        cluster.gateway(ann_gateway).id(),
+        ann.gateway,
+        "ann now talks to another gateway"
+    );
     let ids = |m: &Resilient| m.shown.iter().map(|(id, _)| *id).collect::<Vec<_>>();
     assert_eq!(ids(&ann), ids(&ben), "both show the same sequence");
-    assert_eq!(ids(&ann), acked.iter().copied().collect::<Vec<_>>(), "complete: every acked message, once, in order");
+    assert_eq!(
+        ids(&ann),
+        acked.iter().copied().collect::<Vec<_>>(),
+        "complete: every acked message, once, in order"
+    );
 }
 
 #[tokio::test]
@@ -254,8 +336,14 @@ async fn a_draining_gateway_tells_every_client_to_reconnect_before_closing() {
         let mut got_reconnect = false;
         loop {
             match client.next_event_timeout(Duration::from_secs(10)).await {
-                Ok(Some(ServerFrame { kind: Some(server_frame::Kind::Reconnect(r)), .. })) => {
-                    assert!(r.after_ms <= 1500, "after_ms within the first half of the 3 s deadline");
+                Ok(Some(ServerFrame {
+                    kind: Some(server_frame::Kind::Reconnect(r)),
+                    ..
+                })) => {
+                    assert!(
+                        r.after_ms <= 1500,
+                        "after_ms within the first half of the 3 s deadline"
+                    );
                     got_reconnect = true;
                 }
                 Ok(Some(_)) => {}
@@ -265,7 +353,11 @@ async fn a_draining_gateway_tells_every_client_to_reconnect_before_closing() {
         }
         assert!(got_reconnect, "the connection closed before a Reconnect");
         let close = client.close_info().cloned();
-        assert_eq!(close.map(|c| c.code), Some(1001), "closed at the deadline with 1001");
+        assert_eq!(
+            close.map(|c| c.code),
+            Some(1001),
+            "closed at the deadline with 1001"
+        );
     }
 
     // New clients keep working through the balancer, on the other gateways.

@@ -136,7 +136,11 @@ async fn serve(cli: &Cli, config: Config) -> anyhow::Result<()> {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "chat-lb listening on {}", listener.local_addr()?);
-        let _ = writeln!(out, "chat-lb admin listening on http://{}", admin.local_addr()?);
+        let _ = writeln!(
+            out,
+            "chat-lb admin listening on http://{}",
+            admin.local_addr()?
+        );
         let _ = out.flush();
     }
     chat_lb::run(listener, admin, config, signals)

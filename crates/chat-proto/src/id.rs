@@ -21,7 +21,10 @@ impl MessageId {
     pub fn next(self) -> Self {
         match self.seq.checked_add(1) {
             Some(seq) => Self { ms: self.ms, seq },
-            None => Self { ms: self.ms + 1, seq: 0 },
+            None => Self {
+                ms: self.ms + 1,
+                seq: 0,
+            },
         }
     }
 
@@ -53,7 +56,10 @@ impl FromStr for MessageId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseIdError(s.chars().take(80).collect());
         let (ms, seq) = s.split_once('-').ok_or_else(err)?;
-        Ok(Self { ms: parse_decimal(ms).ok_or_else(err)?, seq: parse_decimal(seq).ok_or_else(err)? })
+        Ok(Self {
+            ms: parse_decimal(ms).ok_or_else(err)?,
+            seq: parse_decimal(seq).ok_or_else(err)?,
+        })
     }
 }
 
@@ -78,7 +84,21 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "-", "1-", "-1", "1", "a-1", "1-b", "+1-2", "1-+2", "1--2", "1-2-3", " 1-2", "99999999999999999999-0"] {
+        for bad in [
+            "",
+            "-",
+            "1-",
+            "-1",
+            "1",
+            "a-1",
+            "1-b",
+            "+1-2",
+            "1-+2",
+            "1--2",
+            "1-2-3",
+            " 1-2",
+            "99999999999999999999-0",
+        ] {
             assert!(bad.parse::<MessageId>().is_err(), "{bad:?} parsed");
         }
     }

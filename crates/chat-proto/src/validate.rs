@@ -55,7 +55,10 @@ pub fn normalize_room(raw: &str) -> Result<String, NameError> {
 fn check_name_chars(name: &str, max: usize) -> Result<(), NameError> {
     let mut count = 0;
     for c in name.chars() {
-        if matches!(c.general_category(), GeneralCategory::Control | GeneralCategory::Format) {
+        if matches!(
+            c.general_category(),
+            GeneralCategory::Control | GeneralCategory::Format
+        ) {
             return Err(NameError::ForbiddenChar(c as u32));
         }
         count += 1;
@@ -83,7 +86,10 @@ pub fn check_text(text: &str, max_bytes: usize) -> Result<(), TextError> {
         return Err(TextError::Empty);
     }
     if text.len() > max_bytes {
-        return Err(TextError::TooLarge { len: text.len(), max: max_bytes });
+        return Err(TextError::TooLarge {
+            len: text.len(),
+            max: max_bytes,
+        });
     }
     Ok(())
 }
@@ -116,7 +122,10 @@ mod tests {
     #[test]
     fn username_length_counts_characters_after_nfc() {
         assert!(normalize_username(&"a".repeat(32)).is_ok());
-        assert_eq!(normalize_username(&"a".repeat(33)), Err(NameError::TooLong { max: 32 }));
+        assert_eq!(
+            normalize_username(&"a".repeat(33)),
+            Err(NameError::TooLong { max: 32 })
+        );
         // 32 "é" written decomposed are 64 scalars but 32 after NFC.
         assert!(normalize_username(&"e\u{301}".repeat(32)).is_ok());
         // Multi-byte characters count once each.
@@ -128,22 +137,47 @@ mod tests {
     fn username_rejects_empty_and_forbidden() {
         assert_eq!(normalize_username(""), Err(NameError::Empty));
         assert_eq!(normalize_username(" \t\n "), Err(NameError::Empty));
-        for bad in ["a\u{0}b", "a\u{7}", "ab\u{202E}", "a\u{200B}b", "a\u{200D}b", "x\u{7f}"] {
-            assert!(matches!(normalize_username(bad), Err(NameError::ForbiddenChar(_))), "{bad:?}");
+        for bad in [
+            "a\u{0}b",
+            "a\u{7}",
+            "ab\u{202E}",
+            "a\u{200B}b",
+            "a\u{200D}b",
+            "x\u{7f}",
+        ] {
+            assert!(
+                matches!(normalize_username(bad), Err(NameError::ForbiddenChar(_))),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn room_rules() {
         assert_eq!(normalize_room("Lobby").unwrap(), "Lobby");
-        assert_ne!(normalize_room("Lobby").unwrap(), normalize_room("lobby").unwrap());
+        assert_ne!(
+            normalize_room("Lobby").unwrap(),
+            normalize_room("lobby").unwrap()
+        );
         assert!(normalize_room("two words").is_ok());
-        assert_eq!(normalize_room(" lobby"), Err(NameError::SurroundingWhitespace));
-        assert_eq!(normalize_room("lobby\u{a0}"), Err(NameError::SurroundingWhitespace));
+        assert_eq!(
+            normalize_room(" lobby"),
+            Err(NameError::SurroundingWhitespace)
+        );
+        assert_eq!(
+            normalize_room("lobby\u{a0}"),
+            Err(NameError::SurroundingWhitespace)
+        );
         assert_eq!(normalize_room(""), Err(NameError::Empty));
         assert!(normalize_room(&"r".repeat(64)).is_ok());
-        assert_eq!(normalize_room(&"r".repeat(65)), Err(NameError::TooLong { max: 64 }));
-        assert!(matches!(normalize_room("a\u{200B}"), Err(NameError::ForbiddenChar(0x200B))));
+        assert_eq!(
+            normalize_room(&"r".repeat(65)),
+            Err(NameError::TooLong { max: 64 })
+        );
+        assert!(matches!(
+            normalize_room("a\u{200B}"),
+            Err(NameError::ForbiddenChar(0x200B))
+        ));
         assert_eq!(normalize_room("Cafe\u{301}").unwrap(), "Caf\u{e9}");
     }
 
@@ -153,10 +187,16 @@ mod tests {
         assert_eq!(check_text(" \u{3000}\n", 10), Err(TextError::Empty));
         // Empty wins over too large.
         assert_eq!(check_text(&" ".repeat(100), 10), Err(TextError::Empty));
-        assert_eq!(check_text(&"x".repeat(11), 10), Err(TextError::TooLarge { len: 11, max: 10 }));
+        assert_eq!(
+            check_text(&"x".repeat(11), 10),
+            Err(TextError::TooLarge { len: 11, max: 10 })
+        );
         assert!(check_text(&"x".repeat(10), 10).is_ok());
         // Bytes, not characters: "é" is two bytes.
-        assert_eq!(check_text(&"é".repeat(6), 11), Err(TextError::TooLarge { len: 12, max: 11 }));
+        assert_eq!(
+            check_text(&"é".repeat(6), 11),
+            Err(TextError::TooLarge { len: 12, max: 11 })
+        );
         // Surrounding whitespace counts toward the size (stored as sent).
         assert!(check_text(" hi ", 4).is_ok());
         assert!(check_text(" hi  ", 4).is_err());

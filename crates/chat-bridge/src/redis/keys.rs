@@ -10,7 +10,9 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
 
     /// Stream: the room's history; entry id = message id, field `m` = the
@@ -37,12 +39,19 @@ impl Keys {
     /// String with TTL 10 min: the outcome of an accepted client_msg_id.
     /// Length-prefixed so that no (sender, key) pair can collide with another.
     pub fn dedupe(&self, room: &str, sender_key: &str, client_msg_id: &str) -> String {
-        format!("{}:{{{room}}}:dedupe:{}:{sender_key}:{client_msg_id}", self.prefix, sender_key.len())
+        format!(
+            "{}:{{{room}}}:dedupe:{}:{sender_key}:{client_msg_id}",
+            self.prefix,
+            sender_key.len()
+        )
     }
 
     /// Room name from an events channel name.
     pub fn room_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
-        channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?.strip_suffix("}:events")
+        channel
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":{")?
+            .strip_suffix("}:events")
     }
 
     /// Set: rooms that may have members (entries are checked, stale ones removed).
@@ -50,7 +59,15 @@ impl Keys {
         format!("{}:rooms", self.prefix)
     }
 
-    /// String with TTL: the claim on a username, "gateway\tsession".
+    /// Sorted set: room -> time (ms) of its newest message, for the admin
+    /// room list ("a message in the last 24 hours"). Updated after the
+    /// publish script, which must touch the room's own slot only; entries
+    /// older than the window are trimmed when the list is read.
+    pub fn room_activity(&self) -> String {
+        format!("{}:room-activity", self.prefix)
+    }
+
+    /// String: the claim on a username, "gateway\tsession\tdisplay name".
     pub fn name(&self, key: &str) -> String {
         format!("{}:name:{key}", self.prefix)
     }
@@ -80,7 +97,8 @@ impl Keys {
         format!("{}:gw:{gateway}:reaper", self.prefix)
     }
 
-    /// Pub/sub channel for operator commands to gateways (kick, drain).
+    /// Pub/sub channel for operator commands to gateways (kick, drain); the
+    /// payloads are described in `control.rs`.
     pub fn control(&self) -> String {
         format!("{}:control", self.prefix)
     }
@@ -93,7 +111,13 @@ mod tests {
     #[test]
     fn room_keys_share_one_hash_tag() {
         let keys = Keys::new("chat");
-        for key in [keys.stream("lobby"), keys.trimmed("lobby"), keys.channel("lobby"), keys.members("lobby"), keys.dedupe("lobby", "a", "b")] {
+        for key in [
+            keys.stream("lobby"),
+            keys.trimmed("lobby"),
+            keys.channel("lobby"),
+            keys.members("lobby"),
+            keys.dedupe("lobby", "a", "b"),
+        ] {
             assert!(key.contains("{lobby}"), "{key}");
         }
         assert_eq!(keys.room_of_channel(&keys.channel("a b}c")), Some("a b}c"));

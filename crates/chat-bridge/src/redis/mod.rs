@@ -10,9 +10,14 @@
 //! - Presence and names are tagged with the gateway id and indexed per
 //!   gateway; every gateway heartbeats a key with a TTL and cleans up after
 //!   gateways whose heartbeat expired (publishing `Left` for their users).
+//! - Admin: listings are read from those same keys ([`admin`]); operator
+//!   commands travel on one control channel every gateway subscribes to
+//!   ([`control`]) and reach the gateway's sink as `BridgeEvent::Control`.
 //!
 //! Key names are in [`keys`]; the README documents them.
 
+mod admin;
+mod control;
 mod keys;
 mod scripts;
 mod wire;
@@ -31,14 +36,15 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use keys::Keys;
 
 use crate::{
-    Accepted, Bridge, BridgeError, BridgeEvent, EventSink, HistoryPage, Member, NewMessage,
-    PresenceKind, Replay, Result, RoomSummary,
+    Accepted, Bridge, BridgeError, BridgeEvent, EventSink, GatewayStatus, HistoryPage, Member,
+    NewMessage, PresenceKind, Replay, Result, RoomSummary, UserSummary,
 };
 
 /// How long a `client_msg_id` is remembered, in seconds.
@@ -50,6 +56,9 @@ const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 /// so that one coming back from an outage does not reap peers that have not
 /// refreshed their heartbeat yet.
 const REAP_AFTER_CONNECTED: Duration = Duration::from_secs(10);
+/// After a load change is written early (see `set_load`), the next early
+/// write waits this long, so a burst of connections costs one write.
+const STATUS_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Commands fail with UNAVAILABLE after this long.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -96,6 +105,9 @@ struct Inner {
     started_at_ms: u64,
     connections: AtomicU32,
     draining: AtomicBool,
+    /// Signalled by `set_load`: the heartbeat writes the new load now
+    /// rather than at the next beat, so operators see drains promptly.
+    load_changed: Notify,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -116,7 +128,9 @@ struct Local {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn unavailable(e: fred::error::Error) -> BridgeError {
@@ -141,7 +155,10 @@ impl RedisBridge {
                 c.connection_timeout = Duration::from_secs(1);
                 c.internal_command_timeout = COMMAND_TIMEOUT;
                 c.max_command_attempts = 1;
-                c.tcp = TcpConfig { nodelay: Some(true), ..Default::default() };
+                c.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..Default::default()
+                };
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
         let client = builder.build().map_err(unavailable)?;
@@ -149,7 +166,10 @@ impl RedisBridge {
         client.connect();
         subscriber.connect();
         for c in [&client, &subscriber.to_client()] {
-            if tokio::time::timeout(Duration::from_secs(5), c.wait_for_connect()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), c.wait_for_connect())
+                .await
+                .is_err()
+            {
                 tracing::warn!(url = %config.url, "redis is not reachable yet; retrying in the background");
             }
         }
@@ -170,9 +190,17 @@ impl RedisBridge {
             started_at_ms: now_ms(),
             connections: AtomicU32::new(0),
             draining: AtomicBool::new(false),
+            load_changed: Notify::new(),
         });
         if let Err(e) = inner.subscriber.subscribe(inner.keys.control()).await {
             tracing::warn!(error = %e, "subscribing to the control channel failed; retried on reconnect");
+        }
+        // Announce this gateway before it takes clients, so that the others
+        // (and their admin answers) count its sessions from the start.
+        if inner.client.is_connected() {
+            if let Err(e) = beat(&inner).await {
+                tracing::warn!(error = %e, "first heartbeat failed; retried by the heartbeat task");
+            }
         }
         let tasks = vec![
             tokio::spawn(dispatcher(inner.clone())),
@@ -203,6 +231,7 @@ impl Inner {
         }
     }
 
+    /// The prefix of every value this session writes: "gateway\tsession\t".
     fn tag(&self, member: &Member) -> String {
         format!("{}\t{}\t", self.config.gateway_id, member.session_id)
     }
@@ -224,7 +253,11 @@ impl Inner {
             .sadd(self.keys.gateway_rooms(&self.config.gateway_id), room)
             .await
             .map_err(unavailable)?;
-        let _: () = self.client.sadd(self.keys.rooms(), room).await.map_err(unavailable)?;
+        let _: () = self
+            .client
+            .sadd(self.keys.rooms(), room)
+            .await
+            .map_err(unavailable)?;
         let mut names: Vec<String> = values
             .into_iter()
             .map(|v| v.splitn(3, '\t').nth(2).unwrap_or_default().to_owned())
@@ -236,27 +269,37 @@ impl Inner {
     async fn claim(&self, member: &Member) -> Result<bool> {
         let key = self.keys.name(&member.key);
         let tag = self.tag(member);
+        // The display name rides along for the admin user list.
+        let value = format!("{tag}{}", member.username);
         let set: Option<String> = self
             .client
-            .set(&key, tag.as_str(), None, Some(SetOptions::NX), false)
+            .set(&key, value.as_str(), None, Some(SetOptions::NX), false)
             .await
             .map_err(unavailable)?;
         if set.is_none() {
             let holder: Option<String> = self.client.get(&key).await.map_err(unavailable)?;
-            if holder.as_deref() != Some(tag.as_str()) {
+            if !holder.is_some_and(|holder| holder.starts_with(&tag)) {
                 return Ok(false);
             }
         }
         let _: () = self
             .client
-            .sadd(self.keys.gateway_names(&self.config.gateway_id), member.key.as_str())
+            .sadd(
+                self.keys.gateway_names(&self.config.gateway_id),
+                member.key.as_str(),
+            )
             .await
             .map_err(unavailable)?;
         Ok(true)
     }
 
     /// Messages of `room` with id > `after`, oldest first.
-    async fn read_after(&self, room: &str, after: MessageId, count: Option<u64>) -> Result<Vec<ChatMessage>> {
+    async fn read_after(
+        &self,
+        room: &str,
+        after: MessageId,
+        count: Option<u64>,
+    ) -> Result<Vec<ChatMessage>> {
         let value: Value = self
             .client
             .xrange(self.keys.stream(room), format!("({after}"), "+", count)
@@ -272,13 +315,19 @@ impl Inner {
             let local = self.local.lock();
             (
                 local.names.values().cloned().collect(),
-                local.presence.iter().map(|((room, _), m)| (room.clone(), m.clone())).collect(),
+                local
+                    .presence
+                    .iter()
+                    .map(|((room, _), m)| (room.clone(), m.clone()))
+                    .collect(),
             )
         };
         for member in &names {
             match self.claim(member).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(name = %member.key, "name was claimed elsewhere during an outage"),
+                Ok(false) => {
+                    tracing::warn!(name = %member.key, "name was claimed elsewhere during an outage")
+                }
                 Err(e) => tracing::warn!(error = %e, "restoring a name failed"),
             }
         }
@@ -288,7 +337,11 @@ impl Inner {
             }
         }
         if !names.is_empty() || !presence.is_empty() {
-            tracing::info!(names = names.len(), rooms = presence.len(), "restored presence in redis");
+            tracing::info!(
+                names = names.len(),
+                rooms = presence.len(),
+                "restored presence in redis"
+            );
         }
     }
 
@@ -296,7 +349,9 @@ impl Inner {
     fn deliver_message(&self, room: &str, id: MessageId, msg: ChatMessage) {
         {
             let mut cursors = self.cursors.lock();
-            let Some(cursor) = cursors.get_mut(room) else { return };
+            let Some(cursor) = cursors.get_mut(room) else {
+                return;
+            };
             if cursor.delivered.is_some_and(|last| id <= last) {
                 return;
             }
@@ -325,7 +380,11 @@ impl Inner {
                             }
                         }
                         if n > 0 {
-                            tracing::info!(room, recovered = n, "delivered messages missed during a redis outage");
+                            tracing::info!(
+                                room,
+                                recovered = n,
+                                "delivered messages missed during a redis outage"
+                            );
                         }
                         break;
                     }
@@ -341,7 +400,15 @@ impl Inner {
     fn handle_payload(&self, channel: &str, payload: Bytes) {
         let Some(room) = self.keys.room_of_channel(channel) else {
             if channel == self.keys.control() {
-                tracing::debug!("control message ignored (no admin handler yet)");
+                match control::Control::decode(&payload) {
+                    Some(control) => {
+                        tracing::debug!(?control, "control command");
+                        if let Some(command) = control.for_gateway(&self.config.gateway_id) {
+                            self.sink.deliver(BridgeEvent::Control(command));
+                        }
+                    }
+                    None => tracing::warn!("unknown command on the control channel ignored"),
+                }
             }
             return;
         };
@@ -401,29 +468,28 @@ async fn heartbeat(inner: Arc<Inner>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connected_since: Option<Instant> = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            // The beat first: the first one (immediate) makes this gateway
+            // live for the others, and a burst of load changes must not
+            // starve the heartbeat.
+            biased;
+            _ = tick.tick() => {}
+            () = inner.load_changed.notified() => {
+                if inner.client.is_connected() {
+                    if let Err(e) = write_status(&inner).await {
+                        tracing::debug!(error = %e, "writing the gateway status failed");
+                    }
+                }
+                tokio::time::sleep(STATUS_DEBOUNCE).await;
+                continue;
+            }
+        }
         if !inner.client.is_connected() {
             connected_since = None;
             continue;
         }
         let since = *connected_since.get_or_insert_with(Instant::now);
-        let id = &inner.config.gateway_id;
-        let beat = async {
-            let previous: Option<String> = inner
-                .client
-                .set(
-                    inner.keys.alive(id),
-                    now_ms().to_string(),
-                    Some(Expiration::PX(HEARTBEAT_TTL.as_millis() as i64)),
-                    None,
-                    true,
-                )
-                .await?;
-            let status = serde_like_status(&inner);
-            let _: () = inner.client.hset(inner.keys.gateways(), (id.as_str(), status)).await?;
-            Ok::<_, fred::error::Error>(previous.is_none())
-        };
-        match beat.await {
+        match beat(&inner).await {
             // No previous heartbeat: first beat, Redis lost its data, or we
             // were judged dead. Either way, write our state (again).
             Ok(true) => inner.restore().await,
@@ -441,16 +507,34 @@ async fn heartbeat(inner: Arc<Inner>) {
     }
 }
 
-fn serde_like_status(inner: &Inner) -> String {
-    // Hand-rolled JSON: the fields are numbers, booleans and ids we control.
-    format!(
-        "{{\"address\":\"{}\",\"connections\":{},\"started_at_ms\":{},\"last_heartbeat_ms\":{},\"draining\":{}}}",
-        inner.config.address.replace(['"', '\\'], ""),
-        inner.connections.load(Ordering::Relaxed),
-        inner.started_at_ms,
-        now_ms(),
-        inner.draining.load(Ordering::Relaxed),
-    )
+/// Refreshes the heartbeat key and the status entry; true when there was no
+/// previous heartbeat (first beat, Redis lost its data, or judged dead).
+async fn beat(inner: &Inner) -> Result<bool, fred::error::Error> {
+    let previous: Option<String> = inner
+        .client
+        .set(
+            inner.keys.alive(&inner.config.gateway_id),
+            now_ms().to_string(),
+            Some(Expiration::PX(HEARTBEAT_TTL.as_millis() as i64)),
+            None,
+            true,
+        )
+        .await?;
+    write_status(inner).await?;
+    Ok(previous.is_none())
+}
+
+/// Writes this gateway's entry of the `gateways` hash (JSON, for admin).
+async fn write_status(inner: &Inner) -> Result<(), fred::error::Error> {
+    let status = serde_json::to_string(&inner.status_record())
+        .map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Parse, e.to_string()))?;
+    inner
+        .client
+        .hset(
+            inner.keys.gateways(),
+            (inner.config.gateway_id.as_str(), status),
+        )
+        .await
 }
 
 /// Removes the presence and names of gateways whose heartbeat expired.
@@ -476,7 +560,10 @@ async fn reap_dead(inner: &Inner) -> Result<(), fred::error::Error> {
             continue;
         }
         let tag = format!("{dead}\t");
-        let rooms: Vec<String> = inner.client.smembers(inner.keys.gateway_rooms(dead)).await?;
+        let rooms: Vec<String> = inner
+            .client
+            .smembers(inner.keys.gateway_rooms(dead))
+            .await?;
         let mut removed = 0u64;
         for room in &rooms {
             let n: u64 = inner
@@ -489,18 +576,31 @@ async fn reap_dead(inner: &Inner) -> Result<(), fred::error::Error> {
                 .await?;
             removed += n;
         }
-        let names: Vec<String> = inner.client.smembers(inner.keys.gateway_names(dead)).await?;
+        let names: Vec<String> = inner
+            .client
+            .smembers(inner.keys.gateway_names(dead))
+            .await?;
         for name in &names {
             let _: u64 = inner
                 .delete_if_prefix
-                .evalsha_with_reload(&inner.client, vec![inner.keys.name(name)], vec![tag.clone()])
+                .evalsha_with_reload(
+                    &inner.client,
+                    vec![inner.keys.name(name)],
+                    vec![tag.clone()],
+                )
                 .await?;
         }
         let _: () = inner
             .client
-            .del(vec![inner.keys.gateway_rooms(dead), inner.keys.gateway_names(dead)])
+            .del(vec![
+                inner.keys.gateway_rooms(dead),
+                inner.keys.gateway_names(dead),
+            ])
             .await?;
-        let _: () = inner.client.hdel(inner.keys.gateways(), dead.as_str()).await?;
+        let _: () = inner
+            .client
+            .hdel(inner.keys.gateways(), dead.as_str())
+            .await?;
         tracing::info!(gateway = %dead, presence = removed, names = names.len(), "cleaned up after a dead gateway");
     }
     Ok(())
@@ -512,7 +612,9 @@ fn parse_entries(room: &str, value: Value) -> Result<Vec<ChatMessage>> {
     for entry in value.into_array() {
         let mut parts = entry.into_array().into_iter();
         let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
-            return Err(BridgeError::Corrupt("stream entry without id or fields".into()));
+            return Err(BridgeError::Corrupt(
+                "stream entry without id or fields".into(),
+            ));
         };
         let id: MessageId = id
             .as_str()
@@ -544,14 +646,22 @@ impl Bridge for RedisBridge {
         inner.check()?;
         inner.cursors.lock().entry(room.to_owned()).or_default();
         let subscribed = async {
-            inner.subscriber.subscribe(inner.keys.channel(room)).await.map_err(unavailable)?;
+            inner
+                .subscriber
+                .subscribe(inner.keys.channel(room))
+                .await
+                .map_err(unavailable)?;
             // Where a gap read starts if the connection drops before the first message.
             let tip: Value = inner
                 .client
                 .xrevrange(inner.keys.stream(room), "+", "-", Some(1))
                 .await
                 .map_err(unavailable)?;
-            Ok::<_, BridgeError>(parse_entries(room, tip)?.first().and_then(|m| m.id.parse().ok()))
+            Ok::<_, BridgeError>(
+                parse_entries(room, tip)?
+                    .first()
+                    .and_then(|m| m.id.parse().ok()),
+            )
         }
         .await;
         match subscribed {
@@ -573,14 +683,20 @@ impl Bridge for RedisBridge {
     async fn unsubscribe(&self, room: &str) -> Result<()> {
         let inner = &self.inner;
         let mut subs = inner.subs.lock().await;
-        let Some(count) = subs.get_mut(room) else { return Ok(()) };
+        let Some(count) = subs.get_mut(room) else {
+            return Ok(());
+        };
         *count -= 1;
         if *count > 0 {
             return Ok(());
         }
         subs.remove(room);
         inner.cursors.lock().remove(room);
-        inner.subscriber.unsubscribe(inner.keys.channel(room)).await.map_err(unavailable)
+        inner
+            .subscriber
+            .unsubscribe(inner.keys.channel(room))
+            .await
+            .map_err(unavailable)
     }
 
     async fn publish(&self, msg: NewMessage) -> Result<Accepted> {
@@ -603,20 +719,50 @@ impl Bridge for RedisBridge {
                 vec![
                     inner.keys.stream(&msg.room),
                     inner.keys.trimmed(&msg.room),
-                    inner.keys.dedupe(&msg.room, &msg.sender_key, &msg.client_msg_id),
+                    inner
+                        .keys
+                        .dedupe(&msg.room, &msg.sender_key, &msg.client_msg_id),
                 ],
                 vec![
                     Value::Bytes(Bytes::from(body)),
                     Value::from(history_len as i64),
                     Value::from(inner.keys.channel(&msg.room)),
-                    Value::from(if dedupe { DEDUPE_TTL_SECS.to_string() } else { String::new() }),
+                    Value::from(if dedupe {
+                        DEDUPE_TTL_SECS.to_string()
+                    } else {
+                        String::new()
+                    }),
                     Value::from(batch as i64),
                 ],
             )
             .await
             .map_err(unavailable)?;
-        let id: MessageId = id.parse().map_err(|_| BridgeError::Corrupt(format!("stream id {id:?}")))?;
-        Ok(Accepted { id, sent_at_ms: id.ms, duplicate: duplicate == 1 })
+        let id: MessageId = id
+            .parse()
+            .map_err(|_| BridgeError::Corrupt(format!("stream id {id:?}")))?;
+        if duplicate != 1 {
+            // A separate command: the script touches the room's own slot only.
+            // Best effort: the index only feeds the admin room list.
+            let indexed: Result<(), _> = inner
+                .client
+                .zadd(
+                    inner.keys.room_activity(),
+                    None,
+                    None,
+                    false,
+                    false,
+                    (id.ms as f64, msg.room.as_str()),
+                )
+                .await;
+            if let Err(e) = indexed {
+                tracing::debug!(error = %e, room = %msg.room, "indexing room activity failed");
+            }
+        }
+        Ok(Accepted {
+            id,
+            sent_at_ms: id.ms,
+            duplicate: duplicate == 1,
+        })
     }
 
     async fn find_duplicate(
@@ -632,20 +778,31 @@ impl Bridge for RedisBridge {
             .get(inner.keys.dedupe(room, sender_key, client_msg_id))
             .await
             .map_err(unavailable)?;
-        Ok(id.and_then(|id| id.parse::<MessageId>().ok()).map(|id| Accepted {
-            id,
-            sent_at_ms: id.ms,
-            duplicate: true,
-        }))
+        Ok(id
+            .and_then(|id| id.parse::<MessageId>().ok())
+            .map(|id| Accepted {
+                id,
+                sent_at_ms: id.ms,
+                duplicate: true,
+            }))
     }
 
     async fn replay_after(&self, room: &str, after: MessageId) -> Result<Replay> {
         let inner = &self.inner;
         inner.check()?;
-        let trimmed: Option<String> = inner.client.get(inner.keys.trimmed(room)).await.map_err(unavailable)?;
+        let trimmed: Option<String> = inner
+            .client
+            .get(inner.keys.trimmed(room))
+            .await
+            .map_err(unavailable)?;
         let messages = inner.read_after(room, after, None).await?;
-        let truncated = trimmed.and_then(|t| t.parse::<MessageId>().ok()).is_some_and(|t| t > after);
-        Ok(Replay { messages, truncated })
+        let truncated = trimmed
+            .and_then(|t| t.parse::<MessageId>().ok())
+            .is_some_and(|t| t > after);
+        Ok(Replay {
+            messages,
+            truncated,
+        })
     }
 
     async fn recent(&self, room: &str, limit: usize) -> Result<Vec<ChatMessage>> {
@@ -687,7 +844,10 @@ impl Bridge for RedisBridge {
         inner.check()?;
         let _: () = inner
             .client
-            .publish(inner.keys.channel(room), wire::typing(active, &member.key, &member.username))
+            .publish(
+                inner.keys.channel(room),
+                wire::typing(active, &member.key, &member.username),
+            )
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -697,7 +857,11 @@ impl Bridge for RedisBridge {
         self.inner.check()?;
         let claimed = self.inner.claim(member).await?;
         if claimed {
-            self.inner.local.lock().names.insert(member.session_id.clone(), member.clone());
+            self.inner
+                .local
+                .lock()
+                .names
+                .insert(member.session_id.clone(), member.clone());
         }
         Ok(claimed)
     }
@@ -708,12 +872,19 @@ impl Bridge for RedisBridge {
         inner.check()?;
         let _: u64 = inner
             .delete_if_prefix
-            .evalsha_with_reload(&inner.client, vec![inner.keys.name(&member.key)], vec![inner.tag(member)])
+            .evalsha_with_reload(
+                &inner.client,
+                vec![inner.keys.name(&member.key)],
+                vec![inner.tag(member)],
+            )
             .await
             .map_err(unavailable)?;
         let _: () = inner
             .client
-            .srem(inner.keys.gateway_names(&inner.config.gateway_id), member.key.as_str())
+            .srem(
+                inner.keys.gateway_names(&inner.config.gateway_id),
+                member.key.as_str(),
+            )
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -732,7 +903,11 @@ impl Bridge for RedisBridge {
 
     async fn leave_room(&self, room: &str, member: &Member) -> Result<()> {
         let inner = &self.inner;
-        inner.local.lock().presence.remove(&(room.to_owned(), member.session_id.clone()));
+        inner
+            .local
+            .lock()
+            .presence
+            .remove(&(room.to_owned(), member.session_id.clone()));
         inner.check()?;
         let payload = wire::presence(PresenceKind::Left, &member.key, &member.username);
         let _: u64 = inner
@@ -740,7 +915,12 @@ impl Bridge for RedisBridge {
             .evalsha_with_reload(
                 &inner.client,
                 vec![inner.keys.members(room)],
-                vec![member.key.clone(), inner.tag(member), inner.keys.channel(room), payload],
+                vec![
+                    member.key.clone(),
+                    inner.tag(member),
+                    inner.keys.channel(room),
+                    payload,
+                ],
             )
             .await
             .map_err(unavailable)?;
@@ -750,12 +930,24 @@ impl Bridge for RedisBridge {
     async fn rooms(&self) -> Result<Vec<RoomSummary>> {
         let inner = &self.inner;
         inner.check()?;
-        let rooms: Vec<String> = inner.client.smembers(inner.keys.rooms()).await.map_err(unavailable)?;
+        let rooms: Vec<String> = inner
+            .client
+            .smembers(inner.keys.rooms())
+            .await
+            .map_err(unavailable)?;
         let mut out = Vec::new();
         for room in rooms {
-            let count: u32 = inner.client.hlen(inner.keys.members(&room)).await.map_err(unavailable)?;
+            let count: u32 = inner
+                .client
+                .hlen(inner.keys.members(&room))
+                .await
+                .map_err(unavailable)?;
             if count == 0 {
-                let _: () = inner.client.srem(inner.keys.rooms(), room.as_str()).await.map_err(unavailable)?;
+                let _: () = inner
+                    .client
+                    .srem(inner.keys.rooms(), room.as_str())
+                    .await
+                    .map_err(unavailable)?;
                 continue;
             }
             let last = self.recent(&room, 1).await?.pop();
@@ -770,18 +962,49 @@ impl Bridge for RedisBridge {
         Ok(out)
     }
 
+    async fn room_overview(&self) -> Result<Vec<RoomSummary>> {
+        self.inner.check()?;
+        self.inner.room_overview().await
+    }
+
+    async fn users(&self, room: Option<&str>) -> Result<Vec<UserSummary>> {
+        self.inner.check()?;
+        self.inner.users(room).await
+    }
+
+    async fn gateways(&self) -> Result<Vec<GatewayStatus>> {
+        self.inner.check()?;
+        Ok(self.inner.live_gateways().await?.into_values().collect())
+    }
+
+    async fn kick(&self, key: &str, room: Option<&str>, reason: &str) -> Result<u32> {
+        self.inner.check()?;
+        self.inner.kick(key, room, reason).await
+    }
+
+    async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>> {
+        self.inner.check()?;
+        self.inner.drain_gateway(gateway_id).await
+    }
+
     fn is_available(&self) -> bool {
         self.inner.client.is_connected() && self.inner.subscriber.is_connected()
     }
 
     fn set_load(&self, connections: u32, draining: bool) {
-        self.inner.connections.store(connections, Ordering::Relaxed);
-        self.inner.draining.store(draining, Ordering::Relaxed);
+        let inner = &self.inner;
+        let before = inner.connections.swap(connections, Ordering::Relaxed);
+        let was_draining = inner.draining.swap(draining, Ordering::Relaxed);
+        if before != connections || was_draining != draining {
+            inner.load_changed.notify_one();
+        }
     }
 }
 
 impl std::fmt::Debug for RedisBridge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBridge").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("RedisBridge")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }

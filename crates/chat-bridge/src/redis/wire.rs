@@ -68,9 +68,19 @@ pub fn decode(room: &str, payload: &Bytes) -> Option<Payload> {
                     b'L' => PresenceKind::Left,
                     _ => return None,
                 };
-                BridgeEvent::Presence { room, key, username, kind }
+                BridgeEvent::Presence {
+                    room,
+                    key,
+                    username,
+                    kind,
+                }
             } else {
-                BridgeEvent::Typing { room, key, username, active: flag == b'1' }
+                BridgeEvent::Typing {
+                    room,
+                    key,
+                    username,
+                    active: flag == b'1',
+                }
             };
             Some(Payload::Other(event))
         }
@@ -92,7 +102,9 @@ mod tests {
         });
         let mut payload = b"M1700000000000-3\n".to_vec();
         payload.extend_from_slice(&body);
-        let Some(Payload::Message(id, msg)) = decode("lobby", &Bytes::from(payload)) else { panic!() };
+        let Some(Payload::Message(id, msg)) = decode("lobby", &Bytes::from(payload)) else {
+            panic!()
+        };
         assert_eq!(id, MessageId::new(1700000000000, 3));
         assert_eq!(msg.id, "1700000000000-3");
         assert_eq!(msg.room, "lobby");
@@ -104,13 +116,24 @@ mod tests {
     fn presence_and_typing_round_trip() {
         let p = Bytes::from(presence(PresenceKind::Left, "ann", "Ann"));
         match decode("r", &p) {
-            Some(Payload::Other(BridgeEvent::Presence { key, username, kind, .. })) => {
-                assert_eq!((key.as_str(), username.as_str(), kind), ("ann", "Ann", PresenceKind::Left));
+            Some(Payload::Other(BridgeEvent::Presence {
+                key,
+                username,
+                kind,
+                ..
+            })) => {
+                assert_eq!(
+                    (key.as_str(), username.as_str(), kind),
+                    ("ann", "Ann", PresenceKind::Left)
+                );
             }
             other => panic!("{other:?}"),
         }
         let t = Bytes::from(typing(true, "bo", "Bo"));
-        assert!(matches!(decode("r", &t), Some(Payload::Other(BridgeEvent::Typing { active: true, .. }))));
+        assert!(matches!(
+            decode("r", &t),
+            Some(Payload::Other(BridgeEvent::Typing { active: true, .. }))
+        ));
         assert!(decode("r", &Bytes::from_static(b"X")).is_none());
         assert!(decode("r", &Bytes::from_static(b"Mbad\n")).is_none());
     }

@@ -1,0 +1,131 @@
+//! `chat-admin`: the operator CLI. Parses flags, calls the admin gRPC API of
+//! one gateway, prints a table (or JSON), and exits non-zero with one clear
+//! line when something fails.
+
+mod cli;
+mod connection;
+mod output;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chat_proto::admin::{
+    DrainGatewayRequest, KickUserRequest, ListGatewaysRequest, ListRoomsRequest, ListUsersRequest,
+    SendSystemMessageRequest,
+};
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::connection::{call_failed, connect, Failure};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("chat-admin: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(text) => {
+            // A closed pipe (`chat-admin users | head`) is not worth a panic.
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("chat-admin: {failure}");
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Runs the subcommand and returns what to print.
+async fn run(cli: Cli) -> Result<String, Failure> {
+    let timeout = Duration::from_secs(cli.timeout_secs.max(1));
+    let mut client = connect(&cli.server, cli.token.as_deref(), timeout).await?;
+    let server = cli.server.as_str();
+    let failed = |status: tonic::Status| call_failed(server, &status);
+    let json = cli.json;
+    Ok(match cli.command {
+        Command::Rooms => {
+            let rooms = client
+                .list_rooms(ListRoomsRequest {})
+                .await
+                .map_err(failed)?
+                .into_inner()
+                .rooms;
+            output::rooms(&rooms, json)
+        }
+        Command::Users { room } => {
+            let request = ListUsersRequest {
+                room: room.unwrap_or_default(),
+            };
+            let users = client
+                .list_users(request)
+                .await
+                .map_err(failed)?
+                .into_inner()
+                .users;
+            output::users(&users, json)
+        }
+        Command::Gateways => {
+            let gateways = client
+                .list_gateways(ListGatewaysRequest {})
+                .await
+                .map_err(failed)?
+                .into_inner()
+                .gateways;
+            output::gateways(&gateways, now_ms(), json)
+        }
+        Command::Kick { user, room, reason } => {
+            let request = KickUserRequest {
+                username: user.clone(),
+                room: room.clone().unwrap_or_default(),
+                reason,
+            };
+            let kicked = client
+                .kick_user(request)
+                .await
+                .map_err(failed)?
+                .into_inner()
+                .sessions_kicked;
+            output::kicked(&user, room.as_deref(), kicked, json)
+        }
+        Command::Say { room, text } => {
+            let request = SendSystemMessageRequest {
+                room: room.clone(),
+                text,
+            };
+            let id = client
+                .send_system_message(request)
+                .await
+                .map_err(failed)?
+                .into_inner()
+                .id;
+            output::said(&room, &id, json)
+        }
+        Command::Drain { gateway_id } => {
+            let request = DrainGatewayRequest {
+                gateway_id: gateway_id.clone(),
+            };
+            let connections = client
+                .drain_gateway(request)
+                .await
+                .map_err(failed)?
+                .into_inner()
+                .connections;
+            output::drained(&gateway_id, connections, json)
+        }
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

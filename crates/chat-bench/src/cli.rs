@@ -1,0 +1,309 @@
+//! Command-line interface: one clap-derive tree, every flag also a
+//! `CHAT_BENCH_*` environment variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load generator for the chat system.
+///
+/// Every run prints a table (or JSON with --json) and can write its JSON
+/// report (--json-file) and an SVG plot (--plot).
+#[derive(Debug, Parser)]
+#[command(name = "chat-bench", version)]
+pub struct Cli {
+    /// Tokio worker threads (default: one per core).
+    #[arg(long, global = true, env = "CHAT_BENCH_THREADS")]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rooms of members, some of them publishing: deliveries/s, loss, end-to-end latency.
+    Fanout(FanoutArgs),
+    /// Many idle members joined to rooms: connect rate, failures, memory per connection.
+    Connections(ConnectionsArgs),
+    /// Fixed-size TCP ping-pongs against an echo server, directly or through a balancer.
+    Pingpong(PingpongArgs),
+    /// A TCP echo server (also answering `GET /healthz` so balancers see it as healthy).
+    EchoServer(EchoServerArgs),
+    /// Overlays the latency curves of several JSON reports in one SVG.
+    Plot(PlotArgs),
+}
+
+/// Output options shared by the measuring subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Print the JSON report on stdout instead of the table.
+    #[arg(long, env = "CHAT_BENCH_JSON")]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, env = "CHAT_BENCH_JSON_FILE", value_name = "FILE")]
+    pub json_file: Option<PathBuf>,
+    /// Write an SVG plot: latency by percentile and the rate over time.
+    #[arg(long, env = "CHAT_BENCH_PLOT", value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// A label for the report and plot (e.g. "via chat-lb").
+    #[arg(long, env = "CHAT_BENCH_LABEL", default_value = "")]
+    pub label: String,
+    /// A process to report CPU and memory of, as NAME=PID (repeatable).
+    #[arg(
+        long = "watch-pid",
+        env = "CHAT_BENCH_WATCH_PID",
+        value_name = "NAME=PID",
+        value_delimiter = ','
+    )]
+    pub watch_pid: Vec<String>,
+    /// No progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long, env = "CHAT_BENCH_NO_PROGRESS")]
+    pub no_progress: bool,
+}
+
+/// When a publisher's in-flight message leaves the window (rate 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowRelease {
+    /// On its Ack: as fast as acks allow.
+    Ack,
+    /// On the publisher's own copy of the message: self-clocked by the fan-out.
+    Echo,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct FanoutArgs {
+    /// Gateway (or balancer) WebSocket URL.
+    #[arg(long, env = "CHAT_BENCH_URL", default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Rooms.
+    #[arg(long, env = "CHAT_BENCH_ROOMS", default_value_t = 1)]
+    pub rooms: usize,
+    /// Members per room (publishers included).
+    #[arg(long, env = "CHAT_BENCH_MEMBERS", default_value_t = 100)]
+    pub members: usize,
+    /// Publishers per room.
+    #[arg(long, env = "CHAT_BENCH_PUBLISHERS", default_value_t = 1)]
+    pub publishers: usize,
+    /// Messages per second per publisher; 0: as fast as the window allows.
+    #[arg(long, env = "CHAT_BENCH_RATE", default_value_t = 0.0)]
+    pub rate: f64,
+    /// Messages in flight per publisher when --rate is 0.
+    #[arg(long, env = "CHAT_BENCH_WINDOW", default_value_t = 32)]
+    pub window: usize,
+    /// When an in-flight message leaves the window (--rate 0).
+    #[arg(long, env = "CHAT_BENCH_WINDOW_RELEASE", value_enum, default_value_t = WindowRelease::Ack)]
+    pub window_release: WindowRelease,
+    /// Measured time (e.g. 10, 10s, 500ms).
+    #[arg(long, env = "CHAT_BENCH_DURATION", value_parser = parse_secs, default_value = "10s")]
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, env = "CHAT_BENCH_WARMUP", value_parser = parse_secs, default_value = "2s")]
+    #[serde(serialize_with = "secs")]
+    pub warmup: Duration,
+    /// Message text size in bytes (at least 30: the stamp).
+    #[arg(long, env = "CHAT_BENCH_PAYLOAD", default_value_t = 64)]
+    pub payload: usize,
+    /// After the measured time, how long to wait for outstanding deliveries.
+    #[arg(long, env = "CHAT_BENCH_DRAIN_TIMEOUT", value_parser = parse_secs, default_value = "10s")]
+    #[serde(serialize_with = "secs")]
+    pub drain_timeout: Duration,
+    /// Connection set-ups in progress at once.
+    #[arg(long, env = "CHAT_BENCH_CONNECT_CONCURRENCY", default_value_t = 64)]
+    pub connect_concurrency: usize,
+    /// Source addresses to spread connections over, e.g. 127.0.0.1-127.0.0.40.
+    #[arg(long, env = "CHAT_BENCH_LOCAL_IPS")]
+    pub local_ips: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct ConnectionsArgs {
+    /// Gateway (or balancer) WebSocket URL.
+    #[arg(long, env = "CHAT_BENCH_URL", default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Connections to open.
+    #[arg(long, env = "CHAT_BENCH_N", default_value_t = 1000)]
+    pub n: usize,
+    /// New connections per second (0: as fast as --connect-concurrency allows).
+    #[arg(long, env = "CHAT_BENCH_RATE", default_value_t = 1000.0)]
+    pub rate: f64,
+    /// How long to hold them open once all are up (e.g. 30s).
+    #[arg(long, env = "CHAT_BENCH_HOLD", value_parser = parse_secs, default_value = "10s")]
+    #[serde(serialize_with = "secs")]
+    pub hold: Duration,
+    /// Members per room (each connection joins one room).
+    #[arg(long, env = "CHAT_BENCH_MEMBERS", default_value_t = 100)]
+    pub members: usize,
+    /// Connection set-ups in progress at once.
+    #[arg(long, env = "CHAT_BENCH_CONNECT_CONCURRENCY", default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Source addresses to spread connections over, e.g. 127.0.0.1-127.0.0.40.
+    #[arg(long, env = "CHAT_BENCH_LOCAL_IPS")]
+    pub local_ips: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct PingpongArgs {
+    /// Echo server (or balancer in front of one): tcp://HOST:PORT.
+    #[arg(long, env = "CHAT_BENCH_URL")]
+    pub url: String,
+    /// Connections.
+    #[arg(long, env = "CHAT_BENCH_CONNS", default_value_t = 1)]
+    pub conns: usize,
+    /// Pings in flight per connection (1: strict ping-pong).
+    #[arg(long, env = "CHAT_BENCH_DEPTH", default_value_t = 1)]
+    pub depth: usize,
+    /// Ping size in bytes (at least 16).
+    #[arg(long, env = "CHAT_BENCH_SIZE", default_value_t = 64)]
+    pub size: usize,
+    /// Pings per second over all connections; 0: as fast as replies come.
+    #[arg(long, env = "CHAT_BENCH_RATE", default_value_t = 0.0)]
+    pub rate: f64,
+    /// Measured time.
+    #[arg(long, env = "CHAT_BENCH_DURATION", value_parser = parse_secs, default_value = "10s")]
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, env = "CHAT_BENCH_WARMUP", value_parser = parse_secs, default_value = "1s")]
+    #[serde(serialize_with = "secs")]
+    pub warmup: Duration,
+    /// Source addresses to spread connections over.
+    #[arg(long, env = "CHAT_BENCH_LOCAL_IPS")]
+    pub local_ips: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EchoServerArgs {
+    /// Address to listen on (repeatable: one echo server per address).
+    #[arg(
+        long,
+        env = "CHAT_BENCH_LISTEN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:0"
+    )]
+    pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// The SVG file to write.
+    #[arg(long, env = "CHAT_BENCH_OUT", value_name = "FILE.svg")]
+    pub out: PathBuf,
+    /// Plot title.
+    #[arg(
+        long,
+        env = "CHAT_BENCH_TITLE",
+        default_value = "latency by percentile"
+    )]
+    pub title: String,
+    /// JSON reports (their --label, else the file name, labels the curve).
+    #[arg(required = true, value_name = "REPORT.json")]
+    pub reports: Vec<PathBuf>,
+}
+
+/// A usage problem found after parsing: reported in one line, exit code 64.
+#[derive(Debug)]
+pub struct InvalidArgs(pub String);
+
+impl fmt::Display for InvalidArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidArgs {}
+
+/// An [`InvalidArgs`] error from anything printable.
+pub fn invalid(problem: impl fmt::Display) -> anyhow::Error {
+    InvalidArgs(format!("{problem:#}")).into()
+}
+
+/// Parses `10`, `1.5`, `10s`, `250ms`, `2m` into a duration.
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 250ms)"))?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(format!("{text:?} is not a duration (e.g. 10s, 250ms)"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+/// Durations appear in the JSON parameters as seconds.
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_secs("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_secs("1.5s"), Ok(Duration::from_millis(1_500)));
+        assert_eq!(parse_secs("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_secs("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_secs("soon").is_err());
+        assert!(parse_secs("-1").is_err());
+    }
+
+    #[test]
+    fn fanout_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "chat-bench",
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:1/ws",
+            "--rooms",
+            "10",
+            "--duration",
+            "3s",
+            "--watch-pid",
+            "gw=1,lb=2",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Fanout(args) = cli.command else {
+            panic!("not fanout")
+        };
+        assert_eq!(args.rooms, 10);
+        assert_eq!(args.duration, Duration::from_secs(3));
+        assert_eq!(args.output.watch_pid, ["gw=1", "lb=2"]);
+        assert!(args.output.json);
+        let params = serde_json::to_value(&args).unwrap();
+        assert_eq!(params["duration"], 3.0);
+        assert_eq!(params["window_release"], "ack");
+        assert!(params.get("output").is_none());
+    }
+}

@@ -1,0 +1,417 @@
+//! Cluster-wide answers for the admin API, read from what every gateway
+//! writes anyway: heartbeats (`gateways`, `alive`), name claims, presence
+//! hashes, room streams and the room-activity index. Entries of gateways
+//! whose heartbeat expired are left out before the reaper removes them.
+//!
+//! Reads fan out over many keys (one per room or gateway); each batch is one
+//! pipelined round trip, so a listing costs a few round trips, not one per room.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+
+use fred::clients::Pipeline;
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::control::Control;
+use super::{now_ms, parse_entries, unavailable, Inner};
+use crate::{
+    BridgeError, BridgeEvent, ControlCommand, GatewayStatus, Result, RoomSummary, UserSummary,
+    ACTIVE_ROOM_WINDOW,
+};
+
+/// Commands per pipelined round trip (bounds the size of one request).
+const BATCH: usize = 512;
+
+/// A gateway's entry in the `gateways` hash (JSON), written by its heartbeat.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct StatusRecord {
+    pub address: String,
+    pub connections: u32,
+    pub started_at_ms: u64,
+    pub last_heartbeat_ms: u64,
+    pub draining: bool,
+}
+
+/// One read per key, pipelined.
+#[derive(Debug, Clone, Copy)]
+enum Read<'a> {
+    HGetAll,
+    HGet(&'a str),
+    Exists,
+    Get,
+    SMembers,
+    /// The newest stream entry.
+    Tip,
+}
+
+/// A presence or name-claim value: "gateway\tsession\tdisplay name" (the
+/// display name may be missing in claims written by older gateways).
+fn parse_holder(value: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = value.splitn(3, '\t');
+    let gateway = parts.next().filter(|g| !g.is_empty())?;
+    let session = parts.next()?;
+    Some((gateway, session, parts.next().unwrap_or_default()))
+}
+
+fn as_string(value: Value) -> Option<String> {
+    value.into_string()
+}
+
+/// What is known about one user while the listing is assembled.
+#[derive(Default)]
+struct UserAcc {
+    display: String,
+    rooms: BTreeSet<String>,
+    /// (gateway, session)
+    sessions: BTreeSet<(String, String)>,
+}
+
+impl UserAcc {
+    fn saw(&mut self, gateway: &str, session: &str, display: &str) {
+        if self.display.is_empty() {
+            display.clone_into(&mut self.display);
+        }
+        self.sessions
+            .insert((gateway.to_owned(), session.to_owned()));
+    }
+}
+
+impl Inner {
+    /// Runs `read` on every key in pipelined batches; one reply per key.
+    async fn batch(&self, read: Read<'_>, keys: Vec<String>) -> Result<Vec<Value>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH) {
+            let pipeline: Pipeline<Client> = self.client.pipeline();
+            for key in chunk {
+                let key = key.as_str();
+                let queued: Result<(), fred::error::Error> = match read {
+                    Read::HGetAll => pipeline.hgetall(key).await,
+                    Read::HGet(field) => pipeline.hget(key, field).await,
+                    Read::Exists => pipeline.exists(key).await,
+                    Read::Get => pipeline.get(key).await,
+                    Read::SMembers => pipeline.smembers(key).await,
+                    Read::Tip => pipeline.xrevrange(key, "+", "-", Some(1)).await,
+                };
+                queued.map_err(unavailable)?;
+            }
+            for reply in pipeline.try_all::<Value>().await {
+                out.push(reply.map_err(unavailable)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn smembers_sorted(&self, key: String) -> Result<Vec<String>> {
+        let members: BTreeSet<String> = self.client.smembers(key).await.map_err(unavailable)?;
+        Ok(members.into_iter().collect())
+    }
+
+    /// This gateway's status as the heartbeat writes it.
+    pub(super) fn status_record(&self) -> StatusRecord {
+        StatusRecord {
+            address: self.config.address.clone(),
+            connections: self.connections.load(Ordering::Relaxed),
+            started_at_ms: self.started_at_ms,
+            last_heartbeat_ms: now_ms(),
+            draining: self.draining.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Gateways whose heartbeat key exists (this one always), by id.
+    pub(super) async fn live_gateways(&self) -> Result<BTreeMap<String, GatewayStatus>> {
+        let me = &self.config.gateway_id;
+        let records: HashMap<String, String> = self
+            .client
+            .hgetall(self.keys.gateways())
+            .await
+            .map_err(unavailable)?;
+        let others: Vec<(&String, &String)> = records.iter().filter(|(id, _)| *id != me).collect();
+        let alive = self
+            .batch(
+                Read::Exists,
+                others.iter().map(|(id, _)| self.keys.alive(id)).collect(),
+            )
+            .await?;
+        let mut live = BTreeMap::new();
+        for ((id, record), alive) in others.into_iter().zip(alive) {
+            if alive.as_u64() != Some(1) {
+                continue;
+            }
+            match serde_json::from_str::<StatusRecord>(record) {
+                Ok(record) => {
+                    live.insert(id.clone(), gateway_status(id, record));
+                }
+                Err(e) => tracing::warn!(gateway = %id, error = %e, "unreadable gateway status"),
+            }
+        }
+        live.insert(me.clone(), gateway_status(me, self.status_record()));
+        Ok(live)
+    }
+
+    pub(super) async fn room_overview(&self) -> Result<Vec<RoomSummary>> {
+        let live = self.live_gateways().await?;
+        let active_since = now_ms().saturating_sub(ACTIVE_ROOM_WINDOW.as_millis() as u64);
+        let activity = self.keys.room_activity();
+        // Housekeeping: rooms quiet for longer than the window leave the index.
+        let _: u64 = self
+            .client
+            .zremrangebyscore(&activity, "-inf", (active_since as f64) - 1.0)
+            .await
+            .map_err(unavailable)?;
+        let mut names: BTreeSet<String> = self
+            .client
+            .smembers(self.keys.rooms())
+            .await
+            .map_err(unavailable)?;
+        let active: Vec<String> = self
+            .client
+            .zrangebyscore(&activity, active_since as f64, "+inf", false, None)
+            .await
+            .map_err(unavailable)?;
+        names.extend(active);
+        let rooms: Vec<String> = names.into_iter().collect();
+        let presence = self
+            .batch(
+                Read::HGetAll,
+                rooms.iter().map(|r| self.keys.members(r)).collect(),
+            )
+            .await?;
+        let tips = self
+            .batch(
+                Read::Tip,
+                rooms.iter().map(|r| self.keys.stream(r)).collect(),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for ((room, presence), tip) in rooms.into_iter().zip(presence).zip(tips) {
+            let members = presence_of(presence)?;
+            let member_count = members
+                .values()
+                .filter(|v| parse_holder(v).is_some_and(|(gw, _, _)| live.contains_key(gw)))
+                .count() as u32;
+            let last = parse_entries(&room, tip)?.pop();
+            let last_at = last.as_ref().map_or(0, |m| m.sent_at_ms);
+            if member_count == 0 && (last.is_none() || last_at < active_since) {
+                continue;
+            }
+            out.push(RoomSummary {
+                last_message_id: last.as_ref().and_then(|m| m.id.parse().ok()),
+                last_message_at_ms: last_at,
+                name: room,
+                member_count,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn users(&self, room: Option<&str>) -> Result<Vec<UserSummary>> {
+        let live = self.live_gateways().await?;
+        let mut users: BTreeMap<String, UserAcc> = BTreeMap::new();
+
+        // Presence: who is in which room.
+        let rooms = self.smembers_sorted(self.keys.rooms()).await?;
+        let presence = self
+            .batch(
+                Read::HGetAll,
+                rooms.iter().map(|r| self.keys.members(r)).collect(),
+            )
+            .await?;
+        for (room, presence) in rooms.iter().zip(presence) {
+            for (key, value) in presence_of(presence)? {
+                let Some((gw, session, display)) = parse_holder(&value) else {
+                    continue;
+                };
+                if live.contains_key(gw) {
+                    let user = users.entry(key).or_default();
+                    user.rooms.insert(room.clone());
+                    user.saw(gw, session, display);
+                }
+            }
+        }
+
+        // Names: connected users, also those in no room.
+        let gateways: Vec<&String> = live.keys().collect();
+        let claimed = self
+            .batch(
+                Read::SMembers,
+                gateways
+                    .iter()
+                    .map(|gw| self.keys.gateway_names(gw))
+                    .collect(),
+            )
+            .await?;
+        let mut keys: Vec<String> = Vec::new();
+        for claimed in claimed {
+            keys.extend(
+                claimed
+                    .convert::<Vec<String>>()
+                    .map_err(|e| BridgeError::Corrupt(e.to_string()))?,
+            );
+        }
+        keys.sort();
+        keys.dedup();
+        let holders = self
+            .batch(Read::Get, keys.iter().map(|k| self.keys.name(k)).collect())
+            .await?;
+        for (key, holder) in keys.into_iter().zip(holders) {
+            let Some(holder) = as_string(holder) else {
+                continue;
+            };
+            let Some((gw, session, display)) = parse_holder(&holder) else {
+                continue;
+            };
+            if live.contains_key(gw) {
+                users.entry(key).or_default().saw(gw, session, display);
+            }
+        }
+
+        Ok(users
+            .into_iter()
+            .filter(|(_, user)| room.is_none_or(|room| user.rooms.contains(room)))
+            .map(|(key, user)| {
+                let gateway_ids: BTreeSet<&String> =
+                    user.sessions.iter().map(|(gw, _)| gw).collect();
+                UserSummary {
+                    username: if user.display.is_empty() {
+                        key.clone()
+                    } else {
+                        user.display.clone()
+                    },
+                    gateway_ids: gateway_ids.into_iter().cloned().collect(),
+                    connections: user.sessions.len() as u32,
+                    rooms: user.rooms.into_iter().collect(),
+                    key,
+                }
+            })
+            .collect())
+    }
+
+    /// The live sessions holding `key` (in `room` only, when set).
+    async fn sessions_of(
+        &self,
+        key: &str,
+        room: Option<&str>,
+    ) -> Result<HashSet<(String, String)>> {
+        let live = self.live_gateways().await?;
+        let mut holders: Vec<Value> = Vec::new();
+        match room {
+            Some(room) => {
+                holders.extend(
+                    self.batch(Read::HGet(key), vec![self.keys.members(room)])
+                        .await?,
+                );
+            }
+            None => {
+                holders.extend(self.batch(Read::Get, vec![self.keys.name(key)]).await?);
+                let rooms = self.smembers_sorted(self.keys.rooms()).await?;
+                holders.extend(
+                    self.batch(
+                        Read::HGet(key),
+                        rooms.iter().map(|r| self.keys.members(r)).collect(),
+                    )
+                    .await?,
+                );
+            }
+        }
+        Ok(holders
+            .into_iter()
+            .filter_map(as_string)
+            .filter_map(|holder| {
+                let (gw, session, _) = parse_holder(&holder)?;
+                live.contains_key(gw)
+                    .then(|| (gw.to_owned(), session.to_owned()))
+            })
+            .collect())
+    }
+
+    pub(super) async fn kick(&self, key: &str, room: Option<&str>, reason: &str) -> Result<u32> {
+        let sessions = self.sessions_of(key, room).await?;
+        if !sessions.is_empty() {
+            let control = Control::Kick {
+                key: key.to_owned(),
+                room: room.map(str::to_owned),
+                reason: reason.to_owned(),
+            };
+            let _: u64 = self
+                .client
+                .publish(self.keys.control(), control.encode())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(sessions.len() as u32)
+    }
+
+    pub(super) async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>> {
+        if gateway_id == self.config.gateway_id {
+            // This gateway: no need for the round trip through Redis.
+            let connections = self.connections.load(Ordering::Relaxed);
+            self.sink
+                .deliver(BridgeEvent::Control(ControlCommand::Drain));
+            return Ok(Some(connections));
+        }
+        let live = self.live_gateways().await?;
+        let Some(status) = live.get(gateway_id) else {
+            return Ok(None);
+        };
+        let control = Control::Drain {
+            gateway_id: gateway_id.to_owned(),
+        };
+        let _: u64 = self
+            .client
+            .publish(self.keys.control(), control.encode())
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(status.connections))
+    }
+}
+
+fn gateway_status(id: &str, record: StatusRecord) -> GatewayStatus {
+    GatewayStatus {
+        id: id.to_owned(),
+        address: record.address,
+        connections: record.connections,
+        started_at_ms: record.started_at_ms,
+        last_heartbeat_ms: record.last_heartbeat_ms,
+        draining: record.draining,
+    }
+}
+
+/// A presence hash (HGETALL reply): name key -> holder.
+fn presence_of(value: Value) -> Result<HashMap<String, String>> {
+    value
+        .convert()
+        .map_err(|e| BridgeError::Corrupt(format!("presence hash: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_parse_with_and_without_display_name() {
+        assert_eq!(
+            parse_holder("gw-1\tgw-1-7\tAnn Lee"),
+            Some(("gw-1", "gw-1-7", "Ann Lee"))
+        );
+        assert_eq!(parse_holder("gw-1\tgw-1-7\t"), Some(("gw-1", "gw-1-7", "")));
+        assert_eq!(parse_holder("gw-1\tgw-1-7"), Some(("gw-1", "gw-1-7", "")));
+        assert_eq!(parse_holder("gw-1"), None);
+        assert_eq!(parse_holder(""), None);
+    }
+
+    #[test]
+    fn status_records_round_trip_as_json() {
+        let record = StatusRecord {
+            address: "10.0.0.1:8080".into(),
+            connections: 3,
+            started_at_ms: 1,
+            last_heartbeat_ms: 2,
+            draining: true,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        let back: StatusRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(gateway_status("g", back).connections, 3);
+        assert!(json.contains("\"draining\":true"), "{json}");
+    }
+}

@@ -1,0 +1,39 @@
+//! An async client for the chat WebSocket protocol (`chat.v1`), used by the
+//! integration tests, the benchmark and other tools.
+//!
+//! A [`Client`] owns one connection. Requests get a fresh `ref` and wait for
+//! the frame that carries it; pushes (ref 0) and any other frame that arrives
+//! meanwhile are kept, in arrival order, for [`Client::next_event`]. An
+//! `Error` answering a request becomes [`ClientError::Server`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), chat_client::ClientError> {
+//! let mut client = chat_client::Client::connect("ws://127.0.0.1:8080/ws").await?;
+//! client.hello("alice").await?;
+//! let joined = client.join("lobby").await?;
+//! let ack = client.send("lobby", "hello").await?;
+//! let pushed = client.next_event().await?; // the ChatMessage, or a presence change
+//! # let _ = (joined, ack, pushed);
+//! # Ok(()) }
+//! ```
+//!
+//! For load generation, [`Client::into_split`] gives a [`ClientSender`] and a
+//! [`ClientReceiver`] that work independently (each frame is decoded once).
+
+mod client;
+mod connect;
+mod error;
+mod frame;
+mod split;
+
+pub use client::{Client, DEFAULT_TIMEOUT};
+pub use error::{ClientError, CloseInfo};
+pub use frame::{frame_name, now_ms};
+pub use split::{ClientReceiver, ClientSender};
+
+/// The generated protocol types, re-exported for convenience.
+pub use chat_proto::v1;
+/// Buffer and size settings accepted by [`Client::connect_with_config`].
+pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+/// The WebSocket message type accepted by [`Client::send_raw`].
+pub use tokio_tungstenite::tungstenite::Message as WsMessage;

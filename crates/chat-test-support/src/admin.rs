@@ -1,0 +1,81 @@
+//! The admin side of a gateway under test: where its admin gRPC API listens,
+//! and the `chat-admin` binary built next to the gateway binary.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{try_eventually, Gateway, HarnessError};
+
+/// What the gateway prints once its admin listener is bound (after the
+/// HTTP address line).
+const ADMIN_LISTENING: &str = "chat-gateway admin listening on http://";
+
+/// The admin API address of `gateway` (started by the harness with
+/// `--admin-listen 127.0.0.1:0`). The harness copies the gateway's stdout
+/// after the first address line into its log, so the line is read from there.
+pub async fn admin_addr(gateway: &Gateway) -> Result<SocketAddr, HarnessError> {
+    let found = try_eventually(Duration::from_secs(10), || async {
+        let log = gateway.log_contents();
+        let line = log.lines().find_map(|line| {
+            line.split_once(ADMIN_LISTENING)
+                .map(|(_, addr)| addr.trim().to_owned())
+        });
+        match line {
+            Some(addr) => addr
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("bad admin address {addr:?}: {e}")),
+            None => Err(format!(
+                "no {ADMIN_LISTENING:?} line in {}",
+                gateway.log_path().display()
+            )),
+        }
+    })
+    .await;
+    found.map_err(|last| {
+        HarnessError::Timeout(format!("gateway {} admin address: {last}", gateway.id()))
+    })
+}
+
+/// `chat-admin` in the same target directory as `gateway_bin`
+/// (`env!("CARGO_BIN_EXE_chat-gateway")`). Cargo builds only the binaries of
+/// the package under test, so `cargo build --workspace` must have run (as
+/// `scripts/test.sh` does); the error says so when the binary is missing.
+pub fn chat_admin_bin(gateway_bin: impl AsRef<Path>) -> Result<PathBuf, HarnessError> {
+    let gateway_bin = gateway_bin.as_ref();
+    let bin = gateway_bin.with_file_name(format!("chat-admin{}", std::env::consts::EXE_SUFFIX));
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(HarnessError::Io {
+            what: format!(
+                "{} not found next to {}",
+                bin.display(),
+                gateway_bin.display()
+            ),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "build it first: cargo build --workspace (or cargo build -p chat-admin)",
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_chat_admin_says_how_to_build_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = chat_admin_bin(dir.path().join("chat-gateway"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cargo build --workspace"), "{err}");
+        std::fs::write(dir.path().join("chat-admin"), b"").unwrap();
+        assert_eq!(
+            chat_admin_bin(dir.path().join("chat-gateway")).unwrap(),
+            dir.path().join("chat-admin")
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! A real `redis-server` on a free loopback port, with its own temp dir,
+//! that a test can kill and restart on the same port.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::artifacts::{log_path, unique};
+use crate::HarnessError;
+
+/// How long redis-server gets to answer PING after it was spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running (or killed, awaiting restart) redis-server. Killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    /// Redis' working directory; removed on drop.
+    dir: TempDir,
+    /// `None` while killed.
+    child: Option<Child>,
+    /// stdout/stderr of every incarnation, appended.
+    log: PathBuf,
+}
+
+impl RedisServer {
+    /// The redis-server binary: `$REDIS_SERVER_BIN` or Debian's `/usr/bin/redis-server`.
+    pub fn binary() -> PathBuf {
+        std::env::var_os("REDIS_SERVER_BIN")
+            .map_or_else(|| PathBuf::from("/usr/bin/redis-server"), PathBuf::from)
+    }
+
+    /// Starts redis-server on a free 127.0.0.1 port with persistence off and
+    /// returns once it answers PING.
+    pub async fn start() -> Result<Self, HarnessError> {
+        let binary = Self::binary();
+        if !binary.exists() {
+            return Err(HarnessError::RedisMissing(binary));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("chat-redis-")
+            .tempdir()
+            .map_err(HarnessError::io("creating redis' temp dir"))?;
+        let log = log_path(&format!("redis-{}", unique()))
+            .map_err(HarnessError::io("creating the log dir"))?;
+        let mut server = Self {
+            port: free_port()?,
+            dir,
+            child: None,
+            log,
+        };
+        let mut last_error = String::new();
+        // The free port may be taken between probing and binding: try a few.
+        for _ in 0..5 {
+            match server.spawn_and_wait().await {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    last_error = e.to_string();
+                    server.port = free_port()?;
+                }
+            }
+        }
+        Err(HarnessError::RedisStart(last_error))
+    }
+
+    /// The port it listens on (the same after a restart).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `redis://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Where its output goes.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
+    /// Whether it is running (not killed by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills it with SIGKILL (no shutdown, no save) and waits for the exit.
+    pub async fn kill(&mut self) -> Result<(), HarnessError> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            child
+                .wait()
+                .await
+                .map_err(HarnessError::io("waiting for redis-server"))?;
+        }
+        Ok(())
+    }
+
+    /// Kills it if running, then starts it again on the same port (empty:
+    /// persistence is off) and waits until it answers PING.
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+        self.kill().await?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match self.spawn_and_wait().await {
+                Ok(()) => return Ok(()),
+                // The port can stay busy for a moment after the kill.
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends PING and expects PONG.
+    pub async fn ping(&self) -> Result<(), HarnessError> {
+        match self.command(&["PING"]).await? {
+            RespValue::Simple(s) if s == "PONG" => Ok(()),
+            other => Err(HarnessError::Redis(format!("PING answered {other:?}"))),
+        }
+    }
+
+    /// Runs one command on a fresh connection and returns the reply.
+    pub async fn command(&self, args: &[&str]) -> Result<RespValue, HarnessError> {
+        let exchange = async {
+            let stream = TcpStream::connect(self.addr())
+                .await
+                .map_err(HarnessError::io("connecting to redis"))?;
+            let mut stream = BufReader::new(stream);
+            stream
+                .write_all(&encode_command(args))
+                .await
+                .map_err(HarnessError::io("writing to redis"))?;
+            read_value(&mut stream).await
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .map_err(|_| HarnessError::Timeout(format!("redis command {args:?}")))?
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), HarnessError> {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(HarnessError::io("opening the redis log"))?;
+        let err = out
+            .try_clone()
+            .map_err(HarnessError::io("opening the redis log"))?;
+        let mut child = Command::new(Self::binary())
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
+            ])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(HarnessError::io("spawning redis-server"))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(HarnessError::io("polling redis-server"))?
+            {
+                return Err(HarnessError::RedisStart(format!(
+                    "exited with {status} on port {} (log: {})",
+                    self.port,
+                    self.log.display()
+                )));
+            }
+            if self
+                .command(&["PING"])
+                .await
+                .is_ok_and(|v| v == RespValue::Simple("PONG".into()))
+            {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.start_kill();
+                return Err(HarnessError::RedisStart(format!(
+                    "no PONG within {START_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> Result<u16, HarnessError> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(HarnessError::io("probing for a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(HarnessError::io("probing for a free port"))?
+        .port())
+}
+
+/// A RESP2 reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RespValue {
+    Simple(String),
+    Error(String),
+    Integer(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<RespValue>>),
+}
+
+fn encode_command(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Result<String, HarnessError> {
+    let mut line = String::new();
+    let n = reader
+        .read_line(&mut line)
+        .await
+        .map_err(HarnessError::io("reading from redis"))?;
+    if n == 0 || !line.ends_with("\r\n") {
+        return Err(HarnessError::Redis("connection closed mid-reply".into()));
+    }
+    line.truncate(line.len() - 2);
+    Ok(line)
+}
+
+fn read_value<'a, R: tokio::io::AsyncBufRead + Unpin + std::marker::Send>(
+    reader: &'a mut R,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<RespValue, HarnessError>> + std::marker::Send + 'a>,
+> {
+    Box::pin(async move {
+        let line = read_line(reader).await?;
+        let (tag, rest) = line
+            .split_at_checked(1)
+            .ok_or_else(|| HarnessError::Redis("empty reply line".into()))?;
+        let number = || {
+            rest.parse::<i64>()
+                .map_err(|e| HarnessError::Redis(format!("bad length {rest:?}: {e}")))
+        };
+        match tag {
+            "+" => Ok(RespValue::Simple(rest.to_owned())),
+            "-" => Ok(RespValue::Error(rest.to_owned())),
+            ":" => Ok(RespValue::Integer(number()?)),
+            "$" => match number()? {
+                n if n < 0 => Ok(RespValue::Bulk(None)),
+                n => {
+                    let mut data = vec![0u8; n as usize + 2];
+                    reader
+                        .read_exact(&mut data)
+                        .await
+                        .map_err(HarnessError::io("reading from redis"))?;
+                    data.truncate(n as usize);
+                    Ok(RespValue::Bulk(Some(data)))
+                }
+            },
+            "*" => match number()? {
+                n if n < 0 => Ok(RespValue::Array(None)),
+                n => {
+                    let mut items = Vec::with_capacity(n as usize);
+                    for _ in 0..n {
+                        items.push(read_value(reader).await?);
+                    }
+                    Ok(RespValue::Array(Some(items)))
+                }
+            },
+            other => Err(HarnessError::Redis(format!("unknown reply type {other:?}"))),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_commands_as_resp_arrays() {
+        assert_eq!(
+            encode_command(&["SET", "k", ""]),
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn decodes_every_reply_type() {
+        let raw: &[u8] = b"*5\r\n+OK\r\n-ERR no\r\n:42\r\n$3\r\nabc\r\n$-1\r\n";
+        let mut reader = BufReader::new(raw);
+        let value = read_value(&mut reader).await.unwrap();
+        assert_eq!(
+            value,
+            RespValue::Array(Some(vec![
+                RespValue::Simple("OK".into()),
+                RespValue::Error("ERR no".into()),
+                RespValue::Integer(42),
+                RespValue::Bulk(Some(b"abc".to_vec())),
+                RespValue::Bulk(None),
+            ]))
+        );
+    }
+
+    #[tokio::test]
+    async fn starts_kills_and_restarts_on_the_same_port() {
+        if !RedisServer::binary().exists() {
+            panic!("{}", HarnessError::RedisMissing(RedisServer::binary()));
+        }
+        let mut redis = RedisServer::start().await.unwrap();
+        redis.ping().await.unwrap();
+        assert_eq!(
+            redis.command(&["SET", "k", "v"]).await.unwrap(),
+            RespValue::Simple("OK".into())
+        );
+        let port = redis.port();
+        redis.kill().await.unwrap();
+        assert!(redis.ping().await.is_err(), "killed server still answers");
+        redis.restart().await.unwrap();
+        assert_eq!(redis.port(), port);
+        // Persistence is off: a restart starts empty.
+        assert_eq!(
+            redis.command(&["GET", "k"]).await.unwrap(),
+            RespValue::Bulk(None)
+        );
+    }
+}

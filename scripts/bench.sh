@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# Runs the standard benchmark scenarios (issue 6) against fresh local
+# processes and writes the reports under bench-results/ (git-ignored):
+#
+#   1. one gateway (embedded bridge), 1 room x 1,000 members, 1 publisher as
+#      fast as acks allow, 64-byte text            target >= 1,000,000 deliveries/s, 0 loss
+#   2. 3 gateways + Redis + chat-lb, 10 rooms x 100 members, 1 publisher per room
+#      (a) as fast as acks allow                   target >= 1,000,000 deliveries/s, 0 loss
+#      (b) paced at 100,000 deliveries/s           target p99 <= 5 ms
+#   3. idle connections: (a) 15,000 on one gateway target <= 8 KiB RSS each
+#      (b) through chat-lb                         target <= 2 KiB chat-lb RSS each
+#   4. chat-lb alone vs direct vs HAProxy (mode tcp), 64-byte ping-pongs on
+#      the same echo backends                      target added p99 <= 50 µs, throughput >= HAProxy
+#
+# Every process it starts (redis-server, gateways, chat-lb, haproxy, echo
+# servers) is stopped on exit, by pid.
+#
+# Usage: scripts/bench.sh [--quick] [--only 1,2,3,4] [--profile release|debug]
+#                         [--perf] [--no-build] [--bin-dir DIR] [--out DIR]
+#   --quick    a few seconds per scenario, small sizes (a smoke run; debug
+#              binaries unless --profile is given)
+#   --only     run only these scenarios
+#   --perf     also profile the gateway under scenario 1 with `perf record`
+#              (flat profile of the top functions, next to the reports)
+#   --no-build use the binaries already in target/
+#   --bin-dir  take chat-gateway, chat-lb and chat-bench from DIR (no build),
+#              e.g. a copy that a concurrent build cannot replace mid-run
+#   --out      report folder (default bench-results/<date-time>; bench-results/latest
+#              points at the last one)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+QUICK=0
+ONLY="1,2,3,4"
+PROFILE=""
+PERF=0
+BUILD=1
+BIN_DIR=""
+OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --only) ONLY="$2"; shift ;;
+    --profile) PROFILE="$2"; shift ;;
+    --perf) PERF=1 ;;
+    --no-build) BUILD=0 ;;
+    --bin-dir) BIN_DIR="$2"; BUILD=0; shift ;;
+    --out) OUT="$2"; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+  shift
+done
+if [ -z "$PROFILE" ]; then
+  if [ "$QUICK" = 1 ]; then PROFILE=debug; else PROFILE=release; fi
+fi
+case "$PROFILE" in release|debug) ;; *) die "--profile must be release or debug" ;; esac
+wants() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+# ------------------------------------------------------------------ sizes
+if [ "$QUICK" = 1 ]; then
+  DUR=3s; WARM=1s
+  S1_MEMBERS=200
+  S2_ROOMS=4; S2_MEMBERS=25; S2B_RATE=100      # 4 x 25 x 100 = 10,000 deliveries/s
+  S3A_N=500; S3B_N=300; S3_RATE=500; S3_HOLD=2s
+  S4_DUR=2s; S4_CONNS=8
+else
+  DUR=20s; WARM=3s
+  S1_MEMBERS=1000
+  S2_ROOMS=10; S2_MEMBERS=100; S2B_RATE=100    # 10 x 100 x 100 = 100,000 deliveries/s
+  # chat-lb holds two sockets per proxied connection and a process may open
+  # 20,000 files here, so 9,000 is as many as it can proxy.
+  S3A_N=15000; S3B_N=9000; S3_RATE=2000; S3_HOLD=10s
+  S4_DUR=10s; S4_CONNS=64
+fi
+LOCAL_IPS=127.0.0.1-127.0.0.40
+
+# ------------------------------------------------------------------ tools
+need_pkg redis-server redis-server
+need_pkg haproxy haproxy
+need_pkg jq jq
+if [ "$PERF" = 1 ]; then need_pkg perf linux-perf; fi
+
+if [ "$BUILD" = 1 ]; then
+  say "building chat-gateway, chat-lb and chat-bench ($PROFILE)"
+  if [ "$PROFILE" = release ]; then
+    cargo build --release --locked -p chat-gateway -p chat-lb -p chat-bench
+  else
+    cargo build --locked -p chat-gateway -p chat-lb -p chat-bench
+  fi
+fi
+BIN="${BIN_DIR:-$ROOT/target/$PROFILE}"
+BIN="$(cd "$BIN" && pwd)" || die "no folder $BIN"
+for b in chat-gateway chat-lb chat-bench; do
+  [ -x "$BIN/$b" ] || die "$BIN/$b is missing (run without --no-build)"
+done
+
+# Every connection is a file; this machine allows 20,000 per process.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+if [ -z "$OUT" ]; then
+  OUT="$ROOT/bench-results/$(date +%Y%m%d-%H%M%S)$([ "$QUICK" = 1 ] && echo -quick || true)"
+fi
+mkdir -p "$OUT/logs"
+OUT="$(cd "$OUT" && pwd)"
+if [[ "$OUT" == "$ROOT/bench-results/"* ]]; then
+  ln -sfn "$OUT" "$ROOT/bench-results/latest"
+fi
+LOGS="$OUT/logs"
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ------------------------------------------------------------------ processes
+PIDS=()
+
+stop_pid() { # stop_pid PID: SIGTERM, up to 10 s, then SIGKILL
+  local pid="$1" i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+stop_all() {
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
+  PIDS=()
+}
+trap 'stop_all' EXIT
+trap 'exit 130' INT TERM
+
+start() { # start NAME COMMAND...: in the background, log in $LOGS/NAME.log; sets STARTED_PID
+  local name="$1"; shift
+  "$@" >"$LOGS/$name.log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+}
+
+wait_match() { # wait_match FILE REGEX [SECONDS]: prints the first match of REGEX (grep -o)
+  local file="$1" re="$2" secs="${3:-30}" i m
+  for ((i = 0; i < secs * 10; i++)); do
+    if m="$(grep -o -m1 -E "$re" "$file" 2>/dev/null)"; then echo "$m"; return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+free_port() { # a TCP port on 127.0.0.1 nothing listens on now
+  local p
+  for ((;;)); do
+    p=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+}
+
+GATEWAY_ARGS=(--listen 127.0.0.1:0 --web-root "$OUT" --messages-per-second 1000000 --message-burst 1000000)
+if "$BIN/chat-gateway" --help | grep -q -- '--admin-listen'; then
+  GATEWAY_ARGS+=(--admin-listen 127.0.0.1:0)
+fi
+
+start_gateway() { # start_gateway NAME [ARGS...]: sets GW_ADDR and GW_PID
+  local name="$1"; shift
+  start "$name" "$BIN/chat-gateway" "${GATEWAY_ARGS[@]}" --gateway-id "$name" "$@"
+  GW_PID=$STARTED_PID
+  GW_ADDR="$(wait_match "$LOGS/$name.log" 'listening on http://[0-9.:]+' 30 | sed 's|.*http://||')" \
+    || die "$name did not start: see $LOGS/$name.log"
+}
+
+start_lb() { # start_lb NAME BACKEND...: chat-lb; sets LB_ADDR and LB_PID
+  local name="$1"; shift
+  local args=() b
+  for b in "$@"; do args+=(--backend "$b"); done
+  start "$name" "$BIN/chat-lb" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json "${args[@]}"
+  LB_PID=$STARTED_PID
+  LB_ADDR="$(wait_match "$LOGS/$name.log" '"proxy":"[0-9.:]+"' 30 | sed 's/"proxy":"//; s/"$//')" \
+    || die "$name did not start: see $LOGS/$name.log"
+}
+
+start_redis() { # sets REDIS_URL and REDIS_PID
+  local port; port="$(free_port)"
+  mkdir -p "$OUT/redis"
+  # Persistence as scripts/up.sh runs it: AOF, fsync every second.
+  start redis redis-server --port "$port" --bind 127.0.0.1 --dir "$OUT/redis" \
+    --appendonly yes --appendfsync everysec --save ""
+  REDIS_PID=$STARTED_PID
+  local i
+  for ((i = 0; i < 100; i++)); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  redis-cli -p "$port" ping >/dev/null 2>&1 || die "redis did not start: see $LOGS/redis.log"
+  REDIS_URL="redis://127.0.0.1:$port"
+}
+
+bench() { # bench NAME ARGS...: chat-bench with a table, JSON and plot under $OUT
+  local name="$1"; shift
+  say "$name: chat-bench $*"
+  # A failed run is noted and the others still run.
+  "$BIN/chat-bench" "$@" --json-file "$OUT/$name.json" --plot "$OUT/$name.svg" 2>&1 | tee "$OUT/$name.txt" \
+    || echo "$name (see $name.txt)" >>"$OUT/failed.txt"
+}
+
+machine() {
+  echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "- kernel: $(uname -r); open files per process: $(ulimit -n)"
+  echo "- load average when the runs began: $LOAD_BEFORE; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine competes for the same 2 cores)"
+  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "- binaries: $BIN ($PROFILE); mode: $([ "$QUICK" = 1 ] && echo quick || echo full)"
+}
+
+# ------------------------------------------------------------------ scenario 1
+if wants 1; then
+  say "scenario 1: one gateway, 1 room x $S1_MEMBERS members, 1 publisher as fast as acks allow"
+  start_gateway s1-gateway
+  bench s1-fanout fanout --url "ws://$GW_ADDR/ws" --rooms 1 --members "$S1_MEMBERS" --publishers 1 --rate 0 \
+    --duration "$DUR" --warmup "$WARM" --payload 64 --local-ips "$LOCAL_IPS" \
+    --watch-pid "gateway=$GW_PID" --label "1 gateway, 1 room x $S1_MEMBERS"
+  if [ "$PERF" = 1 ]; then
+    say "scenario 1 again under perf record (gateway pid $GW_PID)"
+    secs="${DUR%s}"
+    ( sleep "${WARM%s}"; perf record -F 499 -p "$GW_PID" -o "$OUT/s1-gateway.perf.data" -- sleep "$secs" ) \
+      >"$LOGS/perf.log" 2>&1 &
+    perf_pid=$!
+    "$BIN/chat-bench" fanout --url "ws://$GW_ADDR/ws" --rooms 1 --members "$S1_MEMBERS" --publishers 1 --rate 0 \
+      --duration "$DUR" --warmup "$WARM" --payload 64 --local-ips "$LOCAL_IPS" --no-progress \
+      --label "under perf" --json-file "$OUT/s1-fanout-perf.json" >"$OUT/s1-fanout-perf.txt"
+    wait "$perf_pid" || true
+    perf report -i "$OUT/s1-gateway.perf.data" --stdio --no-children --sort symbol --percent-limit 0.5 \
+      2>/dev/null | grep -v '^$' | head -80 >"$OUT/s1-gateway.perf.txt" || true
+    perf report -i "$OUT/s1-gateway.perf.data" --stdio --no-children --sort dso \
+      2>/dev/null | grep -v '^$' | head -30 >"$OUT/s1-gateway.perf-dso.txt" || true
+    say "profile: $OUT/s1-gateway.perf.txt"
+  fi
+  stop_all
+fi
+
+# ------------------------------------------------------------------ scenario 2
+if wants 2; then
+  say "scenario 2: Redis + 3 gateways + chat-lb, $S2_ROOMS rooms x $S2_MEMBERS members, 1 publisher per room"
+  start_redis
+  backends=(); watch=("redis=$REDIS_PID")
+  for g in 1 2 3; do
+    start_gateway "s2-gateway-$g" --redis "$REDIS_URL"
+    backends+=("$GW_ADDR"); watch+=("gateway-$g=$GW_PID")
+  done
+  start_lb s2-lb "${backends[@]}"
+  watch+=("chat-lb=$LB_PID")
+  watch_csv="$(IFS=,; echo "${watch[*]}")"
+  bench s2a-fanout-max fanout --url "ws://$LB_ADDR/ws" --rooms "$S2_ROOMS" --members "$S2_MEMBERS" --publishers 1 \
+    --rate 0 --duration "$DUR" --warmup "$WARM" --payload 64 --local-ips "$LOCAL_IPS" --watch-pid "$watch_csv" \
+    --label "cluster, as fast as acks allow"
+  bench s2b-fanout-paced fanout --url "ws://$LB_ADDR/ws" --rooms "$S2_ROOMS" --members "$S2_MEMBERS" --publishers 1 \
+    --rate "$S2B_RATE" --duration "$DUR" --warmup "$WARM" --payload 64 --local-ips "$LOCAL_IPS" \
+    --watch-pid "$watch_csv" --label "cluster, $((S2_ROOMS * S2_MEMBERS * S2B_RATE)) deliveries/s"
+  stop_all
+fi
+
+# ------------------------------------------------------------------ scenario 3
+if wants 3; then
+  say "scenario 3a: $S3A_N idle members on one gateway"
+  start_gateway s3-gateway
+  bench s3a-connections connections --url "ws://$GW_ADDR/ws" --n "$S3A_N" --rate "$S3_RATE" --hold "$S3_HOLD" \
+    --local-ips "$LOCAL_IPS" --watch-pid "gateway=$GW_PID" --label "one gateway"
+  stop_all
+
+  say "scenario 3b: $S3B_N idle members through chat-lb (Redis + 3 gateways)"
+  start_redis
+  backends=(); watch=()
+  for g in 1 2 3; do
+    start_gateway "s3-gateway-$g" --redis "$REDIS_URL"
+    backends+=("$GW_ADDR"); watch+=("gateway-$g=$GW_PID")
+  done
+  start_lb s3-lb "${backends[@]}"
+  watch=("chat-lb=$LB_PID" "${watch[@]}")
+  bench s3b-connections-lb connections --url "ws://$LB_ADDR/ws" --n "$S3B_N" --rate "$S3_RATE" --hold "$S3_HOLD" \
+    --local-ips "$LOCAL_IPS" --watch-pid "$(IFS=,; echo "${watch[*]}")" --label "through chat-lb"
+  stop_all
+fi
+
+# ------------------------------------------------------------------ scenario 4
+if wants 4; then
+  say "scenario 4: TCP ping-pong direct, through chat-lb and through HAProxy (same 3 echo backends)"
+  ports=("$(free_port)" "$(free_port)" "$(free_port)")
+  start echo "$BIN/chat-bench" --threads 1 echo-server \
+    --listen "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+  ECHO_PID=$STARTED_PID
+  wait_match "$LOGS/echo.log" "listening on 127.0.0.1:${ports[2]}" 30 >/dev/null || die "echo servers did not start"
+  start_lb s4-lb "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" "127.0.0.1:${ports[2]}"
+  hport="$(free_port)"
+  cat >"$OUT/haproxy.cfg" <<EOF
+global
+    # Two sockets per connection within the 20,000 files a process may open.
+    maxconn 9000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend bench
+    bind 127.0.0.1:$hport
+    default_backend echo
+backend echo
+    balance roundrobin
+    server e1 127.0.0.1:${ports[0]}
+    server e2 127.0.0.1:${ports[1]}
+    server e3 127.0.0.1:${ports[2]}
+EOF
+  haproxy -c -f "$OUT/haproxy.cfg" >/dev/null || die "invalid haproxy config: $OUT/haproxy.cfg"
+  start haproxy haproxy -db -f "$OUT/haproxy.cfg"
+  HAPROXY_PID=$STARTED_PID
+  for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$hport") 2>/dev/null && break; sleep 0.1; done
+
+  for target in "direct tcp://127.0.0.1:${ports[0]} echo=$ECHO_PID" \
+                "chat-lb tcp://$LB_ADDR chat-lb=$LB_PID,echo=$ECHO_PID" \
+                "haproxy tcp://127.0.0.1:$hport haproxy=$HAPROXY_PID,echo=$ECHO_PID"; do
+    read -r label url watch <<<"$target"
+    bench "s4-latency-$label" pingpong --url "$url" --conns 1 --depth 1 --size 64 \
+      --duration "$S4_DUR" --warmup 1s --watch-pid "$watch" --label "$label"
+    bench "s4-throughput-$label" pingpong --url "$url" --conns "$S4_CONNS" --depth 4 --size 64 \
+      --duration "$S4_DUR" --warmup 1s --local-ips "$LOCAL_IPS" --watch-pid "$watch" --label "$label"
+  done
+  "$BIN/chat-bench" plot --out "$OUT/s4-latency.svg" --title "64-byte ping-pong round trip, 1 connection" \
+    "$OUT"/s4-latency-{direct,chat-lb,haproxy}.json
+  "$BIN/chat-bench" plot --out "$OUT/s4-throughput.svg" \
+    --title "64-byte ping-pong round trip, $S4_CONNS connections x 4 in flight" \
+    "$OUT"/s4-throughput-{direct,chat-lb,haproxy}.json
+  stop_all
+fi
+
+# ------------------------------------------------------------------ summary
+say "summary"
+{
+  echo "# chat-bench results $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  machine
+  echo
+  echo "| scenario | measured | target |"
+  echo "|---|---|---|"
+  j() { jq -r "$2" "$OUT/$1.json" 2>/dev/null || echo "n/a"; }
+  if [ -f "$OUT/s1-fanout.json" ]; then
+    echo "| 1. one gateway, 1 x $S1_MEMBERS, as fast as acks allow | $(j s1-fanout '"\(.deliveries_per_sec | floor) deliveries/s, loss \(.loss), p99 \(.latency.p99_us | floor) µs"') | >= 1,000,000/s, 0 loss |"
+  fi
+  if [ -f "$OUT/s2a-fanout-max.json" ]; then
+    echo "| 2a. cluster via chat-lb, $S2_ROOMS x $S2_MEMBERS, as fast as acks allow | $(j s2a-fanout-max '"\(.deliveries_per_sec | floor) deliveries/s, loss \(.loss), p99 \(.latency.p99_us | floor) µs"') | >= 1,000,000/s, 0 loss |"
+    echo "| 2b. cluster via chat-lb, paced | $(j s2b-fanout-paced '"\(.deliveries_per_sec | floor) deliveries/s, loss \(.loss), p50 \(.latency.p50_us | floor) µs, p99 \(.latency.p99_us | floor) µs"') | p99 <= 5 ms at 100,000/s |"
+  fi
+  if [ -f "$OUT/s3a-connections.json" ]; then
+    echo "| 3a. $S3A_N idle on one gateway | $(j s3a-connections '"\(.connected) connected, \(.failed) failed, gateway \(.rss_per_connection_bytes.gateway / 1024 * 10 | floor / 10) KiB/connection"') | <= 8 KiB/connection |"
+  fi
+  if [ -f "$OUT/s3b-connections-lb.json" ]; then
+    echo "| 3b. $S3B_N idle through chat-lb | $(j s3b-connections-lb '"\(.connected) connected, \(.failed) failed, chat-lb \(.rss_per_connection_bytes["chat-lb"] / 1024 * 10 | floor / 10) KiB/connection"') | <= 2 KiB/connection |"
+  fi
+  if [ -f "$OUT/s4-latency-direct.json" ]; then
+    for l in direct chat-lb haproxy; do
+      echo "| 4. ping-pong $l, 1 connection | $(j "s4-latency-$l" '"p50 \(.latency.p50_us * 10 | floor / 10) µs, p99 \(.latency.p99_us * 10 | floor / 10) µs, \(.round_trips_per_sec | floor)/s"') | added p99 <= 50 µs |"
+    done
+    for l in direct chat-lb haproxy; do
+      echo "| 4. ping-pong $l, $S4_CONNS x 4 in flight | $(j "s4-throughput-$l" '"\(.round_trips_per_sec | floor) round trips/s, p99 \(.latency.p99_us | floor) µs"') | chat-lb >= HAProxy |"
+    done
+  fi
+  if [ -f "$OUT/failed.txt" ]; then
+    echo
+    echo "Runs that failed: $(paste -sd, "$OUT/failed.txt")"
+  fi
+  echo
+  echo "Reports (tables, JSON, SVG plots) and logs: $OUT"
+} | tee "$OUT/summary.md"
