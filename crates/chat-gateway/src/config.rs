@@ -80,6 +80,16 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 18000)]
     pub max_connections: u32,
 
+    /// Open WebSocket connections from one client address; more get HTTP 429.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: u32,
+
+    /// Expect a PROXY protocol v2 header on every connection (set when behind
+    /// `chat-lb --send-proxy-v2`): logs and per-address limits then use the
+    /// real client address. Without it, a PROXY header is refused as garbage.
+    #[arg(long, env = "CHAT_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
     /// Directory of the built web client (index.html, app.js, ...).
     #[arg(long, env = "CHAT_WEB_ROOT", default_value = "web/dist")]
     pub web_root: PathBuf,
@@ -147,6 +157,10 @@ impl Config {
             ("--history-len", u64::from(self.history_len)),
             ("--outbound-queue", u64::from(self.outbound_queue)),
             ("--max-connections", u64::from(self.max_connections)),
+            (
+                "--max-connections-per-ip",
+                u64::from(self.max_connections_per_ip),
+            ),
             ("--ping-interval-secs", self.ping_interval_secs),
             ("--idle-timeout-secs", self.idle_timeout_secs),
             ("--drain-timeout-ms", self.drain_timeout_ms),

@@ -16,7 +16,7 @@ use crate::state::Shared;
 /// Applies commands as they arrive until `stop` is cancelled.
 pub async fn run(
     shared: Arc<Shared>,
-    mut commands: mpsc::UnboundedReceiver<ControlCommand>,
+    mut commands: mpsc::Receiver<ControlCommand>,
     stop: CancellationToken,
 ) {
     loop {

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::state::Shared;
+use crate::state::{IpSlot, Shared};
 
 pub type Body = Full<Bytes>;
 
@@ -129,6 +129,14 @@ fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) ->
             "too many connections\n".into(),
         );
     }
+    let Some(ip_slot) = IpSlot::take(&shared, peer.ip()) else {
+        shared.metrics.connections_refused.fetch_add(1, Relaxed);
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "text/plain",
+            "too many connections from this address\n".into(),
+        );
+    };
     let headers = req.headers();
     let is_upgrade = header_has_token(headers.get(header::CONNECTION), "upgrade")
         && header_has_token(headers.get(header::UPGRADE), "websocket");
@@ -157,6 +165,7 @@ fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) ->
                 )
                 .await;
                 crate::session::run(ws, shared, peer).await;
+                drop(ip_slot);
             }
             Err(e) => tracing::debug!(%peer, error = %e, "websocket upgrade failed"),
         }

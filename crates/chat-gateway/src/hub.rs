@@ -30,7 +30,7 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     /// To the control task. Unbounded because `deliver` must not block or
     /// await, and operator commands are rare enough not to pile up.
-    control: mpsc::UnboundedSender<ControlCommand>,
+    control: mpsc::Sender<ControlCommand>,
 }
 
 /// One connection's membership in one room.
@@ -67,7 +67,7 @@ pub fn encode_push(kind: server_frame::Kind) -> Bytes {
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, control: mpsc::UnboundedSender<ControlCommand>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, control: mpsc::Sender<ControlCommand>) -> Self {
         Self {
             rooms: RwLock::new(HashMap::new()),
             metrics,
@@ -224,8 +224,15 @@ impl EventSink for Hub {
                 self.fan_out(&room, frame, None, Some(&key));
             }
             BridgeEvent::Control(command) => {
-                if self.control.send(command).is_err() {
-                    tracing::debug!("control command after the gateway stopped ignored");
+                // Bounded: operators' commands are rare; a flood is dropped, not queued.
+                match self.control.try_send(command) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(command)) => {
+                        tracing::warn!(?command, "too many operator commands queued; dropped one");
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::debug!("control command after the gateway stopped ignored");
+                    }
                 }
             }
         }

@@ -12,6 +12,7 @@ mod control;
 mod http;
 mod hub;
 mod metrics;
+mod proxy;
 mod ratelimit;
 mod server;
 mod session;
@@ -33,10 +34,14 @@ pub use config::{AdminToken, Config, LogFormat};
 /// until `shutdown` resolves (or a drain is requested), then drains: health
 /// 503, `Reconnect` to every client, close at the deadline. The admin API
 /// answers until the drain is over.
+///
+/// `ready` is called once the gateway is connected to its bridge and about
+/// to accept connections (the binary prints its addresses then).
 pub async fn run(
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
     config: Config,
+    ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
@@ -49,7 +54,7 @@ pub async fn run(
         .clone()
         .unwrap_or(listener.local_addr()?.to_string());
     let metrics = Arc::new(metrics::Metrics::default());
-    let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(256);
     let hub = Arc::new(hub::Hub::new(metrics.clone(), control_tx));
     let sink: Arc<dyn EventSink> = hub.clone();
     let bridge: Arc<dyn Bridge> = match &config.redis {
@@ -83,10 +88,12 @@ pub async fn run(
         metrics,
         conns: Default::default(),
         next_conn: AtomicU64::new(1),
+        per_ip: Default::default(),
         draining: AtomicBool::new(false),
         drain: CancellationToken::new(),
     });
     tracing::info!(gateway_id = %shared.gateway_id, addr = %listener.local_addr()?, "serving");
+    ready();
 
     // The control task and the admin API live as long as the HTTP side.
     let stop = CancellationToken::new();

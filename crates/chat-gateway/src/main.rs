@@ -46,16 +46,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let admin_addr = admin.local_addr()?;
-    // Machine-readable lines for scripts and tests that asked for port 0.
-    println!(
-        "chat-gateway listening on http://{}",
-        listener.local_addr()?
-    );
-    println!("chat-gateway admin listening on http://{admin_addr}");
+    let addr = listener.local_addr()?;
     if config.admin_token.is_none() && !admin_addr.ip().is_loopback() {
         tracing::warn!(%admin_addr, "the admin api is reachable from other hosts without a token: set --admin-token");
     }
-    chat_gateway::run(listener, Some(admin), config, shutdown_signal()).await
+    // Machine-readable lines for scripts and tests that asked for port 0,
+    // printed once the gateway really serves (a closed stdout is ignored).
+    let ready = move || {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "chat-gateway listening on http://{addr}");
+        let _ = writeln!(out, "chat-gateway admin listening on http://{admin_addr}");
+        let _ = out.flush();
+    };
+    chat_gateway::run(listener, Some(admin), config, ready, shutdown_signal()).await
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -27,7 +27,9 @@ pub enum ProxyError {
 /// Reads one v2 header from `stream`. Returns the client's address for a
 /// PROXY command over TCP, `None` for LOCAL (e.g. the balancer's health
 /// checks) or an address family this gateway does not use.
-pub async fn read_header<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Option<SocketAddr>, ProxyError> {
+pub async fn read_header<R: AsyncRead + Unpin>(
+    stream: &mut R,
+) -> Result<Option<SocketAddr>, ProxyError> {
     let mut head = [0u8; 16];
     stream.read_exact(&mut head).await?;
     if head[..12] != SIGNATURE {
@@ -58,7 +60,10 @@ pub async fn read_header<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Option<
             let b = body.get(..36).ok_or(ProxyError::BadLength(len))?;
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&b[..16]);
-            Some(SocketAddr::from((Ipv6Addr::from(octets), u16::from_be_bytes([b[32], b[33]]))))
+            Some(SocketAddr::from((
+                Ipv6Addr::from(octets),
+                u16::from_be_bytes([b[32], b[33]]),
+            )))
         }
         _ => None,
     })
@@ -96,7 +101,10 @@ mod tests {
         h.extend(Ipv6Addr::LOCALHOST.octets());
         h.extend(5555u16.to_be_bytes());
         h.extend(80u16.to_be_bytes());
-        assert_eq!(read_header(&mut &h[..]).await.unwrap(), Some("[::1]:5555".parse().unwrap()));
+        assert_eq!(
+            read_header(&mut &h[..]).await.unwrap(),
+            Some("[::1]:5555".parse().unwrap())
+        );
 
         let mut local = SIGNATURE.to_vec();
         local.extend([0x20, 0x00, 0, 0]);
@@ -105,15 +113,27 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_garbage() {
-        assert!(matches!(read_header(&mut &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]).await, Err(ProxyError::BadSignature)));
+        assert!(matches!(
+            read_header(&mut &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]).await,
+            Err(ProxyError::BadSignature)
+        ));
         let mut v1 = SIGNATURE.to_vec();
         v1.extend([0x11, 0x11, 0, 0]);
-        assert!(matches!(read_header(&mut &v1[..]).await, Err(ProxyError::BadVersion(0x11))));
+        assert!(matches!(
+            read_header(&mut &v1[..]).await,
+            Err(ProxyError::BadVersion(0x11))
+        ));
         let mut long = SIGNATURE.to_vec();
         long.extend([0x21, 0x11, 0xff, 0xff]);
-        assert!(matches!(read_header(&mut &long[..]).await, Err(ProxyError::BadLength(_))));
+        assert!(matches!(
+            read_header(&mut &long[..]).await,
+            Err(ProxyError::BadLength(_))
+        ));
         let mut short = SIGNATURE.to_vec();
         short.extend([0x21, 0x11, 0, 4, 1, 2, 3, 4]);
-        assert!(matches!(read_header(&mut &short[..]).await, Err(ProxyError::BadLength(4))));
+        assert!(matches!(
+            read_header(&mut &short[..]).await,
+            Err(ProxyError::BadLength(4))
+        ));
     }
 }

@@ -15,7 +15,11 @@ use tokio::time::Instant;
 
 use crate::conn::close_code;
 use crate::hub::encode_push;
+use crate::proxy;
 use crate::state::Shared;
+
+/// How long a connection may take to send its PROXY header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts connections until a drain starts, then drains and returns.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
@@ -60,6 +64,27 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, permits: Arc<Se
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
+            let mut stream = stream;
+            let peer = if shared.config.proxy_protocol {
+                let header =
+                    tokio::time::timeout(PROXY_HEADER_TIMEOUT, proxy::read_header(&mut stream))
+                        .await;
+                match header {
+                    Ok(Ok(Some(client))) => client,
+                    // LOCAL (the balancer's own health check): the peer is the balancer.
+                    Ok(Ok(None)) => peer,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "refused a connection without a valid PROXY header");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no PROXY header in time");
+                        return;
+                    }
+                }
+            } else {
+                peer
+            };
             let service = service_fn(move |req| crate::http::serve(req, shared.clone(), peer));
             let conn = hyper::server::conn::http1::Builder::new()
                 // A client that sends its request and then shuts its write side

@@ -1,6 +1,7 @@
 //! State shared by every connection of one gateway.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,6 +28,9 @@ pub struct Shared {
     /// remove, or to copy the handles out, never across an await.
     pub conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
     pub next_conn: AtomicU64,
+    /// Open WebSocket connections per client address (the real one behind
+    /// a PROXY header). Plain mutex: an increment or a decrement, no await.
+    pub per_ip: Mutex<HashMap<IpAddr, u32>>,
     /// Set once draining starts: health 503, upgrades refused.
     pub draining: AtomicBool,
     /// Cancelled to start a drain (SIGTERM, or an operator's request).
@@ -55,5 +59,39 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("gateway_id", &self.gateway_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// One open WebSocket counted against its client address; uncounted on drop.
+pub struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    /// Takes a slot for `ip`, or `None` when it already has `--max-connections-per-ip`.
+    pub fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
+        let mut per_ip = shared.per_ip.lock();
+        let open = per_ip.entry(ip).or_insert(0);
+        if *open >= shared.config.max_connections_per_ip {
+            return None;
+        }
+        *open += 1;
+        Some(Self {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.shared.per_ip.lock();
+        if let Some(open) = per_ip.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
     }
 }

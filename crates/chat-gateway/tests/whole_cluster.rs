@@ -1,92 +1,37 @@
 //! The whole system as users run it: a real redis-server, three gateway
 //! processes and chat-lb in front. Clients connect through chat-lb only.
 //!
-//! chat-lb's binary is found next to the gateway's (`cargo test --workspace`
-//! builds every binary of the workspace before running tests).
+//! chat-lb's binary is found next to the gateway's (scripts/test.sh builds
+//! the whole workspace before running tests).
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use chat_client::{Client, ClientError};
 use chat_proto::v1::{server_frame, ErrorCode, ServerFrame};
 use chat_proto::MessageId;
-use chat_test_support::{eventually, BackendKind, Cluster};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use chat_test_support::{eventually, BackendKind, Balancer, Cluster};
 use tokio::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
 const ROOM: &str = "front";
 
-/// chat-lb running in front of the cluster's gateways.
-struct Balancer {
-    child: Child,
-    addr: String,
-}
-
-impl Balancer {
-    async fn start(cluster: &Cluster) -> Self {
-        for gateway in cluster.gateways() {
-            eventually(Duration::from_secs(10), || async {
-                gateway
-                    .get("/healthz")
-                    .await
-                    .map(|(s, _)| s == 200)
-                    .unwrap_or(false)
-            })
-            .await;
-        }
-        let bin = PathBuf::from(BIN).with_file_name("chat-lb");
-        assert!(
-            bin.exists(),
-            "{} is missing: build the workspace first (cargo build --workspace)",
-            bin.display()
-        );
-        let mut command = Command::new(&bin);
-        command.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--health-interval",
-            "200ms",
-        ]);
-        for gateway in cluster.gateways() {
-            command.args(["--backend", &gateway.addr().to_string()]);
-        }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(addr) = line.strip_prefix("chat-lb listening on ") {
-                    return addr.to_owned();
-                }
-            }
-            panic!("chat-lb exited before printing its address")
+/// chat-lb in front of the cluster, once every gateway answers its health check.
+async fn balancer(cluster: &Cluster) -> Balancer {
+    for gateway in cluster.gateways() {
+        eventually(Duration::from_secs(10), || async {
+            gateway
+                .get("/healthz")
+                .await
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
         })
+        .await;
+    }
+    let backends: Vec<_> = cluster.gateways().iter().map(|g| g.addr()).collect();
+    Balancer::start(BIN, &backends, &[])
         .await
-        .expect("chat-lb printed its address");
-        // Keep reading: a closed pipe would fail chat-lb's next write to stdout.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
+        .expect("starting chat-lb")
 }
 
 fn message_of(frame: &ServerFrame) -> Option<(MessageId, String)> {
@@ -264,21 +209,21 @@ async fn cluster() -> Cluster {
 #[tokio::test]
 async fn clients_through_the_balancer_survive_a_killed_gateway() {
     let mut cluster = cluster().await;
-    let lb = Balancer::start(&cluster).await;
+    let lb = balancer(&cluster).await;
 
     // Round-robin spreads clients over all three gateways.
     let mut seen = HashSet::new();
     for i in 0..6 {
-        let mut client = Client::connect(&lb.url()).await.unwrap();
+        let mut client = Client::connect(&lb.ws_url()).await.unwrap();
         seen.insert(client.hello(&format!("probe{i}")).await.unwrap().gateway_id);
     }
     assert_eq!(seen.len(), 3, "clients landed on {seen:?}");
 
-    let mut ann = Resilient::join(&lb.url(), "ann").await;
-    let mut ben = Resilient::join(&lb.url(), "ben").await;
+    let mut ann = Resilient::join(&lb.ws_url(), "ann").await;
+    let mut ben = Resilient::join(&lb.ws_url(), "ben").await;
     while ben.gateway == ann.gateway {
         ben = Resilient::join(
-            &lb.url(),
+            &lb.ws_url(),
             &format!("ben{}", ben.reconnects + ann.shown.len() + 1),
         )
         .await;
@@ -318,10 +263,10 @@ async fn clients_through_the_balancer_survive_a_killed_gateway() {
 #[tokio::test]
 async fn a_draining_gateway_tells_every_client_to_reconnect_before_closing() {
     let cluster = cluster().await;
-    let lb = Balancer::start(&cluster).await;
+    let lb = balancer(&cluster).await;
     let mut clients = Vec::new();
     for i in 0..9 {
-        let mut client = Client::connect(&lb.url()).await.unwrap();
+        let mut client = Client::connect(&lb.ws_url()).await.unwrap();
         let gateway = client.hello(&format!("d{i}")).await.unwrap().gateway_id;
         client.join(ROOM).await.unwrap();
         clients.push((client, gateway));
@@ -362,7 +307,7 @@ async fn a_draining_gateway_tells_every_client_to_reconnect_before_closing() {
 
     // New clients keep working through the balancer, on the other gateways.
     eventually(Duration::from_secs(10), || async {
-        let mut client = Client::connect(&lb.url()).await.ok()?;
+        let mut client = Client::connect(&lb.ws_url()).await.ok()?;
         let welcome = client.hello("after-drain").await.ok()?;
         (welcome.gateway_id != target.id()).then_some(())
     })

@@ -19,6 +19,7 @@
 mod admin;
 mod artifacts;
 mod backend;
+mod balancer;
 mod cluster;
 mod error;
 mod eventually;
@@ -29,6 +30,7 @@ mod redis;
 pub use admin::{admin_addr, chat_admin_bin};
 pub use artifacts::artifacts_dir;
 pub use backend::{Backend, BackendFixture, BackendKind};
+pub use balancer::Balancer;
 pub use cluster::Cluster;
 pub use error::HarnessError;
 pub use eventually::{eventually, try_eventually, Attempt};
