@@ -129,4 +129,9 @@ pub trait Bridge: Send + Sync + 'static {
 
     /// This gateway's load, published for operators (no-op when embedded).
     fn set_load(&self, _connections: u32, _draining: bool) {}
+
+    /// Leaves the cluster on a clean exit, after every session has ended:
+    /// the gateway disappears from listings at once instead of when its
+    /// heartbeat expires, and whatever presence it still held is removed.
+    async fn leave_cluster(&self) {}
 }

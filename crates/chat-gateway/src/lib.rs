@@ -107,12 +107,13 @@ pub async fn run(
             }
         });
     }
-    server::serve(listener, shared, shutdown).await;
+    server::serve(listener, shared.clone(), shutdown).await;
     stop.cancel();
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
             tracing::error!(error = %e, "gateway task failed");
         }
     }
+    shared.bridge.leave_cluster().await;
     Ok(())
 }

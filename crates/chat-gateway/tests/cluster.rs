@@ -356,3 +356,41 @@ async fn redis_restart_loses_nothing_that_was_acked() {
         Some(1.0)
     );
 }
+
+async fn redis_cmd(cluster: &Cluster, args: &[&str]) -> chat_test_support::RespValue {
+    cluster.redis().unwrap().command(args).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_gateway_that_exits_cleanly_leaves_the_cluster_at_once() {
+    use chat_test_support::RespValue;
+    let mut cluster = cluster(2).await;
+    let id = cluster.gateway(1).id().to_owned();
+    let _member = member(&cluster, 1, "leaver", "exit").await;
+    eventually(Duration::from_secs(5), || async {
+        redis_cmd(&cluster, &["HEXISTS", "chat:gateways", &id]).await == RespValue::Integer(1)
+    })
+    .await;
+
+    cluster.gateway(1).sigterm().unwrap();
+    let status = cluster
+        .gateway_mut(1)
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(status.success(), "drained and exited with {status}");
+    // Gone at once, not when the 10 s heartbeat expires; its member too.
+    assert_eq!(
+        redis_cmd(&cluster, &["HEXISTS", "chat:gateways", &id]).await,
+        RespValue::Integer(0)
+    );
+    let alive = format!("chat:gw:{id}:alive");
+    assert_eq!(
+        redis_cmd(&cluster, &["EXISTS", &alive]).await,
+        RespValue::Integer(0)
+    );
+    assert_eq!(
+        redis_cmd(&cluster, &["HLEN", "chat:{exit}:members"]).await,
+        RespValue::Integer(0)
+    );
+}

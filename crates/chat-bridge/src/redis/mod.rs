@@ -559,51 +559,55 @@ async fn reap_dead(inner: &Inner) -> Result<(), fred::error::Error> {
         if won.is_none() {
             continue;
         }
-        let tag = format!("{dead}\t");
-        let rooms: Vec<String> = inner
-            .client
-            .smembers(inner.keys.gateway_rooms(dead))
-            .await?;
-        let mut removed = 0u64;
-        for room in &rooms {
-            let n: u64 = inner
-                .reap_room
-                .evalsha_with_reload(
-                    &inner.client,
-                    vec![inner.keys.members(room)],
-                    vec![tag.clone(), inner.keys.channel(room), "PL".to_owned()],
-                )
-                .await?;
-            removed += n;
-        }
-        let names: Vec<String> = inner
-            .client
-            .smembers(inner.keys.gateway_names(dead))
-            .await?;
-        for name in &names {
-            let _: u64 = inner
-                .delete_if_prefix
-                .evalsha_with_reload(
-                    &inner.client,
-                    vec![inner.keys.name(name)],
-                    vec![tag.clone()],
-                )
-                .await?;
-        }
-        let _: () = inner
-            .client
-            .del(vec![
-                inner.keys.gateway_rooms(dead),
-                inner.keys.gateway_names(dead),
-            ])
-            .await?;
-        let _: () = inner
-            .client
-            .hdel(inner.keys.gateways(), dead.as_str())
-            .await?;
-        tracing::info!(gateway = %dead, presence = removed, names = names.len(), "cleaned up after a dead gateway");
+        let (removed, names) = reap_gateway(inner, dead).await?;
+        tracing::info!(gateway = %dead, presence = removed, names, "cleaned up after a dead gateway");
     }
     Ok(())
+}
+
+/// Removes a gateway's presence entries (publishing `Left`), its name
+/// claims, its indexes and its status entry. Returns (entries, names) removed.
+async fn reap_gateway(inner: &Inner, dead: &str) -> Result<(u64, usize), fred::error::Error> {
+    let tag = format!("{dead}\t");
+    let rooms: Vec<String> = inner
+        .client
+        .smembers(inner.keys.gateway_rooms(dead))
+        .await?;
+    let mut removed = 0u64;
+    for room in &rooms {
+        let n: u64 = inner
+            .reap_room
+            .evalsha_with_reload(
+                &inner.client,
+                vec![inner.keys.members(room)],
+                vec![tag.clone(), inner.keys.channel(room), "PL".to_owned()],
+            )
+            .await?;
+        removed += n;
+    }
+    let names: Vec<String> = inner
+        .client
+        .smembers(inner.keys.gateway_names(dead))
+        .await?;
+    for name in &names {
+        let _: u64 = inner
+            .delete_if_prefix
+            .evalsha_with_reload(
+                &inner.client,
+                vec![inner.keys.name(name)],
+                vec![tag.clone()],
+            )
+            .await?;
+    }
+    let _: () = inner
+        .client
+        .del(vec![
+            inner.keys.gateway_rooms(dead),
+            inner.keys.gateway_names(dead),
+        ])
+        .await?;
+    let _: () = inner.client.hdel(inner.keys.gateways(), dead).await?;
+    Ok((removed, names.len()))
 }
 
 /// Parses an XRANGE/XREVRANGE reply: `[[id, [field, value, ...]], ...]`.
@@ -989,6 +993,30 @@ impl Bridge for RedisBridge {
 
     fn is_available(&self) -> bool {
         self.inner.client.is_connected() && self.inner.subscriber.is_connected()
+    }
+
+    async fn leave_cluster(&self) {
+        let inner = &self.inner;
+        if inner.check().is_err() {
+            return; // Peers clean up after the heartbeat expires.
+        }
+        let id = inner.config.gateway_id.clone();
+        // Stop the heartbeat first so it cannot write the status back.
+        for task in &self.tasks {
+            task.abort();
+        }
+        let cleaned = async {
+            let _: () = inner.client.del(inner.keys.alive(&id)).await?;
+            // Whatever sessions could not remove themselves (e.g. Redis blipped).
+            reap_gateway(inner, &id).await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        match cleaned.await {
+            Ok(()) => tracing::info!(gateway = %id, "left the cluster"),
+            Err(e) => {
+                tracing::warn!(error = %e, "leaving the cluster failed; peers clean up after the heartbeat expires")
+            }
+        }
     }
 
     fn set_load(&self, connections: u32, draining: bool) {
