@@ -6,9 +6,8 @@
 //! reads the shared state (Redis) or is the whole state (embedded). Commands
 //! for other gateways (kick, drain) travel through the bridge's control path.
 //!
-//! With `--admin-token`, every `ChatAdmin` call must carry
-//! `authorization: Bearer <token>`; health and reflection stay open (they
-//! reveal nothing beyond the public contract, and probes carry no secrets).
+//! With `--admin-token`, every call (ChatAdmin, health and reflection alike)
+//! must carry `authorization: Bearer <token>`, else UNAUTHENTICATED.
 
 use std::sync::Arc;
 
@@ -23,6 +22,7 @@ use chat_proto::admin::{
 use chat_proto::{check_text, normalize_room, normalize_username};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -52,12 +52,12 @@ pub async fn serve(
     let auth = BearerAuth {
         token: shared.config.admin_token.clone().map(Arc::new),
     };
-    let admin = ChatAdminServer::with_interceptor(AdminService { shared }, auth);
+    let admin = ChatAdminServer::with_interceptor(AdminService { shared }, auth.clone());
     tracing::info!(%addr, "admin api serving");
     tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(health, auth.clone()))
+        .add_service(InterceptedService::new(reflection_v1, auth.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, auth))
         .add_service(admin)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -135,9 +135,9 @@ pub struct Config {
     #[arg(long, env = "CHAT_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
 
-    /// Bearer token every admin API call must carry
-    /// (`authorization: Bearer TOKEN`); without it the admin API is open to
-    /// whoever reaches --admin-listen.
+    /// Bearer token every admin API call (health and reflection included)
+    /// must carry (`authorization: Bearer TOKEN`); without it the admin API
+    /// is open to whoever reaches --admin-listen.
     #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<AdminToken>,
 

@@ -649,11 +649,27 @@ async fn the_embedded_bridge_answers_for_its_one_gateway_and_enforces_the_token(
     );
     wait_left(&mut alice, "lobby", "Bob").await;
 
-    // Health and reflection work without the token, for generic tools and probes.
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    // Health and reflection need the token too ("every call").
+    let bearer = |mut request: Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer s3cret".parse().unwrap());
+        Ok(request)
+    };
     let check = |service: &str| tonic_health::pb::HealthCheckRequest {
         service: service.to_owned(),
     };
+    let mut anonymous = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    assert_eq!(
+        anonymous
+            .check(check("chat.admin.v1.ChatAdmin"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::with_interceptor(channel.clone(), bearer);
     let status = health
         .check(check("chat.admin.v1.ChatAdmin"))
         .await
@@ -672,7 +688,7 @@ async fn the_embedded_bridge_answers_for_its_one_gateway_and_enforces_the_token(
             .code(),
         Code::NotFound
     );
-    let services = reflected_services(channel).await;
+    let services = reflected_services(channel, bearer).await;
     assert!(
         services.contains(&"chat.admin.v1.ChatAdmin".to_owned()),
         "{services:?}"
@@ -684,7 +700,10 @@ async fn the_embedded_bridge_answers_for_its_one_gateway_and_enforces_the_token(
 }
 
 /// The services listed by server reflection (v1).
-async fn reflected_services(channel: Channel) -> Vec<String> {
+async fn reflected_services(
+    channel: Channel,
+    auth: impl tonic::service::Interceptor,
+) -> Vec<String> {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
@@ -694,7 +713,7 @@ async fn reflected_services(channel: Channel) -> Vec<String> {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut client = ServerReflectionClient::new(channel);
+    let mut client = ServerReflectionClient::with_interceptor(channel, auth);
     let mut answers = client
         .server_reflection_info(futures_util::stream::iter([request]))
         .await
