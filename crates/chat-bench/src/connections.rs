@@ -57,7 +57,9 @@ pub struct ConnectionsResults {
     pub open_at_end: u64,
     pub dropped: u64,
     pub drop_reasons: BTreeMap<String, u64>,
-    /// RSS growth per connection, in bytes, for each watched process.
+    /// RSS growth per connection, in bytes, for each watched process: its
+    /// growth divided by all the connections this run opened (for one of
+    /// several gateways behind a balancer, that understates its own share).
     pub rss_per_connection_bytes: BTreeMap<String, f64>,
 }
 

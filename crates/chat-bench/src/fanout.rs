@@ -37,7 +37,7 @@ use crate::latency::{LatencySummary, Recorder, Shards};
 use crate::lean_frame::LeanServerFrame;
 use crate::local_ips::{parse_local_ips, pick};
 use crate::member::{failure_kind, join, run_id, ws_config};
-use crate::pacing::Pacer;
+use crate::pacing::{Pacer, Step};
 use crate::payload::{check_chat_size, Stamp};
 use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
 use crate::report::{fmt_int, fmt_percent, fmt_rate, tool_name, unix_ms, Report, Results};
@@ -629,28 +629,27 @@ impl Sending {
         let end = Duration::from_nanos(self.clock.end_ns);
         let mut seq = 0u64;
         loop {
-            let due = pacer.due_at(seq);
-            if due >= end {
-                return Ok(());
-            }
-            let due_instant = self.clock.epoch + due;
-            if Instant::now() < due_instant {
-                tokio::time::sleep_until(due_instant.into()).await;
-            }
             let elapsed = self.clock.epoch.elapsed();
-            self.state
-                .max_lag_ns
-                .fetch_max(elapsed.saturating_sub(due).as_nanos() as u64, Relaxed);
-            let upto = pacer.due_count(elapsed).min(seq + MAX_BATCH);
-            while seq < upto {
-                let now = self.clock.now_ns();
-                if now >= self.clock.end_ns {
-                    break;
+            match pacer.step(seq, elapsed, end, MAX_BATCH) {
+                Step::Done => return tx.flush().await,
+                Step::Wait(due) => tokio::time::sleep_until((self.clock.epoch + due).into()).await,
+                Step::Send(upto) => {
+                    let lag = elapsed.saturating_sub(pacer.due_at(seq));
+                    self.state
+                        .max_lag_ns
+                        .fetch_max(lag.as_nanos() as u64, Relaxed);
+                    while seq < upto {
+                        let now = self.clock.now_ns();
+                        if now >= self.clock.end_ns {
+                            // Stamped after the end it would not be measured.
+                            break;
+                        }
+                        self.feed(tx, seq, now).await?;
+                        seq += 1;
+                    }
+                    tx.flush().await?;
                 }
-                self.feed(tx, seq, now).await?;
-                seq += 1;
             }
-            tx.flush().await?;
         }
     }
 

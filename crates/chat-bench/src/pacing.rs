@@ -8,6 +8,17 @@
 
 use std::time::Duration;
 
+/// What a paced sender does next (see [`Pacer::step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Sleep until this time after the start.
+    Wait(Duration),
+    /// Send up to (not including) this sequence number now.
+    Send(u64),
+    /// The window is over: stop.
+    Done,
+}
+
 /// The schedule of one paced sender.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pacer {
@@ -59,6 +70,22 @@ impl Pacer {
         }
         n
     }
+
+    /// The next step of a sender that has sent `sent` messages, at `elapsed`
+    /// since the start, in a window ending at `end`, sending at most
+    /// `max_batch` at once. Once `elapsed` reaches `end` the answer is
+    /// `Done`, even for a send that was due earlier: a sender woken late must
+    /// not spin on sends it may no longer make.
+    pub fn step(&self, sent: u64, elapsed: Duration, end: Duration, max_batch: u64) -> Step {
+        let due = self.due_at(sent);
+        if elapsed >= end || due >= end {
+            Step::Done
+        } else if elapsed < due {
+            Step::Wait(due)
+        } else {
+            Step::Send(self.due_count(elapsed).min(sent + max_batch.max(1)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +127,27 @@ mod tests {
             assert!(p.due_count(at) > n, "send {n} is due at {at:?}");
             assert!(p.due_count(at.saturating_sub(Duration::from_micros(10))) <= n + 1);
         }
+    }
+
+    #[test]
+    fn steps_wait_send_and_end() {
+        let p = Pacer::new(100.0, Duration::ZERO); // one every 10 ms
+        let end = Duration::from_millis(1_000);
+        let ms = Duration::from_millis;
+        assert_eq!(p.step(0, ms(0), end, 64), Step::Send(1));
+        assert_eq!(p.step(1, ms(3), end, 64), Step::Wait(ms(10)));
+        // Behind schedule: everything due, at most a batch at once.
+        assert_eq!(p.step(1, ms(55), end, 64), Step::Send(6));
+        assert_eq!(p.step(1, ms(995), end, 64), Step::Send(65));
+        // The last send is due at 990 ms; woken at or after the end, stop.
+        assert_eq!(p.step(99, ms(990), end, 64), Step::Send(100));
+        assert_eq!(p.step(99, ms(1_000), end, 64), Step::Done);
+        assert_eq!(p.step(99, ms(1_001), end, 64), Step::Done);
+        assert_eq!(
+            p.step(100, ms(995), end, 64),
+            Step::Done,
+            "the next one would be due at the end"
+        );
     }
 
     #[test]
