@@ -144,6 +144,9 @@ export interface SessionOptions {
   typingExpireMs?: number;
 }
 
+/** Longest wait between two Hello attempts while our old name is still held. */
+export const HELLO_RETRY_CAP_MS = 2_000;
+
 /** Full-jitter exponential backoff: random() * min(cap, base * 2^attempt). */
 export function backoffDelay(attempt: number, random: () => number, baseMs = 250, capMs = 10_000): number {
   const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
@@ -730,7 +733,11 @@ export class ChatSession {
   }
 
   private retryHelloLater(): void {
-    const delay = backoffDelay(this.attempt, this.clock.random, this.backoffBaseMs, this.backoffCapMs);
+    // The server answered, so it is reachable: the name frees within seconds
+    // (5 s after a close, ~12 s after a gateway crash). Poll for it at most
+    // every 2 s rather than backing off to the full reconnect cap.
+    const cap = Math.min(this.backoffCapMs, HELLO_RETRY_CAP_MS);
+    const delay = backoffDelay(this.attempt, this.clock.random, this.backoffBaseMs, cap);
     this.attempt++;
     this.backoffHistory.push(delay);
     this.setState(this.everJoined ? "reconnecting" : "connecting");

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { ErrorCode, PresenceChange_Kind } from "../gen/chat/v1/chat_pb";
 import { compareIds, parseId } from "../src/ids";
-import { backoffDelay, ChatSession, type ConnState, type DisplayMessage, type SessionListener } from "../src/session";
+import { backoffDelay, ChatSession, HELLO_RETRY_CAP_MS, type ConnState, type DisplayMessage, type SessionListener } from "../src/session";
 import { FakeClock, msg, SocketFactory } from "./fakes";
 
 interface Harness {
@@ -317,6 +317,13 @@ describe("session", () => {
     }
     assert.deepEqual(h.entryErrors, []);
     assert.ok(h.session.backoffHistory.length >= 5);
+    // Waiting for our own name to free polls at most every HELLO_RETRY_CAP_MS.
+    for (let i = 0; i < 6; i++) {
+      const hello = ws.last("hello")!;
+      ws.push({ case: "error", value: { code: ErrorCode.USERNAME_TAKEN, message: "taken" } }, hello.ref);
+      assert.ok(h.session.backoffHistory.at(-1)! <= HELLO_RETRY_CAP_MS, "name retries are capped");
+      h.clock.advance(HELLO_RETRY_CAP_MS);
+    }
     const hello = ws.last("hello")!;
     ws.push({ case: "welcome", value: { username: "alice" } }, hello.ref);
     ws.push({ case: "joined", value: { room: "lobby", members: ["alice"] } }, ws.last("join")!.ref);
