@@ -2,11 +2,13 @@
 //! its bounded outbound queue, its close signal, and commands that change the
 //! session's own state (an operator's kick out of one room).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
@@ -22,6 +24,11 @@ pub mod close_code {
 /// Commands queued per connection before more are refused (they are rare:
 /// an operator's action, one per room at most).
 const COMMAND_QUEUE: usize = 64;
+/// Frames the writer takes off the queue at once.
+pub const TAKE_BATCH: usize = 64;
+/// A queue buffer grown beyond this many frames is given back once it is
+/// empty, so an idle connection does not keep a burst's buffer.
+pub const IDLE_QUEUE_CAPACITY: usize = 8;
 
 /// What the session task must do itself, because it owns the state involved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,43 +42,103 @@ pub enum ConnCommand {
 pub struct ConnHandle {
     /// Process-unique number, for finding the member slot again.
     pub id: u64,
-    /// Encoded `ServerFrame`s, bounded: full means the client is too slow.
-    tx: mpsc::Sender<Bytes>,
+    /// Encoded `ServerFrame`s not yet taken by the writer, bounded by
+    /// `capacity`: full means the client is too slow. A plain mutex around a
+    /// lazily allocated queue rather than a channel: a push is a lock and a
+    /// move, the writer takes a whole batch under one lock, and an idle
+    /// connection holds no queue memory (a channel keeps a block of slots
+    /// per connection). Held for a push or a take, never across an await.
+    outbox: Mutex<Outbox>,
+    capacity: usize,
+    /// Signalled when the queue goes from empty to not empty (a stored
+    /// permit when the writer is busy), so a burst wakes the writer once.
+    queued: Notify,
     /// Close code requested from outside (0 = none yet); first request wins.
     close_code: AtomicU16,
     closed: Notify,
     /// The normalised username, set once at Welcome: how an operator's kick
     /// finds the connections of a user.
     key: OnceLock<Arc<str>>,
-    /// Commands for the session task (bounded; see [`COMMAND_QUEUE`]).
-    commands: mpsc::Sender<ConnCommand>,
+    /// Commands for the session task (bounded; see [`COMMAND_QUEUE`]). A
+    /// plain mutex around a lazily allocated queue rather than a channel:
+    /// commands are rare, and a channel allocates its first block for every
+    /// connection (about 1.4 KiB each). Held for a push or a pop, no await.
+    commands: Mutex<VecDeque<ConnCommand>>,
+    /// Signalled when a command is queued (a stored permit if the session is busy).
+    command_queued: Notify,
 }
 
-/// The receiving ends a session task drains.
+struct Outbox {
+    frames: VecDeque<Bytes>,
+    /// False once the session stopped taking frames: pushes are refused.
+    open: bool,
+}
+
+/// The receiving end a session task drains; dropping it refuses further
+/// frames (as a dropped channel receiver would).
 pub struct ConnInbox {
-    pub frames: mpsc::Receiver<Bytes>,
-    pub commands: mpsc::Receiver<ConnCommand>,
+    conn: Arc<ConnHandle>,
+}
+
+impl ConnInbox {
+    /// Waits until frames are queued and moves up to [`TAKE_BATCH`] of them
+    /// into `batch`. Cancel-safe: frames are only taken in the poll that
+    /// returns them.
+    pub async fn recv_many(&mut self, batch: &mut Vec<Bytes>) -> usize {
+        loop {
+            let n = self.try_recv_many(batch);
+            if n > 0 {
+                return n;
+            }
+            self.conn.queued.notified().await;
+        }
+    }
+
+    /// Moves up to [`TAKE_BATCH`] queued frames into `batch` without waiting.
+    pub fn try_recv_many(&mut self, batch: &mut Vec<Bytes>) -> usize {
+        let mut outbox = self.conn.outbox.lock();
+        let n = outbox.frames.len().min(TAKE_BATCH);
+        batch.extend(outbox.frames.drain(..n));
+        if outbox.frames.is_empty() && outbox.frames.capacity() > IDLE_QUEUE_CAPACITY {
+            outbox.frames = VecDeque::new();
+        }
+        n
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.conn.outbox.lock().frames.is_empty()
+    }
+}
+
+impl Drop for ConnInbox {
+    fn drop(&mut self) {
+        let mut outbox = self.conn.outbox.lock();
+        outbox.open = false;
+        outbox.frames = VecDeque::new();
+    }
 }
 
 impl ConnHandle {
     pub fn new(id: u64, capacity: usize) -> (Arc<Self>, ConnInbox) {
-        let (tx, frames) = mpsc::channel(capacity);
-        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let handle = Arc::new(Self {
             id,
-            tx,
+            outbox: Mutex::new(Outbox {
+                frames: VecDeque::new(),
+                open: true,
+            }),
+            capacity,
+            queued: Notify::new(),
             close_code: AtomicU16::new(0),
             closed: Notify::new(),
             key: OnceLock::new(),
-            commands,
+            commands: Mutex::new(VecDeque::new()),
+            command_queued: Notify::new(),
         });
-        (
-            handle,
-            ConnInbox {
-                frames,
-                commands: command_rx,
-            },
-        )
+        let inbox = ConnInbox {
+            conn: handle.clone(),
+        };
+        (handle, inbox)
     }
 
     /// Records the username key once the session is welcomed.
@@ -87,16 +154,51 @@ impl ConnHandle {
     /// Queues a command for the session task. Returns false when it could
     /// not be queued (the session is ending, or flooded with commands).
     pub fn command(&self, command: ConnCommand) -> bool {
-        self.commands.try_send(command).is_ok()
+        {
+            let mut commands = self.commands.lock();
+            if commands.len() >= COMMAND_QUEUE || self.close_requested().is_some() {
+                return false;
+            }
+            commands.push_back(command);
+        }
+        self.command_queued.notify_one();
+        true
+    }
+
+    /// The next queued command, if any (for the session task).
+    pub fn next_command(&self) -> Option<ConnCommand> {
+        self.commands.lock().pop_front()
+    }
+
+    /// Resolves once a command may have been queued since the last call.
+    pub async fn command_queued(&self) {
+        self.command_queued.notified().await;
     }
 
     /// Queues a frame without waiting. A full queue closes the connection
     /// with 1008 (a slow consumer is cut off, never buffered without bound).
     /// Returns false when the frame was not queued.
     pub fn push(&self, frame: Bytes, metrics: &Metrics) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        let was_empty = {
+            let mut outbox = self.outbox.lock();
+            if !outbox.open {
+                return false;
+            }
+            if outbox.frames.len() < self.capacity {
+                let was_empty = outbox.frames.is_empty();
+                outbox.frames.push_back(frame);
+                Some(was_empty)
+            } else {
+                None
+            }
+        };
+        match was_empty {
+            Some(true) => {
+                self.queued.notify_one();
+                true
+            }
+            Some(false) => true,
+            None => {
                 if self.close(close_code::POLICY) {
                     metrics
                         .slow_consumers_dropped
@@ -105,7 +207,6 @@ impl ConnHandle {
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 

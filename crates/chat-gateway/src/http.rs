@@ -183,15 +183,17 @@ fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) ->
 }
 
 /// Frames and messages over 1 MiB are refused (close 1009). The read buffer
-/// is sized for small chat frames so an idle connection stays cheap (it grows
-/// for a big frame); writes collect up to 32 KiB before a syscall, and the
-/// session flushes after each batch, so a busy connection writes many frames
-/// per syscall while an idle one allocates nothing.
+/// is sized for small chat frames so an idle connection stays cheap: it is
+/// zero-filled on the first read and so always resident, and it grows for a
+/// big frame (1 KiB still holds several client frames per read). Writes
+/// collect up to 32 KiB before a syscall, and the session flushes after each
+/// batch, so a busy connection writes many frames per syscall while an idle
+/// one allocates nothing.
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(chat_proto::MAX_FRAME_BYTES))
         .max_frame_size(Some(chat_proto::MAX_FRAME_BYTES))
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(32 * 1024)
         .max_write_buffer_size(4 << 20)
 }

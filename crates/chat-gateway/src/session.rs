@@ -23,7 +23,6 @@ use chat_proto::{
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -32,13 +31,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument as _;
 
-use crate::conn::{close_code, ConnCommand, ConnHandle, ConnInbox};
+use crate::conn::{
+    close_code, ConnCommand, ConnHandle, ConnInbox, IDLE_QUEUE_CAPACITY, TAKE_BATCH,
+};
 use crate::ratelimit::TokenBucket;
 use crate::state::{now_ms, Shared};
 
-/// Frames written per flush at most, so one busy connection cannot starve
-/// its own reads.
-const WRITE_BATCH: usize = 64;
 /// Typing notices a connection may send: a second's worth, then dropped.
 const TYPING_PER_SECOND: u32 = 5;
 const TYPING_BURST: u32 = 10;
@@ -114,31 +112,33 @@ struct Session {
 }
 
 impl Session {
-    async fn pump<S>(&mut self, mut ws: WebSocketStream<S>, inbox: ConnInbox) -> End
+    async fn pump<S>(&mut self, mut ws: WebSocketStream<S>, mut rx: ConnInbox) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let ConnInbox {
-            frames: mut rx,
-            mut commands,
-        } = inbox;
         let idle_timeout = self.shared.config.idle_timeout();
         let mut ping = tokio::time::interval(self.shared.config.ping_interval());
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.reset();
         let mut last_heard = Instant::now();
         let conn = self.conn.clone();
+        // Reused between batches (see `IDLE_QUEUE_CAPACITY`).
+        let mut batch: Vec<Bytes> = Vec::new();
 
         let end = loop {
             tokio::select! {
                 biased;
                 code = conn.closed() => break End::ServerClosed(code),
-                Some(frame) = rx.recv() => {
-                    if let Err(e) = self.write_batch(&mut ws, &mut rx, frame).await {
+                n = rx.recv_many(&mut batch) => {
+                    if let Err(e) = self.write_batch(&mut ws, &mut rx, &mut batch, n).await {
                         break End::Io(e);
                     }
                 }
-                Some(command) = commands.recv() => self.command(command).await,
+                () = conn.command_queued() => {
+                    while let Some(command) = conn.next_command() {
+                        self.command(command).await;
+                    }
+                }
                 incoming = ws.next() => {
                     last_heard = Instant::now();
                     match incoming {
@@ -187,9 +187,11 @@ impl Session {
             // queued (an Error KICKED, a Reconnect) goes out before the close.
             let flush_queue = code != close_code::POLICY;
             let goodbye = async {
-                while let Ok(frame) = rx.try_recv() {
-                    if flush_queue {
-                        ws.feed(Message::Binary(frame)).await?;
+                while rx.try_recv_many(&mut batch) > 0 {
+                    for frame in batch.drain(..) {
+                        if flush_queue {
+                            ws.feed(Message::Binary(frame)).await?;
+                        }
                     }
                 }
                 ws.send(Message::Close(Some(frame))).await?;
@@ -203,28 +205,35 @@ impl Session {
         end
     }
 
-    /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+    /// Writes the `n` frames in `batch`, then flushes once. A full batch
+    /// means more is coming: the writer yields once (letting the fan-out
+    /// queue more) and writes what arrived in the same flush, so a busy
+    /// connection makes fewer, larger writes.
     async fn write_batch<S>(
         &self,
         ws: &mut WebSocketStream<S>,
-        rx: &mut mpsc::Receiver<Bytes>,
-        first: Bytes,
+        rx: &mut ConnInbox,
+        batch: &mut Vec<Bytes>,
+        n: usize,
     ) -> Result<(), WsError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        ws.feed(Message::Binary(first)).await?;
-        let mut written = 1;
-        while written < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(frame) => {
-                    ws.feed(Message::Binary(frame)).await?;
-                    written += 1;
-                }
-                Err(_) => break,
+        let mut written = n;
+        for frame in batch.drain(..) {
+            ws.feed(Message::Binary(frame)).await?;
+        }
+        if n == TAKE_BATCH {
+            tokio::task::yield_now().await;
+            written += rx.try_recv_many(batch);
+            for frame in batch.drain(..) {
+                ws.feed(Message::Binary(frame)).await?;
             }
         }
         ws.flush().await?;
+        if batch.capacity() > IDLE_QUEUE_CAPACITY && rx.is_empty() {
+            *batch = Vec::new();
+        }
         self.shared
             .metrics
             .frames_out
