@@ -26,7 +26,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Write a PROXY protocol v2 header to the backend before relaying.
     pub send_proxy_v2: bool,
-    /// Relay buffer per direction and connection; small, because most connections are idle.
+    /// The most bytes one relay read moves. Reads go to a per-thread scratch buffer, so an
+    /// idle connection holds none; a direction whose reader lags keeps at most this much.
     pub buffer_size: usize,
 }
 
@@ -65,7 +66,7 @@ impl Default for Config {
             idle_timeout: None,
             drain_timeout: Duration::from_secs(10),
             send_proxy_v2: false,
-            buffer_size: 4096,
+            buffer_size: 16 * 1024,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One client connection: choose a backend (with failover), optionally announce the client
 //! with a PROXY header, then relay until both sides are done.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tracing::{debug, warn};
 
 use crate::backend::{Backend, Observation, Transition};
 use crate::config::HealthConfig;
+use crate::listener::Slot;
 use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::proxy_protocol;
@@ -27,79 +29,97 @@ pub(crate) struct Shared {
     /// For the fall/rise numbers applied to passive observations.
     pub(crate) health: HealthConfig,
     pub(crate) send_proxy_v2: bool,
+    /// The most bytes one relay read moves (see `relay::relay`).
     pub(crate) buffer_size: usize,
     pub(crate) idle_timeout: Option<Duration>,
 }
 
-/// Serves one accepted client. `cancel` fires when the drain deadline has passed.
-pub(crate) async fn serve(
-    client: TcpStream,
+/// Serves one accepted client, holding `slot` until it ends. `cancel` fires when the drain
+/// deadline has passed.
+///
+/// A plain function returning an `async move` block rather than an `async fn`: an `async fn`
+/// keeps a second copy of its arguments in the task for its whole life (rust-lang/rust#62958),
+/// and every idle connection pays for that task.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice"
+)]
+pub(crate) fn serve(
+    mut client: TcpStream,
     peer: SocketAddr,
-    shared: &Shared,
-    cancel: &CancellationToken,
-) {
-    // No Nagle delay on either leg: small interactive writes must pass at once.
-    if let Err(err) = client.set_nodelay(true) {
-        debug!(error = %err, "client closed before relaying");
-        return;
-    }
-    let (backend, mut upstream) = match connect(shared).await {
-        Ok(connected) => connected,
-        Err(tried) => {
-            shared
-                .stats
-                .rejected_no_backend
-                .fetch_add(1, Ordering::Relaxed);
-            // With none up, the outage was already logged when the last one went down.
-            if tried == 0 {
-                debug!("no backend is up; connection closed");
-            } else {
-                warn!(
-                    tried,
-                    "no backend accepted the connection; connection closed"
-                );
-            }
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    slot: Slot,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        // Given back when the connection ends, whichever way it ends.
+        let _slot = slot;
+        let (shared, cancel) = (&*shared, &cancel);
+        // No Nagle delay on either leg: small interactive writes must pass at once.
+        if let Err(err) = client.set_nodelay(true) {
+            debug!(error = %err, "client closed before relaying");
             return;
         }
-    };
-    let stats = &backend.stats;
-    stats.connections.fetch_add(1, Ordering::Relaxed);
-    stats.active_connections.fetch_add(1, Ordering::Relaxed);
-    let _active = DecrementOnDrop(&stats.active_connections);
-    debug!(backend = backend.addr(), "relaying");
-
-    if shared.send_proxy_v2 {
-        let header = match client.local_addr() {
-            Ok(local) => proxy_protocol::header(peer, local),
-            Err(err) => {
-                debug!(error = %err, "client closed before relaying");
+        // Boxed so the connect timer is freed once connected instead of staying in every
+        // connection's task for its whole life.
+        let (backend, mut upstream) = match Box::pin(connect(shared)).await {
+            Ok(connected) => connected,
+            Err(tried) => {
+                shared
+                    .stats
+                    .rejected_no_backend
+                    .fetch_add(1, Ordering::Relaxed);
+                // With none up, the outage was already logged when the last one went down.
+                if tried == 0 {
+                    debug!("no backend is up; connection closed");
+                } else {
+                    warn!(
+                        tried,
+                        "no backend accepted the connection; connection closed"
+                    );
+                }
                 return;
             }
         };
-        if let Err(err) = upstream.write_all(&header).await {
-            warn!(backend = backend.addr(), error = %err, "cannot send PROXY header");
-            return;
-        }
-    }
+        let stats = &backend.stats;
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        stats.active_connections.fetch_add(1, Ordering::Relaxed);
+        let _active = DecrementOnDrop(&stats.active_connections);
+        debug!(backend = backend.addr(), "relaying");
 
-    let meters = Meters {
-        to_backend: &stats.bytes_to_backend,
-        to_client: &stats.bytes_to_client,
-    };
-    let outcome = relay::relay(
-        client,
-        upstream,
-        shared.buffer_size,
-        shared.idle_timeout,
-        meters,
-        cancel,
-    )
-    .await;
-    match outcome {
-        Outcome::Closed => debug!("connection closed"),
-        Outcome::Failed(err) => debug!(error = %err, "connection ended with an error"),
-        Outcome::Idle => debug!("idle timeout; connection closed"),
-        Outcome::Cancelled => debug!("drain deadline passed; connection closed"),
+        if shared.send_proxy_v2 {
+            let header = match client.local_addr() {
+                Ok(local) => proxy_protocol::header(peer, local),
+                Err(err) => {
+                    debug!(error = %err, "client closed before relaying");
+                    return;
+                }
+            };
+            if let Err(err) = upstream.write_all(&header).await {
+                warn!(backend = backend.addr(), error = %err, "cannot send PROXY header");
+                return;
+            }
+        }
+
+        let meters = Meters {
+            to_backend: &stats.bytes_to_backend,
+            to_client: &stats.bytes_to_client,
+        };
+        let outcome = relay::relay(
+            &mut client,
+            &mut upstream,
+            shared.buffer_size,
+            shared.idle_timeout,
+            meters,
+            cancel,
+        )
+        .await;
+        match outcome {
+            Outcome::Closed => debug!("connection closed"),
+            Outcome::Failed(err) => debug!(error = %err, "connection ended with an error"),
+            Outcome::Idle => debug!("idle timeout; connection closed"),
+            Outcome::Cancelled => debug!("drain deadline passed; connection closed"),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::connection::{self, Shared};
+use crate::metrics::Stats;
 
 /// First and longest pause after an accept error such as EMFILE.
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -84,15 +85,15 @@ impl Listener {
         let shared = Arc::clone(&self.shared);
         let cancel = self.cancel.clone();
         shared.stats.active.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot {
+            stats: Arc::clone(&shared.stats),
+            _permit: permit,
+        };
         let span = info_span!("connection", id, %peer);
-        self.connections.spawn(
-            async move {
-                connection::serve(stream, peer, &shared, &cancel).await;
-                shared.stats.active.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        // Spawned as it is, not wrapped in another async block: a wrapper would store the
+        // connection's future a second time in every task.
+        self.connections
+            .spawn(connection::serve(stream, peer, shared, cancel, slot).instrument(span));
     }
 
     /// Accepts one client; errors that concern only that client are skipped, others
@@ -116,6 +117,19 @@ impl Listener {
                 }
             }
         }
+    }
+}
+
+/// A connection's slot: held by its task until the connection ends, then gives back the permit
+/// and lowers the active-connections gauge.
+pub(crate) struct Slot {
+    stats: Arc<Stats>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -68,7 +68,8 @@ struct Cli {
     /// Send a PROXY protocol v2 header to the backend before the client's bytes.
     #[arg(long, env = "CHAT_LB_SEND_PROXY_V2")]
     send_proxy_v2: bool,
-    /// Relay buffer per direction and connection, in bytes (default 4096).
+    /// Most bytes one relay read moves, in bytes; a direction whose reader lags keeps at most
+    /// this much (default 16384). Idle connections hold no buffer.
     #[arg(long, env = "CHAT_LB_BUFFER_SIZE")]
     buffer_size: Option<usize>,
     /// Log output format; the filter comes from RUST_LOG (default info).
