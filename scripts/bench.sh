@@ -165,11 +165,15 @@ start_gateway() { # start_gateway NAME [ARGS...]: sets GW_ADDR and GW_PID
     || die "$name did not start: see $LOGS/$name.log"
 }
 
+# Extra chat-lb flags (the cluster scenarios send PROXY v2 so that the
+# gateways' per-address limits see the clients, not chat-lb).
+LB_EXTRA=()
+
 start_lb() { # start_lb NAME BACKEND...: chat-lb; sets LB_ADDR and LB_PID
   local name="$1"; shift
   local args=() b
   for b in "$@"; do args+=(--backend "$b"); done
-  start "$name" "$BIN/chat-lb" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json "${args[@]}"
+  start "$name" "$BIN/chat-lb" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json "${LB_EXTRA[@]}" "${args[@]}"
   LB_PID=$STARTED_PID
   LB_ADDR="$(wait_match "$LOGS/$name.log" '"proxy":"[0-9.:]+"' 30 | sed 's/"proxy":"//; s/"$//')" \
     || die "$name did not start: see $LOGS/$name.log"
@@ -239,10 +243,12 @@ if wants 2; then
   start_redis
   backends=(); watch=("redis=$REDIS_PID")
   for g in 1 2 3; do
-    start_gateway "s2-gateway-$g" --redis "$REDIS_URL"
+    start_gateway "s2-gateway-$g" --redis "$REDIS_URL" --proxy-protocol
     backends+=("$GW_ADDR"); watch+=("gateway-$g=$GW_PID")
   done
+  LB_EXTRA=(--send-proxy-v2)
   start_lb s2-lb "${backends[@]}"
+  LB_EXTRA=()
   watch+=("chat-lb=$LB_PID")
   watch_csv="$(IFS=,; echo "${watch[*]}")"
   bench s2a-fanout-max fanout --url "ws://$LB_ADDR/ws" --rooms "$S2_ROOMS" --members "$S2_MEMBERS" --publishers 1 \
@@ -266,10 +272,12 @@ if wants 3; then
   start_redis
   backends=(); watch=()
   for g in 1 2 3; do
-    start_gateway "s3-gateway-$g" --redis "$REDIS_URL"
+    start_gateway "s3-gateway-$g" --redis "$REDIS_URL" --proxy-protocol
     backends+=("$GW_ADDR"); watch+=("gateway-$g=$GW_PID")
   done
+  LB_EXTRA=(--send-proxy-v2)
   start_lb s3-lb "${backends[@]}"
+  LB_EXTRA=()
   watch=("chat-lb=$LB_PID" "${watch[@]}")
   bench s3b-connections-lb connections --url "ws://$LB_ADDR/ws" --n "$S3B_N" --rate "$S3_RATE" --hold "$S3_HOLD" \
     --local-ips "$LOCAL_IPS" --watch-pid "$(IFS=,; echo "${watch[*]}")" --label "through chat-lb"

@@ -51,3 +51,13 @@ wait_http() {
   done
   return 1
 }
+
+# wait_log FILE TEXT [SECONDS]: waits until FILE contains TEXT.
+wait_log() {
+  local file="$1" text="$2" secs="${3:-30}" i
+  for ((i = 0; i < secs * 10; i++)); do
+    if grep -qF "$text" "$file" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}

@@ -69,14 +69,16 @@ backends=()
 for ((g = 1; g <= GATEWAYS; g++)); do
   gport=$((PORT + g))
   start "gateway-$g" "$BIN/chat-gateway" --listen "127.0.0.1:$gport" --gateway-id "gw-$g" \
-    --redis "redis://127.0.0.1:$REDIS_PORT" --web-root "$ROOT/web/dist" \
+    --redis "redis://127.0.0.1:$REDIS_PORT" --web-root "$ROOT/web/dist" --proxy-protocol \
     --admin-listen "127.0.0.1:$((9090 + g - 1))"
   backends+=(--backend "127.0.0.1:$gport")
 done
+# The gateways expect chat-lb's PROXY v2 header (the real client address for
+# logs and per-address limits), so readiness is read from their logs.
 for ((g = 1; g <= GATEWAYS; g++)); do
-  wait_http "http://127.0.0.1:$((PORT + g))/healthz" 30 || die "gateway $g did not start: see $RUN/gateway-$g.log"
+  wait_log "$RUN/gateway-$g.log" "chat-gateway listening on" 30 || die "gateway $g did not start: see $RUN/gateway-$g.log"
 done
-start lb "$BIN/chat-lb" --listen "0.0.0.0:$PORT" --admin-listen 127.0.0.1:9100 "${backends[@]}"
+start lb "$BIN/chat-lb" --listen "0.0.0.0:$PORT" --admin-listen 127.0.0.1:9100 --send-proxy-v2 "${backends[@]}"
 wait_http "http://127.0.0.1:$PORT/healthz" 30 || die "chat-lb did not start: see $RUN/lb.log"
 
 say "chat is up: http://localhost:$PORT"
