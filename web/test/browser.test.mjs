@@ -13,10 +13,10 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, openSync } from "node:fs";
-import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { freePort, until as waitUntil } from "./support.mjs";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -33,31 +33,9 @@ let gateway = null;
 let browser = null;
 let skipReason = "";
 
-function freePort() {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => res(port));
-    });
-  });
-}
-
-/** Polls `cond` until it returns truthy (condition wait, not a fixed sleep). */
-async function until(what, cond, timeoutMs = WAIT, everyMs = 100) {
-  const deadline = Date.now() + timeoutMs;
-  let lastErr;
-  for (;;) {
-    try {
-      const v = await cond();
-      if (v) return v;
-    } catch (e) {
-      lastErr = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? `: ${lastErr.message}` : ""}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+/** Waits for a condition, by default for up to this file's WAIT. */
+function until(what, cond, timeoutMs = WAIT, everyMs = 100) {
+  return waitUntil(what, cond, timeoutMs, everyMs);
 }
 
 async function startGateway() {

@@ -23,11 +23,12 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { accessSync, constants, createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { freePort, until as waitUntil } from "./support.mjs";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -85,31 +86,9 @@ function binaries() {
   return { gateway, lb, redis };
 }
 
-function freePort() {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => res(port));
-    });
-  });
-}
-
-/** Polls `cond` until it returns truthy (condition wait, not a fixed sleep). */
-async function until(what, cond, timeoutMs = WAIT, everyMs = 100) {
-  const deadline = Date.now() + timeoutMs;
-  let lastErr;
-  for (;;) {
-    try {
-      const v = await cond();
-      if (v) return v;
-    } catch (e) {
-      lastErr = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? `: ${lastErr.message}` : ""}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+/** Waits for a condition, by default for up to this file's WAIT. */
+function until(what, cond, timeoutMs = WAIT, everyMs = 100) {
+  return waitUntil(what, cond, timeoutMs, everyMs);
 }
 
 /**
