@@ -258,6 +258,23 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// The `--local-ips` flag, parsed (empty when not given: the OS picks).
+pub fn local_ips_arg(spec: Option<&str>) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    spec.map(crate::local_ips::parse_local_ips)
+        .transpose()
+        .map_err(invalid)
+        .map(Option::unwrap_or_default)
+}
+
+/// The `--watch-pid NAME=PID,...` flags, parsed.
+pub fn watched_arg(specs: &[String]) -> anyhow::Result<Vec<crate::usage::Watched>> {
+    specs
+        .iter()
+        .map(|s| crate::usage::parse_watched(s))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(invalid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,14 +16,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{invalid, ConnectionsArgs};
+use crate::cli::{invalid, local_ips_arg, watched_arg, ConnectionsArgs};
 use crate::latency::{LatencySummary, Shards};
-use crate::local_ips::{parse_local_ips, pick};
+use crate::local_ips::pick;
 use crate::member::{failure_kind, join, run_id, ws_config};
 use crate::pacing::Pacer;
 use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
 use crate::report::{fmt_bytes, fmt_int, fmt_rate, tool_name, unix_ms, Report, Results};
-use crate::usage::{parse_watched, sample_all, usage_between, OwnCpu};
+use crate::usage::{sample_all, usage_between, OwnCpu};
 
 /// Read buffer per idle connection: idle members get presence changes only.
 const READ_BUFFER: usize = 4 * 1024;
@@ -124,20 +124,8 @@ pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         return Err(invalid("--rate must be 0 or a positive number"));
     }
-    let local_ips = args
-        .local_ips
-        .as_deref()
-        .map(parse_local_ips)
-        .transpose()
-        .map_err(invalid)?
-        .unwrap_or_default();
-    let watched = args
-        .output
-        .watch_pid
-        .iter()
-        .map(|s| parse_watched(s))
-        .collect::<Result<Vec<_>>>()
-        .map_err(invalid)?;
+    let local_ips = local_ips_arg(args.local_ips.as_deref())?;
+    let watched = watched_arg(&args.output.watch_pid)?;
     let started_unix_ms = unix_ms();
     let run = run_id();
     let progress = Progress::new(args.n as u64, args.output.no_progress);

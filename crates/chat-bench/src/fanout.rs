@@ -32,16 +32,16 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{invalid, FanoutArgs, WindowRelease};
+use crate::cli::{invalid, local_ips_arg, watched_arg, FanoutArgs, WindowRelease};
 use crate::latency::{LatencySummary, Recorder, Shards};
 use crate::lean_frame::LeanServerFrame;
-use crate::local_ips::{parse_local_ips, pick};
+use crate::local_ips::pick;
 use crate::member::{failure_kind, join, run_id, ws_config};
 use crate::pacing::{Pacer, Step};
 use crate::payload::{check_chat_size, Stamp};
 use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
 use crate::report::{fmt_int, fmt_percent, fmt_rate, tool_name, unix_ms, Report, Results};
-use crate::usage::{parse_watched, sample_all, usage_between, OwnCpu};
+use crate::usage::{sample_all, usage_between, OwnCpu};
 
 /// Refs of Sends are `REF_BASE + seq`, so a reply names the message it answers.
 const REF_BASE: u64 = 1 << 32;
@@ -236,20 +236,8 @@ impl Results for FanoutResults {
 /// Runs the scenario and returns its report.
 pub async fn run(args: FanoutArgs) -> Result<Report<FanoutResults>> {
     validate(&args)?;
-    let local_ips = args
-        .local_ips
-        .as_deref()
-        .map(parse_local_ips)
-        .transpose()
-        .map_err(invalid)?
-        .unwrap_or_default();
-    let watched = args
-        .output
-        .watch_pid
-        .iter()
-        .map(|s| parse_watched(s))
-        .collect::<Result<Vec<_>>>()
-        .map_err(invalid)?;
+    let local_ips = local_ips_arg(args.local_ips.as_deref())?;
+    let watched = watched_arg(&args.output.watch_pid)?;
     let started_unix_ms = unix_ms();
     let total = args.rooms * args.members;
     let progress = Progress::new(total as u64, args.output.no_progress);

@@ -16,14 +16,14 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::cli::{invalid, PingpongArgs};
+use crate::cli::{invalid, local_ips_arg, watched_arg, PingpongArgs};
 use crate::latency::{LatencySummary, Recorder, Shards};
-use crate::local_ips::{parse_local_ips, pick};
+use crate::local_ips::pick;
 use crate::pacing::Pacer;
 use crate::payload::{read_ping, write_ping, PING_HEADER_LEN};
 use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
 use crate::report::{fmt_bytes, fmt_int, fmt_rate, tool_name, unix_ms, Report, Results};
-use crate::usage::{parse_watched, sample_all, usage_between, OwnCpu};
+use crate::usage::{sample_all, usage_between, OwnCpu};
 
 /// A reply later than this counts as lost and ends the connection.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,20 +105,8 @@ pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
         return Err(invalid("--rate must be 0 or a positive number"));
     }
     let target = resolve(&args.url).await?;
-    let local_ips = args
-        .local_ips
-        .as_deref()
-        .map(parse_local_ips)
-        .transpose()
-        .map_err(invalid)?
-        .unwrap_or_default();
-    let watched = args
-        .output
-        .watch_pid
-        .iter()
-        .map(|s| parse_watched(s))
-        .collect::<Result<Vec<_>>>()
-        .map_err(invalid)?;
+    let local_ips = local_ips_arg(args.local_ips.as_deref())?;
+    let watched = watched_arg(&args.output.watch_pid)?;
     let started_unix_ms = unix_ms();
     let progress = Progress::new(args.conns as u64, args.output.no_progress);
     let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
