@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chat_proto::v1::server_frame::Kind;
 use chat_proto::v1::{
     client_frame, Ack, ClientFrame, FetchHistory, Hello, HistoryPage, Join, Joined, Leave, Left,
-    Ping, Pong, Send, ServerFrame, Typing, Welcome,
+    Ping, Pong, ServerFrame, Typing, Welcome,
 };
 use chat_proto::Message as _;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::connect::{open, open_with_config, Ws};
-use crate::frame::{classify, expect_reply, now_ms, Incoming};
+use crate::frame::{classify, expect_reply, now_ms, send_kind, Incoming};
 use crate::split::{ClientReceiver, ClientSender};
 use crate::{ClientError, CloseInfo};
 
@@ -176,12 +176,7 @@ impl Client {
         text: &str,
         client_msg_id: &str,
     ) -> Result<Ack, ClientError> {
-        let send = Send {
-            room: room.to_owned(),
-            text: text.to_owned(),
-            client_msg_id: client_msg_id.to_owned(),
-        };
-        let reply = self.request(client_frame::Kind::Send(send)).await?;
+        let reply = self.request(send_kind(room, text, client_msg_id)).await?;
         expect_reply(reply, "Ack", |kind| match kind {
             Kind::Ack(ack) => Ok(ack),
             other => Err(Box::new(other)),

@@ -3,8 +3,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use chat_proto::v1::{server_frame::Kind, ErrorCode, ServerFrame};
+use chat_proto::v1::{client_frame, server_frame::Kind, ErrorCode, Send, ServerFrame};
 use chat_proto::Message as _;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{ClientError, CloseInfo};
@@ -25,13 +26,27 @@ pub(crate) fn classify(message: Message) -> Result<Incoming, ClientError> {
         Message::Text(_) => Err(ClientError::TextMessage),
         Message::Ping(_) => Ok(Incoming::Ping),
         Message::Pong(_) => Ok(Incoming::Pong),
-        Message::Close(frame) => Ok(Incoming::Close(frame.map(|f| CloseInfo {
-            code: u16::from(f.code),
-            reason: f.reason.as_str().to_owned(),
-        }))),
+        Message::Close(frame) => Ok(Incoming::Close(close_info(frame))),
         // Never yielded when reading; treat like a pong (nothing to do).
         Message::Frame(_) => Ok(Incoming::Pong),
     }
+}
+
+/// The code and reason of a server's close frame.
+pub(crate) fn close_info(frame: Option<CloseFrame>) -> Option<CloseInfo> {
+    frame.map(|f| CloseInfo {
+        code: u16::from(f.code),
+        reason: f.reason.as_str().to_owned(),
+    })
+}
+
+/// A `Send` request (an empty `client_msg_id` means no dedupe).
+pub(crate) fn send_kind(room: &str, text: &str, client_msg_id: &str) -> client_frame::Kind {
+    client_frame::Kind::Send(Send {
+        room: room.to_owned(),
+        text: text.to_owned(),
+        client_msg_id: client_msg_id.to_owned(),
+    })
 }
 
 /// The kind's name, for messages ("Joined", "Error", ...).

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use chat_proto::v1::{client_frame, ClientFrame, Send, ServerFrame};
+use chat_proto::v1::{client_frame, ClientFrame, ServerFrame};
 use chat_proto::Message as _;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::connect::Ws;
-use crate::frame::{classify, Incoming};
+use crate::frame::{close_info, send_kind};
 use crate::{ClientError, CloseInfo};
 
 /// The sending half: frames go out in call order; nothing waits for replies.
@@ -54,12 +54,7 @@ impl ClientSender {
         text: &str,
         client_msg_id: &str,
     ) -> Result<u64, ClientError> {
-        let send = Send {
-            room: room.to_owned(),
-            text: text.to_owned(),
-            client_msg_id: client_msg_id.to_owned(),
-        };
-        self.send(client_frame::Kind::Send(send)).await
+        self.send(send_kind(room, text, client_msg_id)).await
     }
 
     /// Sends a frame exactly as given and flushes.
@@ -132,30 +127,9 @@ impl ClientReceiver {
         if let Some(frame) = self.buffered.pop_front() {
             return Ok(Some(frame));
         }
-        if self.closed.is_some() {
-            return Ok(None);
-        }
-        loop {
-            let message = match self.stream.next().await {
-                Some(Ok(message)) => message,
-                None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
-                    self.closed.get_or_insert(None);
-                    return Ok(None);
-                }
-                Some(Err(e)) => {
-                    self.closed.get_or_insert(None);
-                    return Err(ClientError::WebSocket(e));
-                }
-            };
-            match classify(message)? {
-                Incoming::Frame(frame) => return Ok(Some(frame)),
-                Incoming::Ping => self.pings += 1,
-                Incoming::Pong => {}
-                Incoming::Close(info) => {
-                    self.closed = Some(info);
-                    return Ok(None);
-                }
-            }
+        match self.read_binary().await? {
+            Some(data) => Ok(Some(ServerFrame::decode(data)?)),
+            None => Ok(None),
         }
     }
 
@@ -168,6 +142,12 @@ impl ClientReceiver {
         if let Some(frame) = self.buffered.pop_front() {
             return Ok(Some(Bytes::from(frame.encode_to_vec())));
         }
+        self.read_binary().await
+    }
+
+    /// The next binary message from the socket, counting pings and
+    /// recording the close frame on the way; `None` once the connection ended.
+    async fn read_binary(&mut self) -> Result<Option<Bytes>, ClientError> {
         if self.closed.is_some() {
             return Ok(None);
         }
@@ -189,11 +169,7 @@ impl ClientReceiver {
                 Message::Ping(_) => self.pings += 1,
                 Message::Pong(_) | Message::Frame(_) => {}
                 Message::Close(frame) => {
-                    let info = frame.map(|f| CloseInfo {
-                        code: u16::from(f.code),
-                        reason: f.reason.as_str().to_owned(),
-                    });
-                    self.closed = Some(info);
+                    self.closed = Some(close_info(frame));
                     return Ok(None);
                 }
             }
