@@ -100,3 +100,32 @@ async fn proxy_headers_are_garbage_unless_enabled() {
     .await;
     assert!(!answer.contains(" 200 "), "{answer:?}");
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_line() {
+    let backend = BackendKind::Memory.setup().await.unwrap();
+    let gateway = backend
+        .gateway(BIN, &["--log-format", "json"])
+        .await
+        .unwrap();
+    let mut client = gateway.client("logger").await.unwrap();
+    client.join("logs").await.unwrap();
+    let lines = eventually(Duration::from_secs(10), || async {
+        let log = gateway.log_contents();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .filter(|line| !line.starts_with("[stdout]"))
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            })
+            .collect();
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "serving")
+            .then_some(lines)
+    })
+    .await;
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+}
