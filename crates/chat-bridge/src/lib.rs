@@ -14,11 +14,13 @@
 
 mod event;
 mod memory;
+mod pending;
 mod redis;
 mod types;
 
 pub use event::{BridgeEvent, ControlCommand, EventSink, PresenceKind};
 pub use memory::MemoryBridge;
+pub use pending::Pending;
 pub use redis::{Keys as RedisKeys, RedisBridge, RedisConfig};
 pub use types::{
     Accepted, BridgeError, GatewayStatus, HistoryPage, Member, NewMessage, Replay, RoomSummary,
@@ -53,6 +55,16 @@ pub trait Bridge: Send + Sync + 'static {
     /// appends it to the room's history and publishes it, atomically, so that
     /// id order is delivery order everywhere.
     async fn publish(&self, msg: NewMessage) -> Result<Accepted>;
+
+    /// [`Bridge::publish`] in two steps, so that one sender can have several
+    /// messages in flight: once `submit` returns, the message's place in the
+    /// room's order is fixed ahead of everything the caller submits or
+    /// publishes afterwards, and the [`Pending`] resolves to what `publish`
+    /// would have returned. The default publishes before returning, which
+    /// is right for a backend whose `publish` does not wait on the network.
+    async fn submit(&self, msg: NewMessage) -> Pending {
+        Pending::ready(self.publish(msg).await)
+    }
 
     /// The original outcome when this sender's `client_msg_id` was accepted
     /// in the room within the dedupe window (10 minutes).

@@ -5,14 +5,14 @@
 //! same bounded queue as broadcasts, so the client sees them in the order the
 //! gateway decided (a `Joined` before the messages that follow it).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chat_bridge::{Accepted, BridgeError, Member, NewMessage};
+use chat_bridge::{Accepted, BridgeError, Member, NewMessage, Pending};
 use chat_proto::v1::{
     client_frame, server_frame, Ack, ClientFrame, Error as ErrorFrame, ErrorCode, FetchHistory,
     HistoryPage, Join, Joined, Leave, Left, Pong, Send, ServerFrame, Welcome,
@@ -36,6 +36,10 @@ use crate::conn::{
 };
 use crate::ratelimit::TokenBucket;
 use crate::state::{now_ms, Shared};
+
+/// Sends a connection may have in flight (submitted, outcome not known yet)
+/// before the gateway stops reading its frames until one is answered.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// Typing notices a connection may send: a second's worth, then dropped.
 const TYPING_PER_SECOND: u32 = 5;
@@ -70,6 +74,7 @@ where
         member: None,
         key: Arc::from(""),
         rooms: HashSet::new(),
+        in_flight: VecDeque::new(),
     };
     async {
         let end = session.pump(ws, inbox).await;
@@ -85,6 +90,26 @@ where
     };
     shared.bridge.set_load(open as u32, shared.is_draining());
     shared.metrics.connections_open.fetch_sub(1, Relaxed);
+}
+
+/// Why a Send is not submitted.
+enum Refusal {
+    /// The raw room name, for the error text.
+    NotInRoom(String),
+    Invalid(ErrorCode, String),
+    /// Out of tokens; the message, to look for an accepted original.
+    RateLimited(Box<NewMessage>),
+}
+
+/// The outcome of the oldest Send in flight (the queue must not be empty
+/// when this is polled).
+fn next_outcome(
+    in_flight: &mut VecDeque<InFlight>,
+) -> impl std::future::Future<Output = chat_bridge::Result<Accepted>> + '_ {
+    std::future::poll_fn(move |cx| {
+        let oldest = in_flight.front_mut().expect("polled with Sends in flight");
+        std::future::Future::poll(std::pin::Pin::new(&mut oldest.outcome), cx)
+    })
 }
 
 /// Why a connection ended (for the log).
@@ -109,6 +134,17 @@ struct Session {
     rooms: HashSet<String>,
     send_bucket: TokenBucket,
     typing_bucket: TokenBucket,
+    /// Sends submitted to the bridge and not answered yet, oldest first.
+    /// Answers go out in this order, and any other request waits until it
+    /// is empty, so replies keep the order of the requests.
+    in_flight: VecDeque<InFlight>,
+}
+
+/// A submitted Send waiting for its outcome.
+struct InFlight {
+    r: u64,
+    room: String,
+    outcome: Pending,
 }
 
 impl Session {
@@ -134,12 +170,18 @@ impl Session {
                         break End::Io(e);
                     }
                 }
+                outcome = next_outcome(&mut self.in_flight), if !self.in_flight.is_empty() => {
+                    let sent = self.in_flight.pop_front().expect("an outcome came from it");
+                    self.answer(sent, outcome);
+                }
                 () = conn.command_queued() => {
+                    self.settle().await;
                     while let Some(command) = conn.next_command() {
                         self.command(command).await;
                     }
                 }
-                incoming = ws.next() => {
+                // At the in-flight limit the client's frames wait in its socket.
+                incoming = ws.next(), if self.in_flight.len() < MAX_IN_FLIGHT => {
                     last_heard = Instant::now();
                     match incoming {
                         None => break End::ClientClosed,
@@ -177,6 +219,8 @@ impl Session {
             _ => None,
         };
         if let Some(code) = code {
+            // Answer the Sends in flight first (their messages stand either way).
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.settle()).await;
             // Flush what is already queued (an Error KICKED, a Reconnect) first,
             // but never wait long on a client that does not read.
             let frame = CloseFrame {
@@ -275,12 +319,21 @@ impl Session {
     async fn handle(&mut self, data: Bytes) {
         let frame = match ClientFrame::decode(data) {
             Ok(frame) => frame,
-            Err(e) => return self.error(0, ErrorCode::BadFrame, format!("undecodable frame: {e}")),
+            Err(e) => {
+                self.settle().await;
+                return self.error(0, ErrorCode::BadFrame, format!("undecodable frame: {e}"));
+            }
         };
         let r = frame.r#ref;
         let Some(kind) = frame.kind else {
+            self.settle().await;
             return self.error(r, ErrorCode::BadFrame, "frame has no known kind");
         };
+        if !matches!(kind, client_frame::Kind::Send(_)) {
+            // Replies keep the order of requests: the Sends before this one
+            // are answered first.
+            self.settle().await;
+        }
         if let client_frame::Kind::Hello(hello) = kind {
             return self.hello(r, hello).await;
         }
@@ -483,62 +536,106 @@ impl Session {
         }
     }
 
+    /// Checks a Send and submits it; its answer comes from the pump once
+    /// the bridge decides (see `in_flight`). A refused Send is answered
+    /// after the Sends before it.
     async fn send(&mut self, r: u64, send: Send) {
-        let Some(room) = self.joined_room(r, &send.room) else {
-            return;
+        let message = match self.check_send(send) {
+            Ok(message) => message,
+            Err(refusal) => {
+                self.settle().await;
+                return match refusal {
+                    Refusal::NotInRoom(raw) => self.error(
+                        r,
+                        ErrorCode::NotInRoom,
+                        format!("not in room {:?}", truncate(&raw)),
+                    ),
+                    Refusal::Invalid(code, message) => self.error(r, code, message),
+                    Refusal::RateLimited(message) => self.rate_limited(r, message).await,
+                };
+            }
+        };
+        let room = message.room.clone();
+        let outcome = self.shared.bridge.submit(message).await;
+        self.in_flight.push_back(InFlight { r, room, outcome });
+    }
+
+    /// The message a Send asks for, or why it is refused. Takes a token
+    /// from the send bucket when it is not refused.
+    fn check_send(&mut self, send: Send) -> Result<NewMessage, Refusal> {
+        let room = match normalize_room(&send.room) {
+            Ok(room) if self.rooms.contains(&room) => room,
+            _ => return Err(Refusal::NotInRoom(send.room)),
         };
         if !check_client_msg_id(&send.client_msg_id) {
-            return self.error(
-                r,
+            return Err(Refusal::Invalid(
                 ErrorCode::InvalidArgument,
-                "client_msg_id is longer than 64 bytes",
-            );
+                "client_msg_id is longer than 64 bytes".into(),
+            ));
         }
         match check_text(&send.text, self.shared.limits.max_text_bytes as usize) {
             Ok(()) => {}
             Err(e @ TextError::Empty) => {
-                return self.error(r, ErrorCode::EmptyMessage, e.to_string())
+                return Err(Refusal::Invalid(ErrorCode::EmptyMessage, e.to_string()))
             }
             Err(e @ TextError::TooLarge { .. }) => {
-                return self.error(r, ErrorCode::MessageTooLarge, e.to_string())
+                return Err(Refusal::Invalid(ErrorCode::MessageTooLarge, e.to_string()))
             }
-        }
-        let bridge = self.shared.bridge.clone();
-        let key = self.member().key.clone();
-        if !self.send_bucket.try_take() {
-            // A retry of an accepted message is answered even when out of tokens.
-            if !send.client_msg_id.is_empty() {
-                match bridge
-                    .find_duplicate(&room, &key, &send.client_msg_id)
-                    .await
-                {
-                    Ok(Some(original)) => return self.ack(r, room, original),
-                    Ok(None) => {}
-                    Err(e) => return self.unavailable(r, &e),
-                }
-            }
-            return self.error(r, ErrorCode::RateLimited, "sending too fast, slow down");
         }
         let member = self.member();
         let message = NewMessage {
-            room: room.clone(),
-            sender_key: key,
+            room,
+            sender_key: member.key.clone(),
             username: member.username.clone(),
             text: send.text,
             client_msg_id: send.client_msg_id,
             system: false,
         };
-        match bridge.publish(message).await {
+        if !self.send_bucket.try_take() {
+            return Err(Refusal::RateLimited(Box::new(message)));
+        }
+        Ok(message)
+    }
+
+    /// Out of send tokens. A retry of an accepted message is still answered
+    /// with its original Ack.
+    async fn rate_limited(&mut self, r: u64, message: Box<NewMessage>) {
+        if !message.client_msg_id.is_empty() {
+            match self
+                .shared
+                .bridge
+                .find_duplicate(&message.room, &message.sender_key, &message.client_msg_id)
+                .await
+            {
+                Ok(Some(original)) => return self.ack(r, message.room, original),
+                Ok(None) => {}
+                Err(e) => return self.unavailable(r, &e),
+            }
+        }
+        self.error(r, ErrorCode::RateLimited, "sending too fast, slow down");
+    }
+
+    /// Answers a Send whose outcome is known.
+    fn answer(&mut self, sent: InFlight, outcome: chat_bridge::Result<Accepted>) {
+        match outcome {
             Ok(accepted) => {
                 if accepted.duplicate {
                     self.send_bucket.refund();
                 }
-                self.ack(r, room, accepted);
+                self.ack(sent.r, sent.room, accepted);
             }
             Err(e) => {
                 self.send_bucket.refund();
-                self.unavailable(r, &e);
+                self.unavailable(sent.r, &e);
             }
+        }
+    }
+
+    /// Waits for every Send in flight and answers them, in order.
+    async fn settle(&mut self) {
+        while let Some(mut sent) = self.in_flight.pop_front() {
+            let outcome = (&mut sent.outcome).await;
+            self.answer(sent, outcome);
         }
     }
 

@@ -22,7 +22,7 @@ mod keys;
 mod scripts;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,9 +34,10 @@ use chat_proto::MessageId;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand};
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -44,7 +45,7 @@ pub use keys::Keys;
 
 use crate::{
     Accepted, Bridge, BridgeError, BridgeEvent, EventSink, GatewayStatus, HistoryPage, Member,
-    NewMessage, PresenceKind, Replay, Result, RoomSummary, UserSummary,
+    NewMessage, Pending, PresenceKind, Replay, Result, RoomSummary, UserSummary,
 };
 
 /// How long a `client_msg_id` is remembered, in seconds.
@@ -61,6 +62,10 @@ const REAP_AFTER_CONNECTED: Duration = Duration::from_secs(10);
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Commands fail with UNAVAILABLE after this long.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages waiting for the publisher task before `submit` waits for room.
+const PUBLISH_QUEUE: usize = 4096;
+/// Messages the publisher sends to Redis in one pipeline at most.
+const PUBLISH_BATCH: usize = 256;
 
 /// How to reach Redis and who this gateway is.
 #[derive(Debug, Clone)]
@@ -88,6 +93,8 @@ struct Inner {
     client: Client,
     subscriber: SubscriberClient,
     sink: Arc<dyn EventSink>,
+    /// Messages on their way to the [`publisher`] task, in submission order.
+    publish_queue: mpsc::Sender<PublishJob>,
     publish: Script,
     enter: Script,
     leave: Script,
@@ -108,6 +115,12 @@ struct Inner {
     /// Signalled by `set_load`: the heartbeat writes the new load now
     /// rather than at the next beat, so operators see drains promptly.
     load_changed: Notify,
+}
+
+/// A submitted message and where its outcome goes.
+struct PublishJob {
+    msg: NewMessage,
+    reply: oneshot::Sender<Result<Accepted>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -173,12 +186,14 @@ impl RedisBridge {
                 tracing::warn!(url = %config.url, "redis is not reachable yet; retrying in the background");
             }
         }
+        let (publish_queue, jobs) = mpsc::channel(PUBLISH_QUEUE);
         let inner = Arc::new(Inner {
             keys: Keys::new(&config.prefix),
             config,
             client,
             subscriber,
             sink,
+            publish_queue,
             publish: Script::from_lua(scripts::PUBLISH),
             enter: Script::from_lua(scripts::ENTER),
             leave: Script::from_lua(scripts::LEAVE),
@@ -204,6 +219,7 @@ impl RedisBridge {
         }
         let tasks = vec![
             tokio::spawn(dispatcher(inner.clone())),
+            tokio::spawn(publisher(inner.clone(), jobs)),
             tokio::spawn(heartbeat(inner.clone())),
         ];
         Ok(Self { inner, tasks })
@@ -462,6 +478,135 @@ async fn dispatcher(inner: Arc<Inner>) {
     }
 }
 
+/// The one task that sends submitted messages to Redis, in submission order.
+/// Whatever queued up while one pipeline was out goes in the next, so a busy
+/// gateway pays one round trip for many messages and an idle one sends each
+/// message at once.
+async fn publisher(inner: Arc<Inner>, mut queue: mpsc::Receiver<PublishJob>) {
+    let mut jobs = Vec::with_capacity(PUBLISH_BATCH);
+    while queue.recv_many(&mut jobs, PUBLISH_BATCH).await > 0 {
+        inner.publish_batch(&mut jobs).await;
+    }
+}
+
+impl Inner {
+    /// Runs the PUBLISH script for every job in one pipeline and answers
+    /// each job. Nothing is retried here: a message whose outcome is unknown
+    /// (the connection dropped) is answered UNAVAILABLE, and the client's
+    /// retry with the same `client_msg_id` is deduplicated.
+    async fn publish_batch(&self, jobs: &mut Vec<PublishJob>) {
+        let pipeline = self.client.pipeline();
+        let queued = async {
+            // Loaded in the same pipeline ahead of its uses, so that an
+            // EVALSHA finds the script even just after Redis restarted
+            // empty. Re-loading a known script is a hash and a lookup.
+            let _: () = pipeline
+                .custom(
+                    CustomCommand::new_static("SCRIPT", ClusterHash::Random, false),
+                    vec![
+                        Value::from_static_str("LOAD"),
+                        Value::from_static_str(scripts::PUBLISH),
+                    ],
+                )
+                .await?;
+            let history_len = self.config.history_len;
+            let trim_batch = (history_len / 64).max(1);
+            for job in jobs.iter() {
+                let msg = &job.msg;
+                let body = wire::encode_message_body(&ChatMessage {
+                    username: msg.username.clone(),
+                    text: msg.text.clone(),
+                    client_msg_id: msg.client_msg_id.clone(),
+                    system: msg.system,
+                    ..Default::default()
+                });
+                let dedupe_ttl = if msg.client_msg_id.is_empty() {
+                    String::new()
+                } else {
+                    DEDUPE_TTL_SECS.to_string()
+                };
+                // EVALSHA sha numkeys KEYS... ARGV... (the hash slot is the first key's).
+                let _: () = pipeline
+                    .custom(
+                        CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false),
+                        vec![
+                            Value::from(self.publish.sha1().clone()),
+                            Value::from(3),
+                            Value::from(self.keys.stream(&msg.room)),
+                            Value::from(self.keys.trimmed(&msg.room)),
+                            Value::from(self.keys.dedupe(
+                                &msg.room,
+                                &msg.sender_key,
+                                &msg.client_msg_id,
+                            )),
+                            Value::Bytes(Bytes::from(body)),
+                            Value::from(history_len as i64),
+                            Value::from(self.keys.channel(&msg.room)),
+                            Value::from(dedupe_ttl),
+                            Value::from(trim_batch as i64),
+                        ],
+                    )
+                    .await?;
+            }
+            // The admin room list's activity index, best effort. A separate
+            // command because the script touches one room's keys only.
+            let now = now_ms() as f64;
+            let rooms: BTreeSet<&str> = jobs.iter().map(|job| job.msg.room.as_str()).collect();
+            let _: () = pipeline
+                .zadd(
+                    self.keys.room_activity(),
+                    None,
+                    None,
+                    false,
+                    false,
+                    rooms
+                        .into_iter()
+                        .map(|room| (now, room))
+                        .collect::<Vec<_>>(),
+                )
+                .await?;
+            Ok::<_, fred::error::Error>(())
+        }
+        .await;
+        if let Err(e) = queued {
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Err(unavailable(e.clone())));
+            }
+            return;
+        }
+        let mut results = pipeline.try_all::<Value>().await.into_iter();
+        let _loaded = results.next();
+        for job in jobs.drain(..) {
+            let outcome = match results.next() {
+                Some(Ok(value)) => accepted(value),
+                Some(Err(e)) => Err(unavailable(e)),
+                None => Err(BridgeError::Unavailable("no reply from redis".into())),
+            };
+            // The submitter may be gone (its connection closed); the
+            // message stands either way.
+            let _ = job.reply.send(outcome);
+        }
+        if let Some(Err(e)) = results.next() {
+            tracing::debug!(error = %e, "indexing room activity failed");
+        }
+    }
+}
+
+/// The PUBLISH script's reply: {duplicate (0/1), id}.
+fn accepted(value: Value) -> Result<Accepted> {
+    let (duplicate, id): (i64, String) = value
+        .convert()
+        .map_err(|e| BridgeError::Corrupt(format!("publish reply: {e}")))?;
+    let id: MessageId = id
+        .parse()
+        .map_err(|_| BridgeError::Corrupt(format!("stream id {id:?}")))?;
+    Ok(Accepted {
+        id,
+        sent_at_ms: id.ms,
+        duplicate: duplicate == 1,
+    })
+}
+
 /// Heartbeat, restore after outages, and cleanup after dead gateways.
 async fn heartbeat(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -704,69 +849,22 @@ impl Bridge for RedisBridge {
     }
 
     async fn publish(&self, msg: NewMessage) -> Result<Accepted> {
+        self.submit(msg).await.await
+    }
+
+    async fn submit(&self, msg: NewMessage) -> Pending {
         let inner = &self.inner;
-        inner.check()?;
-        let body = wire::encode_message_body(&ChatMessage {
-            username: msg.username,
-            text: msg.text,
-            client_msg_id: msg.client_msg_id.clone(),
-            system: msg.system,
-            ..Default::default()
-        });
-        let dedupe = !msg.client_msg_id.is_empty();
-        let history_len = inner.config.history_len;
-        let batch = (history_len / 64).max(1);
-        let (duplicate, id): (i64, String) = inner
-            .publish
-            .evalsha_with_reload(
-                &inner.client,
-                vec![
-                    inner.keys.stream(&msg.room),
-                    inner.keys.trimmed(&msg.room),
-                    inner
-                        .keys
-                        .dedupe(&msg.room, &msg.sender_key, &msg.client_msg_id),
-                ],
-                vec![
-                    Value::Bytes(Bytes::from(body)),
-                    Value::from(history_len as i64),
-                    Value::from(inner.keys.channel(&msg.room)),
-                    Value::from(if dedupe {
-                        DEDUPE_TTL_SECS.to_string()
-                    } else {
-                        String::new()
-                    }),
-                    Value::from(batch as i64),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        let id: MessageId = id
-            .parse()
-            .map_err(|_| BridgeError::Corrupt(format!("stream id {id:?}")))?;
-        if duplicate != 1 {
-            // A separate command: the script touches the room's own slot only.
-            // Best effort: the index only feeds the admin room list.
-            let indexed: Result<(), _> = inner
-                .client
-                .zadd(
-                    inner.keys.room_activity(),
-                    None,
-                    None,
-                    false,
-                    false,
-                    (id.ms as f64, msg.room.as_str()),
-                )
-                .await;
-            if let Err(e) = indexed {
-                tracing::debug!(error = %e, room = %msg.room, "indexing room activity failed");
-            }
+        if let Err(e) = inner.check() {
+            return Pending::ready(Err(e));
         }
-        Ok(Accepted {
-            id,
-            sent_at_ms: id.ms,
-            duplicate: duplicate == 1,
-        })
+        let (reply, outcome) = oneshot::channel();
+        let job = PublishJob { msg, reply };
+        match inner.publish_queue.send(job).await {
+            Ok(()) => Pending::waiting(outcome),
+            Err(_) => Pending::ready(Err(BridgeError::Unavailable(
+                "the publisher stopped".into(),
+            ))),
+        }
     }
 
     async fn find_duplicate(

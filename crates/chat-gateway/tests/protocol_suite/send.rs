@@ -4,13 +4,15 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure};
 use chat_client::ClientError;
-use chat_proto::v1::ErrorCode;
+use chat_proto::v1::client_frame::Kind;
+use chat_proto::v1::server_frame::Kind as ServerKind;
+use chat_proto::v1::{ErrorCode, Ping, Send};
 use chat_test_support::BackendKind;
 use tokio::time::Instant;
 
 use super::{
     assert_code, claim_within, marker, messages, next_message, next_presence, room_with, start,
-    WAIT,
+    FAST, WAIT,
 };
 
 pub async fn send_rules_apply_in_order(kind: BackendKind) -> anyhow::Result<()> {
@@ -257,5 +259,88 @@ pub async fn rate_limit_is_a_token_bucket_per_connection(kind: BackendKind) -> a
         a.send("lobby", "over the burst").await,
         ErrorCode::RateLimited,
     );
+    Ok(())
+}
+
+/// A client may send without waiting for each Ack. Its messages keep their
+/// sending order in the room, and every reply comes back in the order of
+/// the requests, including a refused Send and a Ping among the pipelined
+/// Sends.
+pub async fn pipelined_sends_keep_their_order_and_replies_follow_requests(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
+    const SENDS: usize = 150;
+    const REFUSED_AT: usize = 60;
+    const PING_AT: usize = 100;
+    let server = start(kind, FAST).await?;
+    let mut clients = room_with(&server, "lobby", &["alice", "bob"]).await?;
+    let (a, b) = clients.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+
+    // Every request goes out before any reply is read.
+    let mut requests = Vec::new();
+    for n in 0..SENDS {
+        let text = if n == REFUSED_AT {
+            " ".to_string()
+        } else {
+            format!("m{n}")
+        };
+        let r = a
+            .start(Kind::Send(Send {
+                room: "lobby".into(),
+                text,
+                client_msg_id: String::new(),
+            }))
+            .await?;
+        requests.push(r);
+        if n == PING_AT {
+            requests.push(a.start(Kind::Ping(Ping { client_time_ms: 7 })).await?);
+        }
+    }
+
+    // Replies (Ack, Error, Pong) in request order; the sender's own copies
+    // of its messages are pushes and may come in between.
+    let mut replies = Vec::new();
+    let mut own = Vec::new();
+    while replies.len() < requests.len() {
+        let frame = a.next_event().await?;
+        match frame.kind {
+            Some(ServerKind::Message(message)) => own.push(message),
+            Some(kind) => replies.push((frame.r#ref, kind)),
+            None => bail!("a frame without a kind"),
+        }
+    }
+    let order: Vec<u64> = replies.iter().map(|(r, _)| *r).collect();
+    assert_eq!(order, requests, "replies in the order of the requests");
+    let mut acked = Vec::new();
+    for (i, (_, kind)) in replies.into_iter().enumerate() {
+        match kind {
+            ServerKind::Ack(ack) => acked.push(ack.id),
+            ServerKind::Error(e) => ensure!(
+                i == REFUSED_AT && e.code == ErrorCode::EmptyMessage as i32,
+                "unexpected error at reply {i}: {e:?}"
+            ),
+            ServerKind::Pong(pong) => ensure!(
+                i == PING_AT + 1 && pong.client_time_ms == 7,
+                "unexpected pong at reply {i}"
+            ),
+            other => bail!("unexpected reply {other:?}"),
+        }
+    }
+    ensure!(acked.len() == SENDS - 1, "{} acks", acked.len());
+
+    // Every member sees the accepted messages in sending order, under the Ack ids.
+    let expected: Vec<(String, String)> = (0..SENDS)
+        .filter(|n| *n != REFUSED_AT)
+        .map(|n| format!("m{n}"))
+        .zip(acked)
+        .map(|(text, id)| (id, text))
+        .collect();
+    let rest = messages(a, SENDS - 1 - own.len()).await?;
+    own.extend(rest);
+    for (who, seen) in [("alice", own), ("bob", messages(b, SENDS - 1).await?)] {
+        let seen: Vec<(String, String)> = seen.into_iter().map(|m| (m.id, m.text)).collect();
+        assert_eq!(seen, expected, "{who} sees the sending order");
+    }
     Ok(())
 }
