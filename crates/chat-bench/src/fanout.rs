@@ -55,8 +55,11 @@ const STOP_CHECK_EVERY: u32 = 1024;
 /// The drain ends early when nothing moved for this long.
 const DRAIN_QUIET: Duration = Duration::from_secs(3);
 
-/// Read buffer per member connection.
-const READ_BUFFER: usize = 32 * 1024;
+/// Read buffer per member connection. tungstenite zero-fills the free part
+/// of its read buffer before every read, so a big buffer costs a big memset
+/// per read even when one small frame arrives: 8 KiB still takes dozens of
+/// chat frames per read when they pile up.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// Send times and the measured window, shared by every task.
 struct Clock {

@@ -6,11 +6,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
+use crate::wire::Frame;
 
 /// WebSocket close codes the server uses (see the contract's header).
 pub mod close_code {
@@ -42,7 +42,7 @@ pub enum ConnCommand {
 pub struct ConnHandle {
     /// Process-unique number, for finding the member slot again.
     pub id: u64,
-    /// Encoded `ServerFrame`s not yet taken by the writer, bounded by
+    /// Wire-ready frames (see [`crate::wire`]) not yet taken by the writer, bounded by
     /// `capacity`: full means the client is too slow. A plain mutex around a
     /// lazily allocated queue rather than a channel: a push is a lock and a
     /// move, the writer takes a whole batch under one lock, and an idle
@@ -69,7 +69,7 @@ pub struct ConnHandle {
 }
 
 struct Outbox {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Frame>,
     /// False once the session stopped taking frames: pushes are refused.
     open: bool,
 }
@@ -84,7 +84,7 @@ impl ConnInbox {
     /// Waits until frames are queued and moves up to [`TAKE_BATCH`] of them
     /// into `batch`. Cancel-safe: frames are only taken in the poll that
     /// returns them.
-    pub async fn recv_many(&mut self, batch: &mut Vec<Bytes>) -> usize {
+    pub async fn recv_many(&mut self, batch: &mut Vec<Frame>) -> usize {
         loop {
             let n = self.try_recv_many(batch);
             if n > 0 {
@@ -95,7 +95,7 @@ impl ConnInbox {
     }
 
     /// Moves up to [`TAKE_BATCH`] queued frames into `batch` without waiting.
-    pub fn try_recv_many(&mut self, batch: &mut Vec<Bytes>) -> usize {
+    pub fn try_recv_many(&mut self, batch: &mut Vec<Frame>) -> usize {
         let mut outbox = self.conn.outbox.lock();
         let n = outbox.frames.len().min(TAKE_BATCH);
         batch.extend(outbox.frames.drain(..n));
@@ -178,7 +178,7 @@ impl ConnHandle {
     /// Queues a frame without waiting. A full queue closes the connection
     /// with 1008 (a slow consumer is cut off, never buffered without bound).
     /// Returns false when the frame was not queued.
-    pub fn push(&self, frame: Bytes, metrics: &Metrics) -> bool {
+    pub fn push(&self, frame: Frame, metrics: &Metrics) -> bool {
         let was_empty = {
             let mut outbox = self.outbox.lock();
             if !outbox.open {

@@ -14,15 +14,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chat_bridge::{BridgeEvent, ControlCommand, EventSink, PresenceKind};
 use chat_proto::v1::{presence_change, server_frame, PresenceChange, ServerFrame, TypingNotice};
-use chat_proto::{Message as _, MessageId};
+use chat_proto::MessageId;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
 use crate::conn::ConnHandle;
 use crate::metrics::Metrics;
+use crate::wire::Frame;
 
 /// Local rooms of one gateway.
 pub struct Hub {
@@ -52,18 +52,15 @@ enum SlotState {
 struct Held {
     /// Set for chat messages (filtered by the replay's last id).
     id: Option<MessageId>,
-    frame: Bytes,
+    frame: Frame,
 }
 
-/// Encodes a push (ref 0) once.
-pub fn encode_push(kind: server_frame::Kind) -> Bytes {
-    Bytes::from(
-        ServerFrame {
-            r#ref: 0,
-            kind: Some(kind),
-        }
-        .encode_to_vec(),
-    )
+/// Encodes a push (ref 0) once, as the WebSocket frame every recipient gets.
+pub fn encode_push(kind: server_frame::Kind) -> Frame {
+    crate::wire::encode(&ServerFrame {
+        r#ref: 0,
+        kind: Some(kind),
+    })
 }
 
 impl Hub {
@@ -109,7 +106,7 @@ impl Hub {
         &self,
         room: &str,
         conn_id: u64,
-        joined: Option<Bytes>,
+        joined: Option<Frame>,
         client_has: MessageId,
     ) {
         let Some(slots) = self.room(room) else { return };
@@ -158,7 +155,7 @@ impl Hub {
         true
     }
 
-    fn fan_out(&self, room: &str, frame: Bytes, id: Option<MessageId>, skip_key: Option<&str>) {
+    fn fan_out(&self, room: &str, frame: Frame, id: Option<MessageId>, skip_key: Option<&str>) {
         let Some(slots) = self.room(room) else { return };
         let mut slots = slots.lock();
         for slot in slots.iter_mut() {

@@ -17,6 +17,7 @@ mod ratelimit;
 mod server;
 mod session;
 mod state;
+mod wire;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64};

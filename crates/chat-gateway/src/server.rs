@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chat_proto::v1::{server_frame, Reconnect};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -116,7 +115,7 @@ pub async fn drain(shared: &Shared) {
     let mut seed = crate::state::now_ms() ^ 0x9e37_79b9_7f4a_7c15;
     for conn in &conns {
         seed = splitmix64(seed ^ conn.id);
-        let frame: Bytes = encode_push(server_frame::Kind::Reconnect(Reconnect {
+        let frame = encode_push(server_frame::Kind::Reconnect(Reconnect {
             reason: "gateway draining".into(),
             after_ms: (seed % spread) as u32,
         }));

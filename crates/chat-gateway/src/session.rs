@@ -36,6 +36,7 @@ use crate::conn::{
 };
 use crate::ratelimit::TokenBucket;
 use crate::state::{now_ms, Shared};
+use crate::wire::Frame;
 
 /// Sends a connection may have in flight (submitted, outcome not known yet)
 /// before the gateway stops reading its frames until one is answered.
@@ -159,7 +160,7 @@ impl Session {
         let mut last_heard = Instant::now();
         let conn = self.conn.clone();
         // Reused between batches (see `IDLE_QUEUE_CAPACITY`).
-        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch: Vec<Frame> = Vec::new();
 
         let end = loop {
             tokio::select! {
@@ -231,11 +232,12 @@ impl Session {
             // queued (an Error KICKED, a Reconnect) goes out before the close.
             let flush_queue = code != close_code::POLICY;
             let goodbye = async {
+                ws.flush().await?;
                 while rx.try_recv_many(&mut batch) > 0 {
-                    for frame in batch.drain(..) {
-                        if flush_queue {
-                            ws.feed(Message::Binary(frame)).await?;
-                        }
+                    if flush_queue {
+                        crate::wire::write_all(ws.get_mut(), &mut batch).await?;
+                    } else {
+                        batch.clear();
                     }
                 }
                 ws.send(Message::Close(Some(frame))).await?;
@@ -249,32 +251,29 @@ impl Session {
         end
     }
 
-    /// Writes the `n` frames in `batch`, then flushes once. A full batch
-    /// means more is coming: the writer yields once (letting the fan-out
-    /// queue more) and writes what arrived in the same flush, so a busy
-    /// connection makes fewer, larger writes.
+    /// Writes the `n` frames in `batch` (wire-ready, see `wire`) with as
+    /// few system calls as the socket allows. A full batch means more is
+    /// coming: the writer yields once (letting the fan-out queue more) and
+    /// writes what arrived in the same call, so a busy connection makes
+    /// fewer, larger writes.
     async fn write_batch<S>(
         &self,
         ws: &mut WebSocketStream<S>,
         rx: &mut ConnInbox,
-        batch: &mut Vec<Bytes>,
+        batch: &mut Vec<Frame>,
         n: usize,
     ) -> Result<(), WsError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut written = n;
-        for frame in batch.drain(..) {
-            ws.feed(Message::Binary(frame)).await?;
-        }
         if n == TAKE_BATCH {
             tokio::task::yield_now().await;
             written += rx.try_recv_many(batch);
-            for frame in batch.drain(..) {
-                ws.feed(Message::Binary(frame)).await?;
-            }
         }
+        // Whatever tungstenite still holds (a pong) goes first, whole.
         ws.flush().await?;
+        crate::wire::write_all(ws.get_mut(), batch).await?;
         if batch.capacity() > IDLE_QUEUE_CAPACITY && rx.is_empty() {
             *batch = Vec::new();
         }
@@ -286,13 +285,10 @@ impl Session {
     }
 
     fn reply(&self, r#ref: u64, kind: server_frame::Kind) {
-        let frame = Bytes::from(
-            ServerFrame {
-                r#ref,
-                kind: Some(kind),
-            }
-            .encode_to_vec(),
-        );
+        let frame = crate::wire::encode(&ServerFrame {
+            r#ref,
+            kind: Some(kind),
+        });
         self.conn.push(frame, &self.shared.metrics);
     }
 
@@ -481,18 +477,15 @@ impl Session {
             Ok((members, history, history_truncated)) => {
                 let last = history.last().and_then(|m| m.id.parse::<MessageId>().ok());
                 let replayed_up_to = last.max(since).unwrap_or(MessageId::ZERO);
-                let joined = Bytes::from(
-                    ServerFrame {
-                        r#ref: r,
-                        kind: Some(server_frame::Kind::Joined(Joined {
-                            room: room.clone(),
-                            members,
-                            history,
-                            history_truncated,
-                        })),
-                    }
-                    .encode_to_vec(),
-                );
+                let joined = crate::wire::encode(&ServerFrame {
+                    r#ref: r,
+                    kind: Some(server_frame::Kind::Joined(Joined {
+                        room: room.clone(),
+                        members,
+                        history,
+                        history_truncated,
+                    })),
+                });
                 self.shared
                     .hub
                     .finish_join(&room, self.conn.id, Some(joined), replayed_up_to);

@@ -1,0 +1,153 @@
+//! Server frames as they go on the wire: a WebSocket binary frame around the
+//! encoded `ServerFrame`, built once and shared by every recipient.
+//!
+//! The session writes these bytes straight to the socket, behind
+//! tungstenite's back, so a broadcast costs one encode per gateway and no
+//! per-recipient framing or copying. That is sound because a server's data
+//! frames carry no mask and tungstenite keeps no state about frames it did
+//! not send; the session flushes tungstenite's own buffer (a pong) before
+//! writing and stops writing once it sends Close.
+
+use std::io::{self, IoSlice};
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use chat_proto::v1::ServerFrame;
+use chat_proto::Message as _;
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+
+/// First header byte of a final, unfragmented binary frame.
+const FIN_BINARY: u8 = 0x82;
+/// Frames written by one system call at most.
+const SLICES_PER_WRITE: usize = 64;
+
+/// One complete WebSocket binary frame holding an encoded `ServerFrame`.
+/// Only [`encode`] makes one, so whatever is queued for a connection is
+/// ready for the wire. Cloning shares the bytes.
+#[derive(Debug, Clone)]
+pub struct Frame(Bytes);
+
+/// `frame` as one complete WebSocket binary frame.
+pub fn encode(frame: &ServerFrame) -> Frame {
+    let len = frame.encoded_len();
+    let mut out = Vec::with_capacity(header_len(len) + len);
+    put_header(&mut out, len);
+    frame
+        .encode(&mut out)
+        .expect("the buffer was sized for the frame");
+    Frame(Bytes::from(out))
+}
+
+fn header_len(payload: usize) -> usize {
+    match payload {
+        0..=125 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    }
+}
+
+/// RFC 6455 §5.2: FIN + opcode, then the payload length (servers send no mask).
+fn put_header(out: &mut Vec<u8>, payload: usize) {
+    out.put_u8(FIN_BINARY);
+    match payload {
+        0..=125 => out.put_u8(payload as u8),
+        126..=0xffff => {
+            out.put_u8(126);
+            out.put_u16(payload as u16);
+        }
+        _ => {
+            out.put_u8(127);
+            out.put_u64(payload as u64);
+        }
+    }
+}
+
+/// Writes every frame in `frames` (in order, with as few system calls as
+/// the socket allows) and empties it.
+pub async fn write_all<W>(out: &mut W, frames: &mut Vec<Frame>) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut first = 0;
+    while first < frames.len() {
+        let mut written = {
+            let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
+            let mut n = 0;
+            for (slice, frame) in slices.iter_mut().zip(&frames[first..]) {
+                *slice = IoSlice::new(&frame.0);
+                n += 1;
+            }
+            out.write_vectored(&slices[..n]).await?
+        };
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        // Skip what went out; a frame written in part keeps its rest.
+        while written > 0 {
+            let frame = &mut frames[first].0;
+            if written >= frame.len() {
+                written -= frame.len();
+                first += 1;
+            } else {
+                frame.advance(written);
+                written = 0;
+            }
+        }
+    }
+    frames.clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_proto::v1::{server_frame, Pong};
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+    use tokio_tungstenite::tungstenite::Message;
+
+    fn error_frame(size: usize) -> ServerFrame {
+        ServerFrame {
+            r#ref: 7,
+            kind: Some(server_frame::Kind::Error(chat_proto::v1::Error {
+                code: 1,
+                message: "x".repeat(size),
+            })),
+        }
+    }
+
+    /// What tungstenite (the reference implementation of the other side)
+    /// reads from the bytes: the same frames, for every length encoding.
+    #[tokio::test]
+    async fn a_client_reads_the_frames_as_sent() {
+        let frames: Vec<ServerFrame> = [0, 100, 124, 125, 126, 200, 65_000, 70_000]
+            .into_iter()
+            .map(error_frame)
+            .chain([ServerFrame {
+                r#ref: 1,
+                kind: Some(server_frame::Kind::Pong(Pong::default())),
+            }])
+            .collect();
+        let (client, mut server) = tokio::io::duplex(1024);
+        let mut encoded: Vec<Frame> = frames.iter().map(encode).collect();
+        let writer = tokio::spawn(async move {
+            write_all(&mut server, &mut encoded).await.unwrap();
+            assert!(encoded.is_empty());
+            server
+        });
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            client,
+            Role::Client,
+            Some(WebSocketConfig::default()),
+        )
+        .await;
+        use futures_util::StreamExt as _;
+        for sent in &frames {
+            match ws.next().await {
+                Some(Ok(Message::Binary(data))) => {
+                    assert_eq!(&ServerFrame::decode(data).unwrap(), sent);
+                }
+                other => panic!("expected a binary frame, got {other:?}"),
+            }
+        }
+        drop(writer.await.unwrap());
+    }
+}
