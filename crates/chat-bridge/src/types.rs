@@ -90,7 +90,7 @@ pub struct GatewayStatus {
 }
 
 /// Why a bridge operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BridgeError {
     /// The shared backend cannot be reached; the client gets UNAVAILABLE.
     #[error("cluster backend unavailable: {0}")]

@@ -490,11 +490,13 @@ async fn publisher(inner: Arc<Inner>, mut queue: mpsc::Receiver<PublishJob>) {
 }
 
 impl Inner {
-    /// Runs the PUBLISH script for every job in one pipeline and answers
+    /// Sends every job to Redis in one pipeline (one PUBLISH script call
+    /// per room and chunk, in submission order within the room) and answers
     /// each job. Nothing is retried here: a message whose outcome is unknown
     /// (the connection dropped) is answered UNAVAILABLE, and the client's
     /// retry with the same `client_msg_id` is deduplicated.
     async fn publish_batch(&self, jobs: &mut Vec<PublishJob>) {
+        let calls = script_calls(jobs);
         let pipeline = self.client.pipeline();
         let queued = async {
             // Loaded in the same pipeline ahead of its uses, so that an
@@ -509,42 +511,12 @@ impl Inner {
                     ],
                 )
                 .await?;
-            let history_len = self.config.history_len;
-            let trim_batch = (history_len / 64).max(1);
-            for job in jobs.iter() {
-                let msg = &job.msg;
-                let body = wire::encode_message_body(&ChatMessage {
-                    username: msg.username.clone(),
-                    text: msg.text.clone(),
-                    client_msg_id: msg.client_msg_id.clone(),
-                    system: msg.system,
-                    ..Default::default()
-                });
-                let dedupe_ttl = if msg.client_msg_id.is_empty() {
-                    String::new()
-                } else {
-                    DEDUPE_TTL_SECS.to_string()
-                };
-                // EVALSHA sha numkeys KEYS... ARGV... (the hash slot is the first key's).
+            for call in &calls {
                 let _: () = pipeline
                     .custom(
+                        // The hash slot is the first key's (the room's).
                         CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false),
-                        vec![
-                            Value::from(self.publish.sha1().clone()),
-                            Value::from(3),
-                            Value::from(self.keys.stream(&msg.room)),
-                            Value::from(self.keys.trimmed(&msg.room)),
-                            Value::from(self.keys.dedupe(
-                                &msg.room,
-                                &msg.sender_key,
-                                &msg.client_msg_id,
-                            )),
-                            Value::Bytes(Bytes::from(body)),
-                            Value::from(history_len as i64),
-                            Value::from(self.keys.channel(&msg.room)),
-                            Value::from(dedupe_ttl),
-                            Value::from(trim_batch as i64),
-                        ],
+                        self.publish_args(jobs, call),
                     )
                     .await?;
             }
@@ -568,35 +540,139 @@ impl Inner {
             Ok::<_, fred::error::Error>(())
         }
         .await;
-        if let Err(e) = queued {
-            for job in jobs.drain(..) {
-                let _ = job.reply.send(Err(unavailable(e.clone())));
+        let mut outcomes: Vec<Option<Result<Accepted>>> = Vec::new();
+        outcomes.resize_with(jobs.len(), || None);
+        match queued {
+            Err(e) => outcomes.fill_with(|| Some(Err(unavailable(e.clone())))),
+            Ok(()) => {
+                let mut results = pipeline.try_all::<Value>().await.into_iter();
+                let _loaded = results.next();
+                for call in &calls {
+                    let replies = match results.next() {
+                        Some(Ok(value)) => accepted_all(value, call.len()),
+                        Some(Err(e)) => Err(unavailable(e)),
+                        None => Err(BridgeError::Unavailable("no reply from redis".into())),
+                    };
+                    match replies {
+                        Ok(replies) => {
+                            for (&i, reply) in call.iter().zip(replies) {
+                                outcomes[i] = Some(reply);
+                            }
+                        }
+                        Err(e) => {
+                            for &i in call {
+                                outcomes[i] = Some(Err(e.clone()));
+                            }
+                        }
+                    }
+                }
+                if let Some(Err(e)) = results.next() {
+                    tracing::debug!(error = %e, "indexing room activity failed");
+                }
             }
-            return;
         }
-        let mut results = pipeline.try_all::<Value>().await.into_iter();
-        let _loaded = results.next();
-        for job in jobs.drain(..) {
-            let outcome = match results.next() {
-                Some(Ok(value)) => accepted(value),
-                Some(Err(e)) => Err(unavailable(e)),
-                None => Err(BridgeError::Unavailable("no reply from redis".into())),
-            };
+        for (job, outcome) in jobs.drain(..).zip(outcomes) {
+            let outcome = outcome
+                .unwrap_or_else(|| Err(BridgeError::Unavailable("no reply from redis".into())));
             // The submitter may be gone (its connection closed); the
             // message stands either way.
             let _ = job.reply.send(outcome);
         }
-        if let Some(Err(e)) = results.next() {
-            tracing::debug!(error = %e, "indexing room activity failed");
+    }
+
+    /// EVALSHA's arguments for the jobs at `call` (all of one room).
+    fn publish_args(&self, jobs: &[PublishJob], call: &[usize]) -> Vec<Value> {
+        let room = &jobs[call[0]].msg.room;
+        let history_len = self.config.history_len;
+        let mut args = Vec::with_capacity(6 + 3 * call.len());
+        args.push(Value::from(self.publish.sha1().clone()));
+        args.push(Value::from((2 + call.len()) as i64));
+        args.push(Value::from(self.keys.stream(room)));
+        args.push(Value::from(self.keys.trimmed(room)));
+        for &i in call {
+            let msg = &jobs[i].msg;
+            args.push(Value::from(self.keys.dedupe(
+                room,
+                &msg.sender_key,
+                &msg.client_msg_id,
+            )));
         }
+        args.push(Value::from(history_len as i64));
+        args.push(Value::from(self.keys.channel(room)));
+        args.push(Value::from((history_len / 64).max(1) as i64));
+        for &i in call {
+            let msg = &jobs[i].msg;
+            args.push(Value::from(if msg.client_msg_id.is_empty() {
+                String::new()
+            } else {
+                DEDUPE_TTL_SECS.to_string()
+            }));
+            args.push(Value::Bytes(Bytes::from(wire::encode_message_body(
+                &ChatMessage {
+                    username: msg.username.clone(),
+                    text: msg.text.clone(),
+                    client_msg_id: msg.client_msg_id.clone(),
+                    system: msg.system,
+                    ..Default::default()
+                },
+            ))));
+        }
+        args
     }
 }
 
-/// The PUBLISH script's reply: {duplicate (0/1), id}.
-fn accepted(value: Value) -> Result<Accepted> {
-    let (duplicate, id): (i64, String) = value
+/// Messages per PUBLISH script call at most, so that one call does not hold
+/// Redis (single-threaded) for long.
+const MESSAGES_PER_CALL: usize = 64;
+
+/// The jobs grouped into script calls: by room, in submission order within
+/// each room, at most [`MESSAGES_PER_CALL`] per call. Order across rooms is
+/// free: each room has its own order.
+fn script_calls(jobs: &[PublishJob]) -> Vec<Vec<usize>> {
+    let mut by_room: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut rooms: Vec<&str> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let room = job.msg.room.as_str();
+        by_room
+            .entry(room)
+            .or_insert_with(|| {
+                rooms.push(room);
+                Vec::new()
+            })
+            .push(i);
+    }
+    let mut calls = Vec::new();
+    for room in rooms {
+        let indices = by_room.remove(room).unwrap_or_default();
+        calls.extend(indices.chunks(MESSAGES_PER_CALL).map(<[usize]>::to_vec));
+    }
+    calls
+}
+
+/// The PUBLISH script's reply for `n` messages: {duplicate (0/1), id} each.
+fn accepted_all(value: Value, n: usize) -> Result<Vec<Result<Accepted>>> {
+    let flat: Vec<Value> = value
         .convert()
         .map_err(|e| BridgeError::Corrupt(format!("publish reply: {e}")))?;
+    if flat.len() != 2 * n {
+        return Err(BridgeError::Corrupt(format!(
+            "publish reply has {} values for {n} messages",
+            flat.len()
+        )));
+    }
+    let mut flat = flat.into_iter();
+    let mut out = Vec::with_capacity(n);
+    while let (Some(duplicate), Some(id)) = (flat.next(), flat.next()) {
+        out.push(accepted(duplicate, id));
+    }
+    Ok(out)
+}
+
+/// One message's part of the PUBLISH script's reply.
+fn accepted(duplicate: Value, id: Value) -> Result<Accepted> {
+    let corrupt = |e: fred::error::Error| BridgeError::Corrupt(format!("publish reply: {e}"));
+    let duplicate: i64 = duplicate.convert().map_err(corrupt)?;
+    let id: String = id.convert().map_err(corrupt)?;
     let id: MessageId = id
         .parse()
         .map_err(|_| BridgeError::Corrupt(format!("stream id {id:?}")))?;
@@ -1132,5 +1208,46 @@ impl std::fmt::Debug for RedisBridge {
         f.debug_struct("RedisBridge")
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(room: &str) -> PublishJob {
+        PublishJob {
+            msg: NewMessage {
+                room: room.into(),
+                sender_key: "k".into(),
+                username: "u".into(),
+                text: "t".into(),
+                client_msg_id: String::new(),
+                system: false,
+            },
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn script_calls_group_by_room_in_submission_order_and_chunk() {
+        let mut jobs = Vec::new();
+        for i in 0..(MESSAGES_PER_CALL + 3) {
+            jobs.push(job(if i % 2 == 0 { "a" } else { "b" }));
+        }
+        jobs.push(job("c"));
+        let calls = script_calls(&jobs);
+        let evens: Vec<usize> = (0..MESSAGES_PER_CALL + 3).step_by(2).collect();
+        let odds: Vec<usize> = (1..MESSAGES_PER_CALL + 3).step_by(2).collect();
+        assert_eq!(calls, vec![evens, odds, vec![MESSAGES_PER_CALL + 3]]);
+
+        let many: Vec<PublishJob> = (0..MESSAGES_PER_CALL * 2 + 1).map(|_| job("a")).collect();
+        let calls = script_calls(&many);
+        assert_eq!(
+            calls.iter().map(Vec::len).collect::<Vec<_>>(),
+            [MESSAGES_PER_CALL, MESSAGES_PER_CALL, 1]
+        );
+        let flat: Vec<usize> = calls.concat();
+        assert_eq!(flat, (0..many.len()).collect::<Vec<_>>(), "in order");
     }
 }

@@ -1,27 +1,39 @@
 //! Lua scripts: each touches the keys of one room only (one hash slot).
 
-/// Accept a message: dedupe, append, trim, publish, atomically.
-/// KEYS: stream, trimmed, dedupe (may be unused). ARGV: payload, history_len,
-/// channel, dedupe ttl seconds ("" = no dedupe), trim batch.
-/// Returns {duplicate (0/1), id}.
+/// Accept one or more messages of one room, in order: for each, dedupe,
+/// append and publish; then trim once. Atomic, and one script call for
+/// many messages (the call itself costs more than the commands in it).
+/// KEYS: stream, trimmed, then one dedupe key per message.
+/// ARGV: history_len, channel, trim batch, then per message: dedupe ttl
+/// seconds ("" = no dedupe) and payload.
+/// Returns {duplicate (0/1), id} per message, flattened.
 pub const PUBLISH: &str = r#"
-if ARGV[4] ~= '' then
-  local prev = redis.call('GET', KEYS[3])
-  if prev then return {1, prev} end
+local out = {}
+local n = 0
+for i = 4, #ARGV, 2 do
+  n = n + 1
+  local ttl, payload, dedupe = ARGV[i], ARGV[i + 1], KEYS[2 + n]
+  local prev = false
+  if ttl ~= '' then prev = redis.call('GET', dedupe) end
+  if prev then
+    out[#out + 1] = 1
+    out[#out + 1] = prev
+  else
+    local id = redis.call('XADD', KEYS[1], '*', 'm', payload)
+    if ttl ~= '' then redis.call('SET', dedupe, id, 'EX', tonumber(ttl)) end
+    redis.call('PUBLISH', ARGV[2], 'M' .. id .. '\n' .. payload)
+    out[#out + 1] = 0
+    out[#out + 1] = id
+  end
 end
-local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
-local keep = tonumber(ARGV[2])
+local keep = tonumber(ARGV[1])
 local len = redis.call('XLEN', KEYS[1])
-if len >= keep + tonumber(ARGV[5]) then
+if len >= keep + tonumber(ARGV[3]) then
   local gone = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - keep)
   redis.call('SET', KEYS[2], gone[#gone][1])
   redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)
 end
-if ARGV[4] ~= '' then
-  redis.call('SET', KEYS[3], id, 'EX', tonumber(ARGV[4]))
-end
-redis.call('PUBLISH', ARGV[3], 'M' .. id .. '\n' .. ARGV[1])
-return {0, id}
+return out
 "#;
 
 /// Enter a room. KEYS: members. ARGV: name key, "gw\tsession\tdisplay",

@@ -74,6 +74,7 @@ macro_rules! instantiate {
             send::duplicate_send_is_acked_with_the_original_and_not_redelivered,
             send::rate_limit_is_a_token_bucket_per_connection,
             send::pipelined_sends_keep_their_order_and_replies_follow_requests,
+            send::pipelined_retries_are_one_message,
             delivery::message_reaches_every_member_exactly_as_sent,
             delivery::all_members_see_one_order_with_increasing_ids,
             delivery::presence_goes_to_others_never_to_the_subject,

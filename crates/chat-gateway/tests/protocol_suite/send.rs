@@ -344,3 +344,53 @@ pub async fn pipelined_sends_keep_their_order_and_replies_follow_requests(
     }
     Ok(())
 }
+
+/// Retries of one `client_msg_id` sent back to back, before the first is
+/// answered (so they reach the backend together), still make one message:
+/// the first is accepted, the others are duplicates with its id.
+pub async fn pipelined_retries_are_one_message(kind: BackendKind) -> anyhow::Result<()> {
+    let server = start(kind, FAST).await?;
+    let mut clients = room_with(&server, "lobby", &["alice", "bob"]).await?;
+    let (a, b) = clients.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    let send = |text: &str, key: &str| {
+        Kind::Send(Send {
+            room: "lobby".into(),
+            text: text.into(),
+            client_msg_id: key.into(),
+        })
+    };
+    let mut requests = Vec::new();
+    for (text, key) in [
+        ("before", ""),
+        ("once", "k1"),
+        ("once again", "k1"),
+        ("between", "k2"),
+        ("once more", "k1"),
+    ] {
+        requests.push(a.start(send(text, key)).await?);
+    }
+    let mut acks = Vec::new();
+    for r in requests {
+        match a.wait_reply(r).await?.kind {
+            Some(ServerKind::Ack(ack)) => acks.push(ack),
+            other => bail!("expected an Ack, got {other:?}"),
+        }
+    }
+    let flags: Vec<bool> = acks.iter().map(|ack| ack.duplicate).collect();
+    assert_eq!(flags, [false, false, true, false, true]);
+    ensure!(
+        acks[2].id == acks[1].id && acks[4].id == acks[1].id,
+        "retries carry the original id: {acks:?}"
+    );
+    for client in [&mut *a, &mut *b] {
+        let got: Vec<String> = messages(client, 3)
+            .await?
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(got, ["before", "once", "between"]);
+    }
+    marker(a, "lobby", "end", &mut [b]).await?;
+    Ok(())
+}
