@@ -24,11 +24,14 @@ pub mod close_code {
 /// Commands queued per connection before more are refused (they are rare:
 /// an operator's action, one per room at most).
 const COMMAND_QUEUE: usize = 64;
-/// Frames the writer takes off the queue at once.
-pub const TAKE_BATCH: usize = 64;
-/// A queue buffer grown beyond this many frames is given back once it is
-/// empty, so an idle connection does not keep a burst's buffer.
-pub const IDLE_QUEUE_CAPACITY: usize = 8;
+/// A writer that took at least this many frames at once expects more: it
+/// yields once and takes what arrived meanwhile into the same write.
+pub const FULL_BATCH: usize = 64;
+/// Queue buffers (the outbox and the writer's batch swap places on every
+/// take, so a busy connection allocates nothing) are kept up to this many
+/// frames; a bigger one is given back once it is empty, so an idle
+/// connection does not keep a burst's buffer.
+pub const IDLE_QUEUE_CAPACITY: usize = 32;
 
 /// What the session task must do itself, because it owns the state involved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +72,9 @@ pub struct ConnHandle {
 }
 
 struct Outbox {
-    frames: VecDeque<Frame>,
+    /// Oldest first. A `Vec` rather than a deque: the writer takes all of
+    /// it at once by swapping in its own empty buffer.
+    frames: Vec<Frame>,
     /// False once the session stopped taking frames: pushes are refused.
     open: bool,
 }
@@ -81,9 +86,9 @@ pub struct ConnInbox {
 }
 
 impl ConnInbox {
-    /// Waits until frames are queued and moves up to [`TAKE_BATCH`] of them
-    /// into `batch`. Cancel-safe: frames are only taken in the poll that
-    /// returns them.
+    /// Waits until frames are queued and moves all of them to the end of
+    /// `batch`. Cancel-safe: frames are only taken in the poll that returns
+    /// them.
     pub async fn recv_many(&mut self, batch: &mut Vec<Frame>) -> usize {
         loop {
             let n = self.try_recv_many(batch);
@@ -94,13 +99,19 @@ impl ConnInbox {
         }
     }
 
-    /// Moves up to [`TAKE_BATCH`] queued frames into `batch` without waiting.
+    /// Moves every queued frame to the end of `batch` without waiting.
+    /// With `batch` empty (the usual case) the two buffers swap: the queue
+    /// gets `batch`'s spare capacity and nothing is copied or allocated.
     pub fn try_recv_many(&mut self, batch: &mut Vec<Frame>) -> usize {
         let mut outbox = self.conn.outbox.lock();
-        let n = outbox.frames.len().min(TAKE_BATCH);
-        batch.extend(outbox.frames.drain(..n));
-        if outbox.frames.is_empty() && outbox.frames.capacity() > IDLE_QUEUE_CAPACITY {
-            outbox.frames = VecDeque::new();
+        let n = outbox.frames.len();
+        if batch.is_empty() {
+            std::mem::swap(&mut outbox.frames, batch);
+        } else {
+            batch.append(&mut outbox.frames);
+        }
+        if outbox.frames.capacity() > IDLE_QUEUE_CAPACITY {
+            outbox.frames = Vec::new();
         }
         n
     }
@@ -115,7 +126,7 @@ impl Drop for ConnInbox {
     fn drop(&mut self) {
         let mut outbox = self.conn.outbox.lock();
         outbox.open = false;
-        outbox.frames = VecDeque::new();
+        outbox.frames = Vec::new();
     }
 }
 
@@ -124,7 +135,7 @@ impl ConnHandle {
         let handle = Arc::new(Self {
             id,
             outbox: Mutex::new(Outbox {
-                frames: VecDeque::new(),
+                frames: Vec::new(),
                 open: true,
             }),
             capacity,
@@ -186,7 +197,7 @@ impl ConnHandle {
             }
             if outbox.frames.len() < self.capacity {
                 let was_empty = outbox.frames.is_empty();
-                outbox.frames.push_back(frame);
+                outbox.frames.push(frame);
                 Some(was_empty)
             } else {
                 None

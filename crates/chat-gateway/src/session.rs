@@ -32,7 +32,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument as _;
 
 use crate::conn::{
-    close_code, ConnCommand, ConnHandle, ConnInbox, IDLE_QUEUE_CAPACITY, TAKE_BATCH,
+    close_code, ConnCommand, ConnHandle, ConnInbox, FULL_BATCH, IDLE_QUEUE_CAPACITY,
 };
 use crate::ratelimit::TokenBucket;
 use crate::state::{now_ms, Shared};
@@ -267,7 +267,7 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut written = n;
-        if n == TAKE_BATCH {
+        if n >= FULL_BATCH {
             tokio::task::yield_now().await;
             written += rx.try_recv_many(batch);
         }
