@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chat_client::{Client, ClientError};
-use chat_proto::v1::{presence_change, server_frame, ErrorCode, ServerFrame};
-use chat_proto::MessageId;
+use chat_proto::v1::{presence_change, server_frame, ChatMessage, ErrorCode, ServerFrame};
+use chat_proto::{Message as _, MessageId};
 use chat_test_support::{eventually, BackendKind, Cluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
@@ -393,4 +393,43 @@ async fn a_gateway_that_exits_cleanly_leaves_the_cluster_at_once() {
         redis_cmd(&cluster, &["HLEN", "chat:{exit}:members"]).await,
         RespValue::Integer(0)
     );
+}
+
+/// A payload a gateway cannot decode on a room channel (a newer gateway's
+/// format, say) makes it re-read the room's stream: the message behind that
+/// payload is still delivered, once, and in order.
+#[tokio::test]
+async fn an_undecodable_room_payload_is_recovered_from_the_stream() {
+    let cluster = cluster(1).await;
+    let mut alice = member(&cluster, 0, "alice", "lobby").await;
+    alice.send("lobby", "first").await.expect("ack");
+    assert_eq!(collect(&mut alice, 1).await[0].1, "first");
+
+    // Stored by a writer whose pub/sub notice this gateway cannot read.
+    let body = ChatMessage {
+        username: "bob".into(),
+        text: "from a newer gateway".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let body = String::from_utf8(body).expect("an ASCII-only message encodes as UTF-8");
+    redis_cmd(&cluster, &["XADD", "chat:{lobby}:stream", "*", "m", &body]).await;
+    redis_cmd(
+        &cluster,
+        &["PUBLISH", "chat:{lobby}:events", "Za future format"],
+    )
+    .await;
+
+    alice.send("lobby", "after").await.expect("ack");
+    let got: Vec<String> = collect(&mut alice, 2)
+        .await
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(got, ["from a newer gateway", "after"]);
+    let extra = alice
+        .next_event_timeout(Duration::from_millis(300))
+        .await
+        .expect("connection");
+    assert!(extra.is_none(), "nothing twice: {extra:?}");
 }

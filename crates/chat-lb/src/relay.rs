@@ -66,12 +66,13 @@ pub(crate) async fn relay(
     let mut to_client = Direction::new(meters.to_client);
     // Every connection shares the one drain token, and polling its waiter takes the token's
     // mutex; re-polling it on each relay wake-up would serialise all I/O events on one lock.
-    // So the waiter is polled once, to register the task's waker (valid for the task's
-    // life), and afterwards the token is checked with one atomic load.
+    // So the waiter is polled only when the waker it holds would not wake this poll's task
+    // (the first poll, or if the relay is ever polled from elsewhere); otherwise the token
+    // is checked with one atomic load.
     let cancelled = cancel.cancelled();
     let idle = activity.idle_for(idle_timeout);
     tokio::pin!(cancelled, idle);
-    let mut waiting_for_cancel = false;
+    let mut registered: Option<std::task::Waker> = None;
     // `move`: the closure owns the state instead of pointing at it, which keeps the task small.
     std::future::poll_fn(move |cx| {
         let up = to_backend.poll(cx, client, backend, max_read, touch);
@@ -86,8 +87,11 @@ pub(crate) async fn relay(
         if cancel.is_cancelled() {
             return Poll::Ready(Outcome::Cancelled);
         }
-        if !waiting_for_cancel {
-            waiting_for_cancel = true;
+        if !registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            registered = Some(cx.waker().clone());
             if cancelled.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Outcome::Cancelled);
             }
@@ -347,6 +351,46 @@ mod tests {
         assert!(matches!(outcome, Outcome::Closed), "{outcome:?}");
         assert_eq!(to_backend.load(Ordering::Relaxed), sent.len() as u64);
         assert_eq!(to_client.load(Ordering::Relaxed), 0);
+    }
+
+    /// The drain reaches a relay even if its first poll came with a waker that wakes
+    /// nothing: the relay registers again once it is polled by its own task.
+    #[tokio::test]
+    async fn a_drain_ends_a_relay_first_polled_under_another_waker() {
+        let (_client, client_inner) = socket_pair().await;
+        let (_backend, backend_inner) = socket_pair().await;
+        let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
+        let cancel = CancellationToken::new();
+        let (mut client_inner, mut backend_inner) = (client_inner, backend_inner);
+        let relay = relay(
+            &mut client_inner,
+            &mut backend_inner,
+            16,
+            None,
+            Meters {
+                to_backend: &a,
+                to_client: &b,
+            },
+            &cancel,
+        );
+        tokio::pin!(relay);
+        let mut elsewhere = Context::from_waker(std::task::Waker::noop());
+        assert!(relay.as_mut().poll(&mut elsewhere).is_pending());
+        // On this single-threaded test runtime the drain runs only once the relay, now
+        // awaited by this task, has been polled again and is waiting.
+        let drain = tokio::spawn({
+            let cancel = cancel.clone();
+            async move { cancel.cancel() }
+        });
+        // The deadline is checked first: a relay that only notices the drain when something
+        // else wakes its task (this deadline) has missed it.
+        let outcome = tokio::select! {
+            biased;
+            () = tokio::time::sleep(Duration::from_secs(5)) => panic!("the relay missed the drain"),
+            outcome = relay => outcome,
+        };
+        assert!(matches!(outcome, Outcome::Cancelled), "{outcome:?}");
+        drain.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -413,7 +413,10 @@ impl Inner {
         }
     }
 
-    fn handle_payload(&self, channel: &str, payload: Bytes) {
+    /// Hands one pub/sub payload to the sink. Returns true when a room's
+    /// payload could not be decoded (a newer gateway's format, say): the
+    /// caller then re-reads the streams, so nothing is skipped.
+    fn handle_payload(&self, channel: &str, payload: Bytes) -> bool {
         let Some(room) = self.keys.room_of_channel(channel) else {
             if channel == self.keys.control() {
                 match control::Control::decode(&payload) {
@@ -426,17 +429,28 @@ impl Inner {
                     None => tracing::warn!("unknown command on the control channel ignored"),
                 }
             }
-            return;
+            return false;
         };
         match wire::decode(room, &payload) {
-            Some(wire::Payload::Message(id, msg)) => self.deliver_message(room, id, msg),
+            Some(wire::Payload::Messages(messages)) => {
+                for (id, msg) in messages {
+                    self.deliver_message(room, id, msg);
+                }
+            }
             Some(wire::Payload::Other(event)) => {
                 if self.cursors.lock().contains_key(room) {
                     self.sink.deliver(event);
                 }
             }
-            None => tracing::warn!(channel, "undecodable payload on a room channel"),
+            None => {
+                tracing::warn!(
+                    channel,
+                    "undecodable payload on a room channel; re-reading the streams"
+                );
+                return true;
+            }
         }
+        false
     }
 }
 
@@ -466,7 +480,9 @@ async fn dispatcher(inner: Arc<Inner>) {
                         Value::String(s) => s.into_inner(),
                         _ => continue,
                     };
-                    inner.handle_payload(&message.channel, payload);
+                    if inner.handle_payload(&message.channel, payload) {
+                        inner.recover().await;
+                    }
                 }
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(skipped = n, "subscriber fell behind; re-reading the streams");

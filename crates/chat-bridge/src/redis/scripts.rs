@@ -1,14 +1,16 @@
 //! Lua scripts: each touches the keys of one room only (one hash slot).
 
-/// Accept one or more messages of one room, in order: for each, dedupe,
-/// append and publish; then trim once. Atomic, and one script call for
-/// many messages (the call itself costs more than the commands in it).
+/// Accept one or more messages of one room, in order: for each, dedupe and
+/// append; then publish the accepted ones as one `B` payload (see `wire`)
+/// and trim once. Atomic, and one script call and one pub/sub message for
+/// many messages (each costs more than the commands in it).
 /// KEYS: stream, trimmed, then one dedupe key per message.
 /// ARGV: history_len, channel, trim batch, then per message: dedupe ttl
 /// seconds ("" = no dedupe) and payload.
 /// Returns {duplicate (0/1), id} per message, flattened.
 pub const PUBLISH: &str = r#"
 local out = {}
+local published = {}
 local n = 0
 for i = 4, #ARGV, 2 do
   n = n + 1
@@ -21,10 +23,13 @@ for i = 4, #ARGV, 2 do
   else
     local id = redis.call('XADD', KEYS[1], '*', 'm', payload)
     if ttl ~= '' then redis.call('SET', dedupe, id, 'EX', tonumber(ttl)) end
-    redis.call('PUBLISH', ARGV[2], 'M' .. id .. '\n' .. payload)
+    published[#published + 1] = id .. '\n' .. #payload .. '\n' .. payload
     out[#out + 1] = 0
     out[#out + 1] = id
   end
+end
+if #published > 0 then
+  redis.call('PUBLISH', ARGV[2], 'B' .. table.concat(published))
 end
 local keep = tonumber(ARGV[1])
 local len = redis.call('XLEN', KEYS[1])

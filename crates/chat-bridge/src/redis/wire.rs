@@ -1,7 +1,12 @@
 //! Payloads on a room's pub/sub channel. Decoded once per gateway.
 //!
-//! - `M<id>\n<ChatMessage>`: an accepted message; the protobuf has no id or
-//!   time (they come from the stream id, which the script only knows then).
+//! - `B` then, per accepted message, `<id>\n<length>\n<ChatMessage>`: the
+//!   messages one PUBLISH script call accepted, in id order (one payload for
+//!   many messages: a pub/sub message costs Redis and every subscriber more
+//!   than its bytes do). The protobuf has no id or time: they come from the
+//!   stream id, which the script only knows then.
+//! - `M<id>\n<ChatMessage>`: one accepted message (the format before `B`;
+//!   still understood).
 //! - `P<J|L><name key>\n<display name>`: presence change.
 //! - `T<1|0><name key>\n<display name>`: typing notice.
 //!
@@ -17,7 +22,8 @@ use crate::{BridgeEvent, PresenceKind};
 /// A decoded room payload.
 #[derive(Debug)]
 pub enum Payload {
-    Message(MessageId, ChatMessage),
+    /// Accepted messages, in id order.
+    Messages(Vec<(MessageId, ChatMessage)>),
     Other(BridgeEvent),
 }
 
@@ -51,11 +57,25 @@ pub fn typing(active: bool, key: &str, username: &str) -> String {
 pub fn decode(room: &str, payload: &Bytes) -> Option<Payload> {
     let (&tag, rest) = payload.split_first()?;
     match tag {
+        b'B' => {
+            let mut messages = Vec::new();
+            let mut rest = rest;
+            while !rest.is_empty() {
+                let (id, after) = line(rest)?;
+                let id: MessageId = id.parse().ok()?;
+                let (len, after) = line(after)?;
+                let len: usize = len.parse().ok()?;
+                let body = after.get(..len)?;
+                messages.push((id, message_from_entry(room, id, body)?));
+                rest = &after[len..];
+            }
+            Some(Payload::Messages(messages))
+        }
         b'M' => {
-            let newline = rest.iter().position(|b| *b == b'\n')?;
-            let id: MessageId = std::str::from_utf8(&rest[..newline]).ok()?.parse().ok()?;
-            let msg = message_from_entry(room, id, &rest[newline + 1..])?;
-            Some(Payload::Message(id, msg))
+            let (id, body) = line(rest)?;
+            let id: MessageId = id.parse().ok()?;
+            let msg = message_from_entry(room, id, body)?;
+            Some(Payload::Messages(vec![(id, msg)]))
         }
         b'P' | b'T' => {
             let (&flag, rest) = rest.split_first()?;
@@ -88,9 +108,79 @@ pub fn decode(room: &str, payload: &Bytes) -> Option<Payload> {
     }
 }
 
+/// The UTF-8 text before the first newline, and what follows the newline.
+fn line(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let newline = bytes.iter().position(|b| *b == b'\n')?;
+    Some((
+        std::str::from_utf8(&bytes[..newline]).ok()?,
+        &bytes[newline + 1..],
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the PUBLISH script sends for these messages.
+    fn batch(entries: &[(&str, &[u8])]) -> Bytes {
+        let mut payload = b"B".to_vec();
+        for (id, body) in entries {
+            payload.extend_from_slice(format!("{id}\n{}\n", body.len()).as_bytes());
+            payload.extend_from_slice(body);
+        }
+        Bytes::from(payload)
+    }
+
+    #[test]
+    fn a_batch_of_messages_round_trips_in_order() {
+        let bodies: Vec<Vec<u8>> = ["one\n", "", "three\n3\n"]
+            .into_iter()
+            .map(|text| {
+                encode_message_body(&ChatMessage {
+                    username: "Ann".into(),
+                    text: text.into(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let payload = batch(&[
+            ("1700000000000-3", &bodies[0]),
+            ("1700000000000-4", &bodies[1]),
+            ("1700000000001-0", &bodies[2]),
+        ]);
+        let Some(Payload::Messages(messages)) = decode("lobby", &payload) else {
+            panic!()
+        };
+        let got: Vec<(String, String, String)> = messages
+            .into_iter()
+            .map(|(id, m)| (id.to_string(), m.id, m.text))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "1700000000000-3".into(),
+                    "1700000000000-3".into(),
+                    "one\n".into()
+                ),
+                (
+                    "1700000000000-4".into(),
+                    "1700000000000-4".into(),
+                    String::new()
+                ),
+                (
+                    "1700000000001-0".into(),
+                    "1700000000001-0".into(),
+                    "three\n3\n".into()
+                ),
+            ]
+        );
+        // A truncated or malformed batch is refused as a whole.
+        let whole = batch(&[("1-0", &bodies[0])]);
+        assert!(decode("r", &whole.slice(..whole.len() - 1)).is_none());
+        assert!(decode("r", &Bytes::from_static(b"B1-0\nx\n")).is_none());
+        assert!(decode("r", &Bytes::from_static(b"Bbad\n0\n")).is_none());
+    }
 
     #[test]
     fn message_round_trip() {
@@ -102,9 +192,10 @@ mod tests {
         });
         let mut payload = b"M1700000000000-3\n".to_vec();
         payload.extend_from_slice(&body);
-        let Some(Payload::Message(id, msg)) = decode("lobby", &Bytes::from(payload)) else {
+        let Some(Payload::Messages(mut messages)) = decode("lobby", &Bytes::from(payload)) else {
             panic!()
         };
+        let (id, msg) = messages.pop().unwrap();
         assert_eq!(id, MessageId::new(1700000000000, 3));
         assert_eq!(msg.id, "1700000000000-3");
         assert_eq!(msg.room, "lobby");
