@@ -29,6 +29,9 @@ pub struct Config {
     /// The most bytes one relay read moves. Reads go to a per-thread scratch buffer, so an
     /// idle connection holds none; a direction whose reader lags keeps at most this much.
     pub buffer_size: usize,
+    /// Relay threads, each with its own event loop; a connection stays on one for its life.
+    /// Defaults to one per core.
+    pub threads: usize,
 }
 
 /// Active health check settings.
@@ -67,6 +70,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             send_proxy_v2: false,
             buffer_size: 16 * 1024,
+            threads: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         }
     }
 }
@@ -129,6 +133,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "buffer-size",
                 reason: format!("{} is outside 512..=1048576 bytes", self.buffer_size),
+            });
+        }
+        if !(1..=1024).contains(&self.threads) {
+            return Err(ConfigError::Invalid {
+                field: "threads",
+                reason: format!("{} is outside 1..=1024", self.threads),
             });
         }
         Ok(())
@@ -196,6 +206,7 @@ pub struct FileConfig {
     pub drain_timeout: Option<String>,
     pub send_proxy_v2: Option<bool>,
     pub buffer_size: Option<usize>,
+    pub threads: Option<usize>,
 }
 
 impl FileConfig {
@@ -257,6 +268,7 @@ impl FileConfig {
         config.max_connections = self.max_connections.unwrap_or(config.max_connections);
         config.send_proxy_v2 = self.send_proxy_v2.unwrap_or(config.send_proxy_v2);
         config.buffer_size = self.buffer_size.unwrap_or(config.buffer_size);
+        config.threads = self.threads.unwrap_or(config.threads);
         Ok(())
     }
 }

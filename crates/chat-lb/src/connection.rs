@@ -35,7 +35,8 @@ pub(crate) struct Shared {
 }
 
 /// Serves one accepted client, holding `slot` until it ends. `cancel` fires when the drain
-/// deadline has passed.
+/// deadline has passed. Runs on the relay thread the client was handed to; the client
+/// socket joins that thread's event loop here.
 ///
 /// A plain function returning an `async move` block rather than an `async fn`: an `async fn`
 /// keeps a second copy of its arguments in the task for its whole life (rust-lang/rust#62958),
@@ -45,7 +46,7 @@ pub(crate) struct Shared {
     reason = "an async fn would store its arguments twice"
 )]
 pub(crate) fn serve(
-    mut client: TcpStream,
+    client: std::net::TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     cancel: CancellationToken,
@@ -55,6 +56,13 @@ pub(crate) fn serve(
         // Given back when the connection ends, whichever way it ends.
         let _slot = slot;
         let (shared, cancel) = (&*shared, &cancel);
+        let mut client = match TcpStream::from_std(client) {
+            Ok(client) => client,
+            Err(err) => {
+                debug!(error = %err, "client socket could not join the relay thread");
+                return;
+            }
+        };
         // No Nagle delay on either leg: small interactive writes must pass at once.
         if let Err(err) = client.set_nodelay(true) {
             debug!(error = %err, "client closed before relaying");

@@ -9,4 +9,6 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("cannot read the address of a listening socket")]
     LocalAddr(#[source] std::io::Error),
+    #[error("cannot start the relay threads")]
+    Threads(#[source] std::io::Error),
 }

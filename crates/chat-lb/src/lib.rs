@@ -16,6 +16,7 @@ mod pool;
 mod proxy_protocol;
 mod relay;
 mod server;
+mod shards;
 mod signal;
 
 pub use config::{parse_duration, validate_backend, Config, ConfigError, FileConfig, HealthConfig};

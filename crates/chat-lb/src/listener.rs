@@ -14,6 +14,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::connection::{self, Shared};
 use crate::metrics::Stats;
+use crate::shards::Shards;
 
 /// First and longest pause after an accept error such as EMFILE.
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -25,6 +26,8 @@ pub(crate) struct Listener {
     /// One permit per relayed connection (`max-connections`).
     slots: Arc<Semaphore>,
     shared: Arc<Shared>,
+    /// The relay threads connections are spread over.
+    shards: Arc<Shards>,
     /// Owns every connection task so shutdown can wait for them.
     connections: TaskTracker,
     /// Fires when the drain deadline has passed.
@@ -38,6 +41,7 @@ impl Listener {
         listener: TcpListener,
         max_connections: usize,
         shared: Arc<Shared>,
+        shards: Arc<Shards>,
         connections: TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
@@ -45,6 +49,7 @@ impl Listener {
             listener,
             slots: Arc::new(Semaphore::new(max_connections)),
             shared,
+            shards,
             connections,
             cancel,
             next_id: AtomicU64::new(0),
@@ -81,6 +86,14 @@ impl Listener {
     }
 
     fn spawn(&self, stream: TcpStream, peer: std::net::SocketAddr, permit: OwnedSemaphorePermit) {
+        // Handed over as a plain socket: it joins the event loop of the thread it goes to.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                debug!(%peer, error = %err, "client gone before relaying");
+                return;
+            }
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(&self.shared);
         let cancel = self.cancel.clone();
@@ -92,8 +105,10 @@ impl Listener {
         let span = info_span!("connection", id, %peer);
         // Spawned as it is, not wrapped in another async block: a wrapper would store the
         // connection's future a second time in every task.
-        self.connections
-            .spawn(connection::serve(stream, peer, shared, cancel, slot).instrument(span));
+        self.connections.spawn_on(
+            connection::serve(stream, peer, shared, cancel, slot).instrument(span),
+            self.shards.next(),
+        );
     }
 
     /// Accepts one client; errors that concern only that client are skipped, others

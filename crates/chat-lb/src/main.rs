@@ -72,6 +72,10 @@ struct Cli {
     /// this much (default 16384). Idle connections hold no buffer.
     #[arg(long, env = "CHAT_LB_BUFFER_SIZE")]
     buffer_size: Option<usize>,
+    /// Relay threads, each with its own event loop; a connection stays on one thread for
+    /// its whole life (default: one per core).
+    #[arg(long, env = "CHAT_LB_THREADS")]
+    threads: Option<usize>,
     /// Log output format; the filter comes from RUST_LOG (default info).
     #[arg(long, env = "CHAT_LB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -88,7 +92,9 @@ fn parse_backend(addr: &str) -> Result<String, ConfigError> {
     Ok(addr.to_owned())
 }
 
-#[tokio::main]
+// Accepting, health checks and the admin endpoint are light: one thread. Connections are
+// relayed on their own threads (see `--threads`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -170,6 +176,7 @@ fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
     config.drain_timeout = cli.drain_timeout.unwrap_or(config.drain_timeout);
     config.send_proxy_v2 |= cli.send_proxy_v2;
     config.buffer_size = cli.buffer_size.unwrap_or(config.buffer_size);
+    config.threads = cli.threads.unwrap_or(config.threads);
     config.validate()?;
     Ok(config)
 }

@@ -15,6 +15,7 @@ use crate::connection::Shared;
 use crate::listener::Listener;
 use crate::metrics::Stats;
 use crate::pool::Pool;
+use crate::shards::Shards;
 use crate::signal::{Reload, Signals};
 use crate::{admin, health, Error};
 
@@ -75,10 +76,13 @@ pub async fn run(
     });
     let connections = TaskTracker::new();
     let drain_deadline = CancellationToken::new();
+    // Dropped at the end of `run`, once every connection is gone.
+    let shards = Arc::new(Shards::start(config.threads).map_err(Error::Threads)?);
     Listener::new(
         listener,
         config.max_connections,
         shared,
+        Arc::clone(&shards),
         connections.clone(),
         drain_deadline.clone(),
     )
