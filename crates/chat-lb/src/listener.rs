@@ -102,11 +102,19 @@ impl Listener {
             stats: Arc::clone(&shared.stats),
             _permit: permit,
         };
-        let span = info_span!("connection", id, %peer);
-        // Spawned as it is, not wrapped in another async block: a wrapper would store the
-        // connection's future a second time in every task.
+        // The connection's task is made on its relay thread, by a small hand-over task: memory
+        // a thread allocates comes from that thread's malloc arena, and a long-lived task
+        // allocated here but used and freed there left both arenas fragmented (about 130
+        // bytes more per idle connection). The connection's future is spawned as it is, not
+        // awaited inside the hand-over, which would keep a second copy of it for its life.
+        // The hand-over is tracked too, so a drain never sees the tracker empty in between.
+        let connections = self.connections.clone();
         self.connections.spawn_on(
-            connection::serve(stream, peer, shared, cancel, slot).instrument(span),
+            async move {
+                let span = info_span!("connection", id, %peer);
+                connections
+                    .spawn(connection::serve(stream, peer, shared, cancel, slot).instrument(span));
+            },
             self.shards.next(),
         );
     }
