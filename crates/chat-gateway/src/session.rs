@@ -313,23 +313,27 @@ impl Session {
     }
 
     async fn handle(&mut self, data: Bytes) {
-        let frame = match ClientFrame::decode(data) {
+        let frame = ClientFrame::decode(data);
+        let is_send = matches!(
+            &frame,
+            Ok(ClientFrame {
+                kind: Some(client_frame::Kind::Send(_)),
+                ..
+            })
+        );
+        if !is_send {
+            // Replies keep the order of requests: the Sends before this
+            // request are answered first.
+            self.settle().await;
+        }
+        let frame = match frame {
             Ok(frame) => frame,
-            Err(e) => {
-                self.settle().await;
-                return self.error(0, ErrorCode::BadFrame, format!("undecodable frame: {e}"));
-            }
+            Err(e) => return self.error(0, ErrorCode::BadFrame, format!("undecodable frame: {e}")),
         };
         let r = frame.r#ref;
         let Some(kind) = frame.kind else {
-            self.settle().await;
             return self.error(r, ErrorCode::BadFrame, "frame has no known kind");
         };
-        if !matches!(kind, client_frame::Kind::Send(_)) {
-            // Replies keep the order of requests: the Sends before this one
-            // are answered first.
-            self.settle().await;
-        }
         if let client_frame::Kind::Hello(hello) = kind {
             return self.hello(r, hello).await;
         }
