@@ -46,7 +46,9 @@ pub struct ConnHandle {
     /// Process-unique number, for finding the member slot again.
     pub id: u64,
     /// Wire-ready frames (see [`crate::wire`]) not yet taken by the writer, bounded by
-    /// `capacity`: full means the client is too slow. A plain mutex around a
+    /// `capacity`: full means the client is too slow. (The writer takes all
+    /// of them at once, so a connection holds at most twice `capacity`: the
+    /// queue and the batch it is writing.) A plain mutex around a
     /// lazily allocated queue rather than a channel: a push is a lock and a
     /// move, the writer takes a whole batch under one lock, and an idle
     /// connection holds no queue memory (a channel keeps a block of slots
