@@ -263,24 +263,60 @@ mod tests {
         (outer, inner)
     }
 
+    /// What a relay works with: the far ends a test drives, the ends the relay gets, its
+    /// byte counters (to the backend, to the client) and its drain token.
+    struct Rig {
+        client: TcpStream,
+        backend: TcpStream,
+        inner: (TcpStream, TcpStream),
+        counts: (AtomicU64, AtomicU64),
+        cancel: CancellationToken,
+    }
+
+    async fn rig() -> Rig {
+        let (client, client_inner) = socket_pair().await;
+        let (backend, backend_inner) = socket_pair().await;
+        Rig {
+            client,
+            backend,
+            inner: (client_inner, backend_inner),
+            counts: (AtomicU64::new(0), AtomicU64::new(0)),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// `relay` over a rig's inner ends.
+    fn start<'a>(
+        inner: &'a mut (TcpStream, TcpStream),
+        counts: &'a (AtomicU64, AtomicU64),
+        cancel: &'a CancellationToken,
+        max_read: usize,
+        idle_timeout: Option<Duration>,
+    ) -> impl Future<Output = Outcome> + 'a {
+        let meters = Meters {
+            to_backend: &counts.0,
+            to_client: &counts.1,
+        };
+        relay(
+            &mut inner.0,
+            &mut inner.1,
+            max_read,
+            idle_timeout,
+            meters,
+            cancel,
+        )
+    }
+
     #[tokio::test]
     async fn half_close_passes_on_and_bytes_are_counted() {
-        let (client_outer, client_inner) = socket_pair().await;
-        let (backend_outer, backend_inner) = socket_pair().await;
-        let (to_backend, to_client) = (AtomicU64::new(0), AtomicU64::new(0));
-        let cancel = CancellationToken::new();
-        let (mut client_inner, mut backend_inner) = (client_inner, backend_inner);
-        let relay = relay(
-            &mut client_inner,
-            &mut backend_inner,
-            16,
-            None,
-            Meters {
-                to_backend: &to_backend,
-                to_client: &to_client,
-            },
-            &cancel,
-        );
+        let Rig {
+            client: client_outer,
+            backend: backend_outer,
+            mut inner,
+            counts,
+            cancel,
+        } = rig().await;
+        let relay = start(&mut inner, &counts, &cancel, 16, None);
         let peers = async {
             let (mut client, mut backend) = (client_outer, backend_outer);
             client.write_all(b"hello").await.unwrap();
@@ -296,31 +332,23 @@ mod tests {
         };
         let (outcome, ()) = tokio::join!(relay, peers);
         assert!(matches!(outcome, Outcome::Closed), "{outcome:?}");
-        assert_eq!(to_backend.load(Ordering::Relaxed), 5);
-        assert_eq!(to_client.load(Ordering::Relaxed), 15);
+        assert_eq!(counts.0.load(Ordering::Relaxed), 5);
+        assert_eq!(counts.1.load(Ordering::Relaxed), 15);
     }
 
     /// A reader slower than the writer: the relay keeps what the socket cannot take, waits,
     /// and delivers every byte in order (reads are `max_read`-sized, so many of them).
     #[tokio::test]
     async fn a_slow_reader_gets_every_byte_in_order() {
-        let (client_outer, client_inner) = socket_pair().await;
-        let (backend_outer, backend_inner) = socket_pair().await;
-        let (to_backend, to_client) = (AtomicU64::new(0), AtomicU64::new(0));
-        let cancel = CancellationToken::new();
+        let Rig {
+            client: client_outer,
+            backend: backend_outer,
+            mut inner,
+            counts,
+            cancel,
+        } = rig().await;
         let sent: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
-        let (mut client_inner, mut backend_inner) = (client_inner, backend_inner);
-        let relay = relay(
-            &mut client_inner,
-            &mut backend_inner,
-            64 << 10,
-            None,
-            Meters {
-                to_backend: &to_backend,
-                to_client: &to_client,
-            },
-            &cancel,
-        );
+        let relay = start(&mut inner, &counts, &cancel, 64 << 10, None);
         let peers = async {
             let (mut client, mut backend) = (client_outer, backend_outer);
             let write = async {
@@ -349,30 +377,23 @@ mod tests {
         };
         let (outcome, ()) = tokio::join!(relay, peers);
         assert!(matches!(outcome, Outcome::Closed), "{outcome:?}");
-        assert_eq!(to_backend.load(Ordering::Relaxed), sent.len() as u64);
-        assert_eq!(to_client.load(Ordering::Relaxed), 0);
+        assert_eq!(counts.0.load(Ordering::Relaxed), sent.len() as u64);
+        assert_eq!(counts.1.load(Ordering::Relaxed), 0);
     }
 
     /// The drain reaches a relay even if its first poll came with a waker that wakes
     /// nothing: the relay registers again once it is polled by its own task.
     #[tokio::test]
     async fn a_drain_ends_a_relay_first_polled_under_another_waker() {
-        let (_client, client_inner) = socket_pair().await;
-        let (_backend, backend_inner) = socket_pair().await;
-        let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
-        let cancel = CancellationToken::new();
-        let (mut client_inner, mut backend_inner) = (client_inner, backend_inner);
-        let relay = relay(
-            &mut client_inner,
-            &mut backend_inner,
-            16,
-            None,
-            Meters {
-                to_backend: &a,
-                to_client: &b,
-            },
-            &cancel,
-        );
+        // The far ends stay open: the relay must end by the drain, not by an EOF.
+        let Rig {
+            client: _client,
+            backend: _backend,
+            mut inner,
+            counts,
+            cancel,
+        } = rig().await;
+        let relay = start(&mut inner, &counts, &cancel, 16, None);
         tokio::pin!(relay);
         let mut elsewhere = Context::from_waker(std::task::Waker::noop());
         assert!(relay.as_mut().poll(&mut elsewhere).is_pending());
@@ -395,22 +416,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_connections_end_after_the_timeout() {
-        let (_client, client_inner) = socket_pair().await;
-        let (_backend, backend_inner) = socket_pair().await;
-        let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
-        let cancel = CancellationToken::new();
+        // The far ends stay open and silent.
+        let Rig {
+            client: _client,
+            backend: _backend,
+            mut inner,
+            counts,
+            cancel,
+        } = rig().await;
         let started = Instant::now();
-        let (mut client_inner, mut backend_inner) = (client_inner, backend_inner);
-        let outcome = relay(
-            &mut client_inner,
-            &mut backend_inner,
+        let outcome = start(
+            &mut inner,
+            &counts,
+            &cancel,
             16,
             Some(Duration::from_secs(30)),
-            Meters {
-                to_backend: &a,
-                to_client: &b,
-            },
-            &cancel,
         )
         .await;
         assert!(matches!(outcome, Outcome::Idle), "{outcome:?}");
