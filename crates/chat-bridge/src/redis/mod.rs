@@ -1245,6 +1245,86 @@ mod tests {
         }
     }
 
+    /// Records what the bridge hands to its sink.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<ChatMessage>>);
+
+    impl EventSink for Recorder {
+        fn deliver(&self, event: BridgeEvent) {
+            if let BridgeEvent::Message(message) = event {
+                self.0.lock().push(message);
+            }
+        }
+    }
+
+    fn message(text: &str, client_msg_id: &str) -> NewMessage {
+        NewMessage {
+            client_msg_id: client_msg_id.into(),
+            text: text.into(),
+            ..job("lobby").msg
+        }
+    }
+
+    /// Messages submitted back to back go to Redis in one script call (this test runtime
+    /// has one thread, so the publisher task runs only once all are queued). Within that
+    /// call a retry of a `client_msg_id` finds the first one's key, and the accepted
+    /// messages reach the sink once each, in order, from the one `B` payload.
+    #[tokio::test]
+    async fn one_script_call_dedupes_within_itself_and_delivers_in_order() {
+        let redis = chat_test_support::RedisServer::start().await.unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let bridge = RedisBridge::connect(
+            RedisConfig {
+                url: redis.url(),
+                prefix: "chat".into(),
+                gateway_id: "gw-test".into(),
+                address: "127.0.0.1:0".into(),
+                history_len: 100,
+            },
+            recorder.clone(),
+        )
+        .await
+        .unwrap();
+        bridge.subscribe("lobby").await.unwrap();
+        let mut pending = Vec::new();
+        for (text, key) in [
+            ("before", ""),
+            ("once", "k1"),
+            ("once again", "k1"),
+            ("between", "k2"),
+            ("once more", "k1"),
+        ] {
+            pending.push(bridge.submit(message(text, key)).await);
+        }
+        let mut outcomes = Vec::new();
+        for outcome in pending {
+            outcomes.push(outcome.await.unwrap());
+        }
+        let flags: Vec<bool> = outcomes.iter().map(|a| a.duplicate).collect();
+        assert_eq!(flags, [false, false, true, false, true]);
+        assert_eq!(outcomes[2].id, outcomes[1].id);
+        assert_eq!(outcomes[4].id, outcomes[1].id);
+        let calls = redis.command(&["INFO", "commandstats"]).await.unwrap();
+        let chat_test_support::RespValue::Bulk(Some(stats)) = calls else {
+            panic!("INFO answered {calls:?}")
+        };
+        let stats = String::from_utf8(stats).unwrap();
+        assert!(
+            stats.contains("cmdstat_evalsha:calls=1,"),
+            "one script call for the batch: {stats}"
+        );
+
+        chat_test_support::eventually(Duration::from_secs(10), || async {
+            recorder.0.lock().len() >= 3
+        })
+        .await;
+        let texts: Vec<String> = recorder.0.lock().iter().map(|m| m.text.clone()).collect();
+        assert_eq!(texts, ["before", "once", "between"]);
+        let ids: Vec<String> = recorder.0.lock().iter().map(|m| m.id.clone()).collect();
+        let accepted: Vec<String> = [0, 1, 3].map(|i| outcomes[i].id.to_string()).into();
+        assert_eq!(ids, accepted);
+    }
+
     #[test]
     fn script_calls_group_by_room_in_submission_order_and_chunk() {
         let mut jobs = Vec::new();
