@@ -416,18 +416,29 @@ impl Session {
     }
 
     /// The joined room a frame names, or None after answering NOT_IN_ROOM.
+    /// The NFC name of `raw` if this session is in that room; otherwise
+    /// answers `r` with NOT_IN_ROOM.
     fn joined_room(&self, r: u64, raw: &str) -> Option<String> {
-        match normalize_room(raw) {
-            Ok(room) if self.rooms.contains(&room) => Some(room),
-            _ => {
-                self.error(
-                    r,
-                    ErrorCode::NotInRoom,
-                    format!("not in room {:?}", truncate(raw)),
-                );
-                None
-            }
+        let room = self.joined(raw);
+        if room.is_none() {
+            self.not_in_room(r, raw);
         }
+        room
+    }
+
+    /// The NFC name of `raw` if this session is in that room.
+    fn joined(&self, raw: &str) -> Option<String> {
+        normalize_room(raw)
+            .ok()
+            .filter(|room| self.rooms.contains(room))
+    }
+
+    fn not_in_room(&self, r: u64, raw: &str) {
+        self.error(
+            r,
+            ErrorCode::NotInRoom,
+            format!("not in room {:?}", truncate(raw)),
+        );
     }
 
     async fn join(&mut self, r: u64, join: Join) {
@@ -542,11 +553,7 @@ impl Session {
             Err(refusal) => {
                 self.settle().await;
                 return match refusal {
-                    Refusal::NotInRoom(raw) => self.error(
-                        r,
-                        ErrorCode::NotInRoom,
-                        format!("not in room {:?}", truncate(&raw)),
-                    ),
+                    Refusal::NotInRoom(raw) => self.not_in_room(r, &raw),
                     Refusal::Invalid(code, message) => self.error(r, code, message),
                     Refusal::RateLimited(message) => self.rate_limited(r, message).await,
                 };
@@ -560,9 +567,8 @@ impl Session {
     /// The message a Send asks for, or why it is refused. Takes a token
     /// from the send bucket when it is not refused.
     fn check_send(&mut self, send: Send) -> Result<NewMessage, Refusal> {
-        let room = match normalize_room(&send.room) {
-            Ok(room) if self.rooms.contains(&room) => room,
-            _ => return Err(Refusal::NotInRoom(send.room)),
+        let Some(room) = self.joined(&send.room) else {
+            return Err(Refusal::NotInRoom(send.room));
         };
         if !check_client_msg_id(&send.client_msg_id) {
             return Err(Refusal::Invalid(
