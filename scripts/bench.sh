@@ -208,6 +208,21 @@ start_redis() { # sets REDIS_URL and REDIS_PID
   REDIS_URL="redis://127.0.0.1:$port"
 }
 
+start_cluster() { # start_cluster PREFIX: Redis, 3 gateways on it, chat-lb in front (PROXY v2);
+  # sets LB_ADDR, REDIS_PID and CLUSTER_WATCH (NAME=PID of the gateways and chat-lb)
+  local prefix="$1" g backends=()
+  start_redis
+  CLUSTER_WATCH=()
+  for g in 1 2 3; do
+    start_gateway "$prefix-gateway-$g" --redis "$REDIS_URL" --proxy-protocol
+    backends+=("$GW_ADDR"); CLUSTER_WATCH+=("gateway-$g=$GW_PID")
+  done
+  LB_EXTRA=(--send-proxy-v2)
+  start_lb "$prefix-lb" "${backends[@]}"
+  LB_EXTRA=()
+  CLUSTER_WATCH+=("chat-lb=$LB_PID")
+}
+
 bench() { # bench NAME ARGS...: chat-bench with a table, JSON and plot under $OUT
   local name="$1"; shift
   say "$name: chat-bench $*"
@@ -253,17 +268,8 @@ fi
 # ------------------------------------------------------------------ scenario 2
 if wants 2; then
   say "scenario 2: Redis + 3 gateways + chat-lb, $S2_ROOMS rooms x $S2_MEMBERS members, 1 publisher per room"
-  start_redis
-  backends=(); watch=("redis=$REDIS_PID")
-  for g in 1 2 3; do
-    start_gateway "s2-gateway-$g" --redis "$REDIS_URL" --proxy-protocol
-    backends+=("$GW_ADDR"); watch+=("gateway-$g=$GW_PID")
-  done
-  LB_EXTRA=(--send-proxy-v2)
-  start_lb s2-lb "${backends[@]}"
-  LB_EXTRA=()
-  watch+=("chat-lb=$LB_PID")
-  watch_csv="$(IFS=,; echo "${watch[*]}")"
+  start_cluster s2
+  watch_csv="$(IFS=,; echo "redis=$REDIS_PID,${CLUSTER_WATCH[*]}")"
   for ((round = 1; round <= ROUNDS; round++)); do
     bench "s2a-fanout-max$(round_suffix "$round")" fanout --url "ws://$LB_ADDR/ws" --rooms "$S2_ROOMS" \
       --members "$S2_MEMBERS" --publishers 1 --rate 0 --duration "$DUR" --warmup "$WARM" --payload 64 \
@@ -284,18 +290,9 @@ if wants 3; then
   stop_all
 
   say "scenario 3b: $S3B_N idle members through chat-lb (Redis + 3 gateways)"
-  start_redis
-  backends=(); watch=()
-  for g in 1 2 3; do
-    start_gateway "s3-gateway-$g" --redis "$REDIS_URL" --proxy-protocol
-    backends+=("$GW_ADDR"); watch+=("gateway-$g=$GW_PID")
-  done
-  LB_EXTRA=(--send-proxy-v2)
-  start_lb s3-lb "${backends[@]}"
-  LB_EXTRA=()
-  watch=("chat-lb=$LB_PID" "${watch[@]}")
+  start_cluster s3
   bench s3b-connections-lb connections --url "ws://$LB_ADDR/ws" --n "$S3B_N" --rate "$S3_RATE" --hold "$S3_HOLD" \
-    --local-ips "$LOCAL_IPS" --watch-pid "$(IFS=,; echo "${watch[*]}")" --label "through chat-lb"
+    --local-ips "$LOCAL_IPS" --watch-pid "$(IFS=,; echo "${CLUSTER_WATCH[*]}")" --label "through chat-lb"
   stop_all
 fi
 
