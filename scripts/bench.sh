@@ -12,6 +12,11 @@
 #   4. chat-lb alone vs direct vs HAProxy (mode tcp), 64-byte ping-pongs on
 #      the same echo backends                      target added p99 <= 50 µs, throughput >= HAProxy
 #
+# Two yardsticks run next to them, to read the figures against what this
+# machine can do at all: `chat-bench floor` (2b's deliveries with nothing but
+# sockets and one relay hop: no protocol, no Redis, no runtime), and
+# `chat-bench relay` (the least a balancer can do) as a fourth target in 4.
+#
 # The comparisons that sit near their targets (2a, and all of 4) run 3
 # rounds (4's interleaved: direct, chat-lb, HAProxy, then again) and the
 # summary shows the median and the range: single runs on this shared 2-core
@@ -279,6 +284,12 @@ if wants 2; then
     --rate "$S2B_RATE" --duration "$DUR" --warmup "$WARM" --payload 64 --local-ips "$LOCAL_IPS" \
     --watch-pid "$watch_csv" --label "cluster, $((S2_ROOMS * S2_MEMBERS * S2B_RATE)) deliveries/s"
   stop_all
+  # The floor runs alone: the cluster is stopped.
+  for rate in "$S2B_RATE" "$((S2B_RATE / 10))"; do
+    bench "s2-floor-$((S2_ROOMS * S2_MEMBERS * rate))" floor --rooms "$S2_ROOMS" --members "$S2_MEMBERS" \
+      --rate "$rate" --payload 80 --duration "$DUR" --warmup "$WARM" \
+      --label "floor, $((S2_ROOMS * S2_MEMBERS * rate)) deliveries/s"
+  done
 fi
 
 # ------------------------------------------------------------------ scenario 3
@@ -305,6 +316,10 @@ if wants 4; then
   ECHO_PID=$STARTED_PID
   wait_match "$LOGS/echo.log" "listening on 127.0.0.1:${ports[2]}" 30 >/dev/null || die "echo servers did not start"
   start_lb s4-lb "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" "127.0.0.1:${ports[2]}"
+  start relay "$BIN/chat-bench" relay --listen 127.0.0.1:0 --backend "127.0.0.1:${ports[0]}"
+  RELAY_PID=$STARTED_PID
+  RELAY_ADDR="$(wait_match "$LOGS/relay.log" 'listening on [0-9.:]+' 30 | sed 's/listening on //')" \
+    || die "the relay did not start: see $LOGS/relay.log"
   hport="$(free_port)"
   cat >"$OUT/haproxy.cfg" <<EOF
 global
@@ -331,7 +346,8 @@ EOF
 
   targets=("direct tcp://127.0.0.1:${ports[0]} echo=$ECHO_PID"
            "chat-lb tcp://$LB_ADDR chat-lb=$LB_PID,echo=$ECHO_PID"
-           "haproxy tcp://127.0.0.1:$hport haproxy=$HAPROXY_PID,echo=$ECHO_PID")
+           "haproxy tcp://127.0.0.1:$hport haproxy=$HAPROXY_PID,echo=$ECHO_PID"
+           "relay tcp://$RELAY_ADDR relay=$RELAY_PID,echo=$ECHO_PID")
   for ((round = 1; round <= ROUNDS; round++)); do
     for target in "${targets[@]}"; do
       read -r label url watch <<<"$target"
@@ -346,10 +362,10 @@ EOF
     done
   done
   "$BIN/chat-bench" plot --out "$OUT/s4-latency.svg" --title "64-byte ping-pong round trip, 1 connection" \
-    "$OUT"/s4-latency-{direct,chat-lb,haproxy}.json
+    "$OUT"/s4-latency-{direct,chat-lb,haproxy,relay}.json
   "$BIN/chat-bench" plot --out "$OUT/s4-throughput.svg" \
     --title "64-byte ping-pong round trip, $S4_CONNS connections x 4 in flight" \
-    "$OUT"/s4-throughput-{direct,chat-lb,haproxy}.json
+    "$OUT"/s4-throughput-{direct,chat-lb,haproxy,relay}.json
   stop_all
 fi
 
@@ -381,6 +397,10 @@ say "summary"
     echo "| 2a. cluster via chat-lb, $S2_ROOMS x $S2_MEMBERS, as fast as acks allow | $(rounds s2a-fanout-max .deliveries_per_sec) deliveries/s, loss $(rounds s2a-fanout-max .loss), p99 $(rounds s2a-fanout-max .latency.p99_us) µs | >= 1,000,000/s, 0 loss |"
     echo "| 2b. cluster via chat-lb, paced | $(j s2b-fanout-paced '"\(.deliveries_per_sec | floor) deliveries/s, loss \(.loss), p50 \(.latency.p50_us | floor) µs, p99 \(.latency.p99_us | floor) µs"') | p99 <= 5 ms at 100,000/s |"
   fi
+  for f in "$OUT"/s2-floor-*.json; do
+    [ -f "$f" ] || continue
+    echo "| floor: 2b's shape, sockets and one relay hop only | $(jq -r '"\(.deliveries_per_sec | floor) deliveries/s, p50 \(.latency.p50_us | floor) µs, p99 \(.latency.p99_us | floor) µs, \([.stages[].cpu.cores_used] | add * 100 | floor) % of one core"' "$f") | (yardstick) |"
+  done
   if [ -f "$OUT/s3a-connections.json" ]; then
     echo "| 3a. $S3A_N idle on one gateway | $(j s3a-connections '"\(.connected) connected, \(.failed) failed, gateway \(.rss_per_connection_bytes.gateway / 1024 * 10 | floor / 10) KiB/connection"') | <= 8 KiB/connection |"
   fi
@@ -388,10 +408,10 @@ say "summary"
     echo "| 3b. $S3B_N idle through chat-lb | $(j s3b-connections-lb '"\(.connected) connected, \(.failed) failed, chat-lb \(.rss_per_connection_bytes["chat-lb"] / 1024 * 10 | floor / 10) KiB/connection"') | <= 2 KiB/connection |"
   fi
   if [ -f "$OUT/s4-latency-direct.json" ]; then
-    for l in direct chat-lb haproxy; do
+    for l in direct chat-lb haproxy relay; do
       echo "| 4. ping-pong $l, 1 connection | p50 $(rounds "s4-latency-$l" .latency.p50_us) µs, p99 $(rounds "s4-latency-$l" .latency.p99_us) µs | added p99 <= 50 µs |"
     done
-    for l in direct chat-lb haproxy; do
+    for l in direct chat-lb haproxy relay; do
       echo "| 4. ping-pong $l, $S4_CONNS x 4 in flight | $(rounds "s4-throughput-$l" .round_trips_per_sec) round trips/s | chat-lb >= HAProxy |"
     done
   fi

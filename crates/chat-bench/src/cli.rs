@@ -32,6 +32,10 @@ pub enum Command {
     Pingpong(PingpongArgs),
     /// A TCP echo server (also answering `GET /healthz` so balancers see it as healthy).
     EchoServer(EchoServerArgs),
+    /// The machine's floor for a fan-out: the same deliveries with nothing but sockets and one relay hop.
+    Floor(FloorArgs),
+    /// The least a Layer-4 balancer can do (one thread, read and write): a yardstick for chat-lb.
+    Relay(RelayArgs),
     /// Overlays the latency curves of several JSON reports in one SVG.
     Plot(PlotArgs),
 }
@@ -183,6 +187,43 @@ pub struct PingpongArgs {
     #[command(flatten)]
     #[serde(skip)]
     pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct FloorArgs {
+    /// Rooms.
+    #[arg(long, env = "CHAT_BENCH_ROOMS", default_value_t = 10)]
+    pub rooms: usize,
+    /// Members per room: each its own connection.
+    #[arg(long, env = "CHAT_BENCH_MEMBERS", default_value_t = 100)]
+    pub members: usize,
+    /// Messages per second per room.
+    #[arg(long, env = "CHAT_BENCH_RATE", default_value_t = 100.0)]
+    pub rate: f64,
+    /// Message size in bytes (at least 8: the send time).
+    #[arg(long, env = "CHAT_BENCH_PAYLOAD", default_value_t = 80)]
+    pub payload: usize,
+    /// Measured time.
+    #[arg(long, env = "CHAT_BENCH_DURATION", value_parser = parse_secs, default_value = "10s")]
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, env = "CHAT_BENCH_WARMUP", value_parser = parse_secs, default_value = "2s")]
+    #[serde(serialize_with = "secs")]
+    pub warmup: Duration,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CHAT_BENCH_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Where every accepted connection is relayed to.
+    #[arg(long, env = "CHAT_BENCH_BACKEND")]
+    pub backend: SocketAddr,
 }
 
 #[derive(Debug, Clone, Args)]

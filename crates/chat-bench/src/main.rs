@@ -5,6 +5,7 @@ mod cli;
 mod connections;
 mod echo;
 mod fanout;
+mod floor;
 mod latency;
 mod lean_frame;
 mod local_ips;
@@ -14,6 +15,7 @@ mod payload;
 mod pingpong;
 mod plot;
 mod progress;
+mod relay;
 mod report;
 mod usage;
 
@@ -91,6 +93,13 @@ async fn run(command: Command) -> Result<()> {
             emit(&pingpong::run(args).await?, &output)
         }
         Command::EchoServer(args) => echo::run(args).await,
+        Command::Floor(args) => {
+            let output = args.output.clone();
+            emit(&floor::run(args).await?, &output)
+        }
+        Command::Relay(args) => tokio::task::spawn_blocking(move || relay::serve(&args))
+            .await
+            .context("relay task failed")?,
         Command::Plot(args) => compare(&args),
     }
 }

@@ -219,7 +219,7 @@ pub fn fmt_percent(ratio: f64) -> String {
     }
 }
 
-fn fmt_cpu(cpu: &CpuUsage) -> String {
+pub fn fmt_cpu(cpu: &CpuUsage) -> String {
     format!(
         "{:.2} s user + {:.2} s sys over {:.1} s = {:.0} % of one core",
         cpu.user_secs,

@@ -76,6 +76,8 @@ impl OwnCpu {
 pub struct Watched {
     pub name: String,
     pub pid: u32,
+    /// One thread of the process (its CPU time alone), or the whole process.
+    pub tid: Option<u32>,
 }
 
 /// Parses `NAME=PID` (or a bare `PID`, named after it).
@@ -90,7 +92,11 @@ pub fn parse_watched(spec: &str) -> Result<Watched> {
     if name.is_empty() {
         bail!("empty name in {spec:?}");
     }
-    Ok(Watched { name, pid })
+    Ok(Watched {
+        name,
+        pid,
+        tid: None,
+    })
 }
 
 /// One reading of a process.
@@ -103,17 +109,32 @@ pub struct Sample {
 }
 
 impl Watched {
+    /// A thread of this process (`/proc/self/task/TID`): its own CPU time,
+    /// and the process's RSS.
+    pub fn own_thread(name: &str, tid: u32) -> Self {
+        Self {
+            name: name.into(),
+            pid: std::process::id(),
+            tid: Some(tid),
+        }
+    }
+
     /// Reads its CPU times and RSS now.
     pub fn sample(&self) -> Result<Sample> {
-        let dir = Path::new("/proc").join(self.pid.to_string());
+        let dir = match self.tid {
+            // /proc/TID/stat would add up the whole process.
+            Some(tid) => format!("/proc/{}/task/{tid}", self.pid),
+            None => format!("/proc/{}", self.pid),
+        };
+        let dir = Path::new(&dir);
         let stat = std::fs::read_to_string(dir.join("stat"))
-            .with_context(|| format!("reading /proc/{}/stat ({})", self.pid, self.name))?;
+            .with_context(|| format!("reading {}/stat ({})", dir.display(), self.name))?;
         let (user_ticks, system_ticks) =
-            parse_stat_times(&stat).with_context(|| format!("parsing /proc/{}/stat", self.pid))?;
+            parse_stat_times(&stat).with_context(|| format!("parsing {}/stat", dir.display()))?;
         let status = std::fs::read_to_string(dir.join("status"))
-            .with_context(|| format!("reading /proc/{}/status", self.pid))?;
+            .with_context(|| format!("reading {}/status", dir.display()))?;
         let rss_kib = parse_status_rss_kib(&status)
-            .with_context(|| format!("no VmRSS in /proc/{}/status", self.pid))?;
+            .with_context(|| format!("no VmRSS in {}/status", dir.display()))?;
         Ok(Sample {
             at: Instant::now(),
             user_secs: user_ticks as f64 / TICKS_PER_SEC,
@@ -152,6 +173,14 @@ impl ProcessUsage {
     pub fn rss_growth_bytes(&self) -> i64 {
         (self.rss_after_kib as i64 - self.rss_before_kib as i64) * 1024
     }
+}
+
+/// This thread's kernel id, from `/proc/thread-self` (a link to `PID/task/TID`).
+pub fn current_tid() -> Result<u32> {
+    let link = std::fs::read_link("/proc/thread-self").context("reading /proc/thread-self")?;
+    link.file_name()
+        .and_then(|tid| tid.to_str()?.parse().ok())
+        .with_context(|| format!("no thread id in {}", link.display()))
 }
 
 /// Samples every watched process (failing on the first that cannot be read).
@@ -226,7 +255,8 @@ mod tests {
             parse_watched("gateway=123").unwrap(),
             Watched {
                 name: "gateway".into(),
-                pid: 123
+                pid: 123,
+                tid: None,
             }
         );
         assert_eq!(parse_watched("77").unwrap().name, "pid-77");
@@ -239,6 +269,7 @@ mod tests {
         let me = Watched {
             name: "me".into(),
             pid: std::process::id(),
+            tid: None,
         };
         let before = me.sample().unwrap();
         let mut x = 0u64;
@@ -252,5 +283,30 @@ mod tests {
         assert!(usage.cpu.user_secs >= 0.0 && usage.cpu.wall_secs > 0.0);
         let (user, _) = own_cpu();
         assert!(user > 0.0);
+    }
+
+    #[test]
+    fn a_thread_is_watched_alone() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let idle_thread = std::thread::spawn(move || {
+            tid_tx.send(current_tid().unwrap()).unwrap();
+            let _ = stopped.recv();
+        });
+        let idle = Watched::own_thread("idle", tid_rx.recv().unwrap());
+        let busy = Watched::own_thread("busy", current_tid().unwrap());
+        let before = sample_all(&[idle.clone(), busy.clone()]).unwrap();
+        let spin_until = Instant::now() + Duration::from_millis(300);
+        let mut x = 0u64;
+        while Instant::now() < spin_until {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+        let after = sample_all(&[idle.clone(), busy.clone()]).unwrap();
+        drop(stop);
+        idle_thread.join().unwrap();
+        let usage = usage_between(&[idle, busy], &before, &after);
+        let cpu = |u: &ProcessUsage| u.cpu.user_secs + u.cpu.system_secs;
+        assert!(cpu(&usage[1]) >= 0.1, "the spinning thread: {:?}", usage[1]);
+        assert!(cpu(&usage[0]) < 0.05, "the idle thread: {:?}", usage[0]);
     }
 }

@@ -248,3 +248,48 @@ async fn pingpong_direct_and_through_chat_lb_is_clean() {
     }
     drop(lb);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_is_clean_and_shows_each_stage() {
+    let report =
+        bench("floor --rooms 3 --members 10 --rate 100 --duration 1s --warmup 300ms").await;
+    check_common(&report, "floor");
+    let n = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {report:#}"))
+    };
+    assert!(n("sent") > 0);
+    assert_eq!(n("expected"), n("sent") * 10);
+    assert_eq!(n("received"), n("expected"));
+    assert_eq!(n("loss"), 0);
+    assert_eq!(report["latency"]["count"], report["received"]);
+    let stages: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["source", "relay", "sink"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingpong_through_the_minimal_relay_is_clean() {
+    let mut echo = Command::new(env!("CARGO_BIN_EXE_chat-bench"));
+    echo.args(["--threads", "1", "echo-server", "--listen", "127.0.0.1:0"]);
+    let (_echo, line) = start(echo, "echo-server listening on ").await;
+    let backend = line.rsplit(' ').next().unwrap().to_owned();
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_chat-bench"));
+    relay.args(["relay", "--listen", "127.0.0.1:0", "--backend", &backend]);
+    let (_relay, line) = start(relay, "relay listening on ").await;
+    let relay_addr = line.rsplit(' ').next().unwrap();
+
+    let report = bench(&format!(
+        "pingpong --url tcp://{relay_addr} --conns 4 --depth 2 --duration 1s --warmup 200ms --label relay"
+    ))
+    .await;
+    check_common(&report, "pingpong");
+    assert_eq!(report["connected"], 4);
+    assert_eq!(report["errors"], 0);
+    assert_eq!(report["latency"]["count"], report["round_trips"]);
+}

@@ -1,0 +1,540 @@
+//! `chat-bench floor`: what this machine can do at all for a fan-out, as a
+//! yardstick for `fanout`. The same shape (rooms of members, one paced
+//! publisher per room, every delivery on its own TCP connection through a
+//! balancer) with nothing but the sockets: no WebSocket, no protocol, no
+//! Redis, no async runtime, three threads.
+//!
+//! - The source writes each message (its send time, padded to `--payload`
+//!   bytes) to every member socket of its room, one write each, as a
+//!   gateway must: every member has its own connection.
+//! - The relay ([`crate::relay`]) copies every connection to a second one,
+//!   as a Layer-4 balancer does.
+//! - The sink reads them all with one epoll and records the latency.
+//!
+//! Any design pays at least this for the same deliveries on the same cores,
+//! so a system's figures are read against it: a target below the floor's
+//! figure cannot be reached on this machine by any design with this shape.
+
+use std::io::{self, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _, Result};
+use mio::{Events, Interest, Poll, Token};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{invalid, watched_arg, FloorArgs};
+use crate::latency::{LatencySummary, Recorder, Shards};
+use crate::pacing::Pacer;
+use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
+use crate::relay::Relay;
+use crate::report::{fmt_cpu, fmt_int, fmt_percent, fmt_rate, tool_name, unix_ms, Report, Results};
+use crate::usage::{current_tid, sample_all, usage_between, CpuUsage, OwnCpu, Watched};
+
+/// The send time at the start of each message: nanoseconds since the run's epoch.
+const STAMP: usize = 8;
+
+/// After the window, how long the sink waits for deliveries still on their way.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The results of a floor run (flattened into the report).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FloorResults {
+    pub rooms: usize,
+    pub members: usize,
+    pub payload: usize,
+    pub measured_secs: f64,
+    /// Messages sent in the measured window (one per room per send).
+    pub sent: u64,
+    /// `sent` times the members of a room.
+    pub expected: u64,
+    /// Deliveries of those messages that arrived.
+    pub received: u64,
+    pub loss: u64,
+    pub deliveries_per_sec: f64,
+    /// How late the source was at worst against its schedule.
+    pub max_pacing_lag_ms: f64,
+    /// CPU of each thread over the measured window.
+    pub stages: Vec<StageCpu>,
+}
+
+/// One thread's CPU use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageCpu {
+    pub name: String,
+    pub cpu: CpuUsage,
+}
+
+impl Results for FloorResults {
+    fn clean(&self) -> bool {
+        self.loss == 0 && self.received > 0
+    }
+
+    fn rows(&self) -> Vec<(String, String)> {
+        let mut rows = vec![
+            (
+                "shape".into(),
+                format!(
+                    "{} rooms x {} members, {} B messages, one hop",
+                    self.rooms, self.members, self.payload
+                ),
+            ),
+            ("measured".into(), format!("{:.1} s", self.measured_secs)),
+            ("sent".into(), fmt_int(self.sent)),
+            ("expected".into(), fmt_int(self.expected)),
+            ("received".into(), fmt_int(self.received)),
+            (
+                "loss".into(),
+                format!(
+                    "{} ({})",
+                    fmt_int(self.loss),
+                    fmt_percent(self.loss as f64 / self.expected.max(1) as f64)
+                ),
+            ),
+            ("deliveries/s".into(), fmt_rate(self.deliveries_per_sec)),
+            (
+                "max pacing lag".into(),
+                format!("{:.2} ms", self.max_pacing_lag_ms),
+            ),
+        ];
+        for stage in &self.stages {
+            rows.push((format!("{} cpu", stage.name), fmt_cpu(&stage.cpu)));
+        }
+        rows
+    }
+}
+
+/// The run's epoch and measured window, shared by the threads.
+struct Clock {
+    epoch: Instant,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+impl Clock {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn measured(&self, sent_ns: u64) -> bool {
+        (self.start_ns..self.end_ns).contains(&sent_ns)
+    }
+}
+
+/// What the source reports when its window is over.
+struct Sent {
+    in_window: u64,
+    max_lag: Duration,
+}
+
+/// Runs the scenario and returns its report.
+pub async fn run(args: FloorArgs) -> Result<Report<FloorResults>> {
+    if args.rooms == 0 || args.members == 0 {
+        return Err(invalid("--rooms and --members must be at least 1"));
+    }
+    if !(args.rate > 0.0 && args.rate.is_finite()) {
+        return Err(invalid("--rate must be a positive number"));
+    }
+    if args.payload < STAMP {
+        return Err(invalid(format!("--payload must be at least {STAMP} bytes")));
+    }
+    let watched = watched_arg(&args.output.watch_pid)?;
+    let started_unix_ms = unix_ms();
+    let conns = args.rooms * args.members;
+    let progress = Progress::new(conns as u64, args.output.no_progress);
+
+    // ---------------------------------------------------------------- set up
+    progress.phase("connect", conns as u64);
+    let sink_listener = TcpListener::bind("127.0.0.1:0").context("binding the sink")?;
+    let relay = Relay::bind(
+        "127.0.0.1:0".parse().expect("static address"),
+        sink_listener.local_addr()?,
+    )
+    .context("binding the relay")?;
+    let relay_addr = relay.local_addr()?;
+    let stop_relay = Arc::new(AtomicBool::new(false));
+    let relay_thread = spawn_stage("relay", {
+        let stop = Arc::clone(&stop_relay);
+        move || relay.run(&stop).context("relay")
+    })?;
+    let (sockets, sink_sockets) =
+        tokio::task::spawn_blocking(move || connect_through(relay_addr, &sink_listener, conns))
+            .await
+            .context("connect task failed")??;
+    progress.update(conns as u64, String::new());
+
+    // ---------------------------------------------------------------- run
+    let shards = Shards::new(1);
+    let clock = Arc::new(Clock {
+        epoch: Instant::now(),
+        start_ns: args.warmup.as_nanos() as u64,
+        end_ns: (args.warmup + args.duration).as_nanos() as u64,
+    });
+    let sink_thread = spawn_stage("sink", {
+        let (clock, recorder, payload) = (Arc::clone(&clock), shards.recorder(0), args.payload);
+        move || sink(sink_sockets, payload, &clock, recorder)
+    })?;
+    let source_thread = spawn_stage("source", {
+        let clock = Arc::clone(&clock);
+        let (rooms, members, rate, payload) = (args.rooms, args.members, args.rate, args.payload);
+        move || source(sockets, rooms, members, rate, payload, &clock)
+    })?;
+    let stages = [
+        source_thread.watched(),
+        relay_thread.watched(),
+        sink_thread.watched(),
+    ];
+
+    let start_at = clock.epoch + args.warmup;
+    let end_at = start_at + args.duration;
+    progress.phase("run", (args.warmup + args.duration).as_millis() as u64);
+    let mut timeline = Timeline::default();
+    timeline.rate(0.0, 0);
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    ticks.tick().await; // the first tick is immediate
+    let mut window_start = None;
+    let mut window_end = None;
+    while window_end.is_none() {
+        ticks.tick().await;
+        let now = Instant::now();
+        let rate = timeline.rate(
+            now.duration_since(clock.epoch).as_secs_f64(),
+            shards.total(),
+        );
+        progress.update(
+            now.duration_since(clock.epoch).as_millis() as u64,
+            format!("{} deliveries/s", fmt_rate(rate)),
+        );
+        if window_start.is_none() && now >= start_at {
+            window_start = Some((OwnCpu::start(), sample_all(&watched)?, sample_all(&stages)?));
+        }
+        if now >= end_at {
+            let (cpu, before, stages_before) = window_start
+                .as_ref()
+                .expect("the window starts before it ends");
+            window_end = Some((
+                cpu.usage(),
+                usage_between(&watched, before, &sample_all(&watched)?),
+                usage_between(&stages, stages_before, &sample_all(&stages)?),
+            ));
+        }
+    }
+    let (bench_cpu, processes, stage_usage) = window_end.expect("loop ends with the window");
+    // The source stops at the end of the window and closes its sockets, the
+    // relay passes the ends on, and the sink stops once every socket ended.
+    let (sent, received) = tokio::task::spawn_blocking(move || {
+        let sent = source_thread.join()?;
+        let received = sink_thread.join()?;
+        stop_relay.store(true, Ordering::Relaxed);
+        relay_thread.join()?;
+        anyhow::Ok((sent, received))
+    })
+    .await
+    .context("join task failed")??;
+    progress.finish();
+
+    let measured_secs = args.duration.as_secs_f64();
+    let expected = sent.in_window * args.members as u64;
+    let results = FloorResults {
+        rooms: args.rooms,
+        members: args.members,
+        payload: args.payload,
+        measured_secs,
+        sent: sent.in_window,
+        expected,
+        received,
+        loss: expected.saturating_sub(received),
+        deliveries_per_sec: received as f64 / measured_secs,
+        max_pacing_lag_ms: sent.max_lag.as_secs_f64() * 1e3,
+        stages: stage_usage
+            .into_iter()
+            .map(|usage| StageCpu {
+                name: usage.name,
+                cpu: usage.cpu,
+            })
+            .collect(),
+    };
+    Ok(Report {
+        scenario: "floor".into(),
+        label: args.output.label.clone(),
+        tool: tool_name(),
+        started_unix_ms,
+        params: serde_json::to_value(&args)?,
+        clean: results.clean(),
+        results,
+        latency_kind: "end-to-end latency (send to receipt)".into(),
+        latency: LatencySummary::from_histogram(&shards.merged()),
+        timeline_unit: "deliveries/s".into(),
+        timeline: timeline.into_points(),
+        bench_cpu,
+        processes,
+    })
+}
+
+/// A running stage: its thread and its kernel thread id (for its CPU time).
+/// The thread stays (idle) after its work until [`Stage::join`], so that its
+/// CPU time can still be read at the end of the window.
+struct Stage<T> {
+    name: &'static str,
+    tid: u32,
+    thread: JoinHandle<Result<T>>,
+    /// Dropped to let the thread end.
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl<T> Stage<T> {
+    /// The thread, for sampling its CPU time.
+    fn watched(&self) -> Watched {
+        Watched::own_thread(self.name, self.tid)
+    }
+
+    fn join(self) -> Result<T> {
+        drop(self.release);
+        self.thread
+            .join()
+            .map_err(|_| anyhow!("the {} thread panicked", self.name))?
+    }
+}
+
+fn spawn_stage<T: Send + 'static>(
+    name: &'static str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<Stage<T>> {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(format!("floor-{name}"))
+        .spawn(move || {
+            let _ = tid_tx.send(current_tid());
+            let result = work();
+            let _ = released.recv(); // ends when the sender is dropped
+            result
+        })
+        .with_context(|| format!("starting the {name} thread"))?;
+    let tid = tid_rx
+        .recv()
+        .context("the thread ended before it started")??;
+    Ok(Stage {
+        name,
+        tid,
+        thread,
+        release,
+    })
+}
+
+/// `n` connections through the relay: the source's ends, and the sink's ends
+/// (nonblocking) in the same order.
+fn connect_through(
+    relay: SocketAddr,
+    sink: &TcpListener,
+    n: usize,
+) -> Result<(Vec<TcpStream>, Vec<mio::net::TcpStream>)> {
+    let mut sources = Vec::with_capacity(n);
+    let mut sinks = Vec::with_capacity(n);
+    for i in 0..n {
+        let source = TcpStream::connect(relay)
+            .with_context(|| format!("connection {i} of {n} to the relay"))?;
+        source.set_nodelay(true)?;
+        sources.push(source);
+        let (sink_end, _) = sink.accept().context("accepting at the sink")?;
+        sink_end.set_nonblocking(true)?;
+        sinks.push(mio::net::TcpStream::from_std(sink_end));
+    }
+    Ok((sources, sinks))
+}
+
+/// Sends every room's messages on schedule until the window ends, then
+/// closes the sockets. Rooms take turns at `rate` each, spread evenly. A
+/// source that falls behind sends what is due at once, and the lag is
+/// reported; it stops at the end of the window all the same.
+fn source(
+    sockets: Vec<TcpStream>,
+    rooms: usize,
+    members: usize,
+    rate: f64,
+    payload: usize,
+    clock: &Clock,
+) -> Result<Sent> {
+    let pacer = Pacer::new(rate * rooms as f64, Duration::ZERO);
+    let mut message = vec![0u8; payload];
+    let mut sent = Sent {
+        in_window: 0,
+        max_lag: Duration::ZERO,
+    };
+    for n in 0u64.. {
+        let due = pacer.due_at(n);
+        if due.as_nanos() as u64 >= clock.end_ns {
+            break;
+        }
+        if let Some(wait) = (clock.epoch + due).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let now = clock.now_ns();
+        if now >= clock.end_ns {
+            break; // behind schedule at the end: what is left is not sent
+        }
+        sent.max_lag = sent.max_lag.max(Duration::from_nanos(
+            now.saturating_sub(due.as_nanos() as u64),
+        ));
+        message[..STAMP].copy_from_slice(&now.to_le_bytes());
+        let room = (n % rooms as u64) as usize;
+        for mut socket in &sockets[room * members..(room + 1) * members] {
+            socket
+                .write_all(&message)
+                .context("source write (the relay or sink is gone)")?;
+        }
+        if clock.measured(now) {
+            sent.in_window += 1;
+        }
+    }
+    Ok(sent)
+}
+
+/// Reads every socket until each has ended (or the drain timeout after the
+/// window); records the latency of every message sent in the window and
+/// returns how many of those arrived.
+fn sink(
+    mut sockets: Vec<mio::net::TcpStream>,
+    payload: usize,
+    clock: &Clock,
+    mut recorder: Recorder,
+) -> Result<u64> {
+    let mut poll = Poll::new()?;
+    for (i, socket) in sockets.iter_mut().enumerate() {
+        poll.registry()
+            .register(socket, Token(i), Interest::READABLE)?;
+    }
+    // Each socket's unfinished message, and whether it has ended.
+    let mut partial = vec![Vec::with_capacity(payload); sockets.len()];
+    let mut ended = vec![false; sockets.len()];
+    let mut open = sockets.len();
+    let mut received = 0u64;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = clock.epoch + Duration::from_nanos(clock.end_ns) + DRAIN_TIMEOUT;
+    while open > 0 {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        match poll.poll(&mut events, Some(left.min(Duration::from_millis(100)))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+        for event in &events {
+            let i = event.token().0;
+            if ended[i] {
+                continue;
+            }
+            // A short read means the socket is empty, unless the sender has
+            // finished: then no later event comes, so read on to the end.
+            let closed = event.is_read_closed();
+            loop {
+                match sockets[i].read(&mut buf) {
+                    Ok(0) => {
+                        ended[i] = true;
+                        open -= 1;
+                        break;
+                    }
+                    Ok(n) => {
+                        let now = clock.now_ns();
+                        for sent in messages(&mut partial[i], &buf[..n], payload) {
+                            if clock.measured(sent) {
+                                received += 1;
+                                recorder.record(now.saturating_sub(sent));
+                            } else {
+                                recorder.count();
+                            }
+                        }
+                        if n < buf.len() && !closed {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(anyhow::Error::new(e).context("sink read")),
+                }
+            }
+        }
+        recorder.flush();
+    }
+    Ok(received)
+}
+
+/// The send times of the messages completed by `bytes`, given what was left
+/// over from earlier reads in `partial` (which keeps what is left now).
+fn messages(partial: &mut Vec<u8>, mut bytes: &[u8], size: usize) -> Vec<u64> {
+    let mut stamps = Vec::new();
+    while !bytes.is_empty() {
+        let take = (size - partial.len()).min(bytes.len());
+        partial.extend_from_slice(&bytes[..take]);
+        bytes = &bytes[take..];
+        if partial.len() == size {
+            let stamp: [u8; STAMP] = partial[..STAMP].try_into().expect("size >= STAMP");
+            stamps.push(u64::from_le_bytes(stamp));
+            partial.clear();
+        }
+    }
+    stamps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::OutputArgs;
+
+    fn message(stamp: u64, size: usize) -> Vec<u8> {
+        let mut m = vec![0xAB; size];
+        m[..STAMP].copy_from_slice(&stamp.to_le_bytes());
+        m
+    }
+
+    #[test]
+    fn messages_are_cut_out_of_any_split_of_the_stream() {
+        let stream: Vec<u8> = (1..=5).flat_map(|s| message(s * 1000, 20)).collect();
+        for chunk in [1, 3, 7, 20, 33, 100] {
+            let mut partial = Vec::new();
+            let stamps: Vec<u64> = stream
+                .chunks(chunk)
+                .flat_map(|c| messages(&mut partial, c, 20))
+                .collect();
+            assert_eq!(stamps, [1000, 2000, 3000, 4000, 5000], "chunks of {chunk}");
+            assert!(partial.is_empty());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_delivery_of_a_small_floor_run_arrives_and_is_timed() {
+        let args = FloorArgs {
+            rooms: 3,
+            members: 4,
+            rate: 50.0,
+            payload: 64,
+            duration: Duration::from_millis(800),
+            warmup: Duration::from_millis(200),
+            output: OutputArgs {
+                json: false,
+                json_file: None,
+                plot: None,
+                label: "test".into(),
+                watch_pid: vec![],
+                no_progress: true,
+            },
+        };
+        let report = run(args).await.unwrap();
+        let r = &report.results;
+        assert!(report.clean, "{}", report.table());
+        // 3 rooms at 50/s each for 0.8 s: 120 messages on schedule (one more
+        // at the edge), 4 deliveries each.
+        assert!((110..=121).contains(&r.sent), "{} sent", r.sent);
+        assert_eq!(r.expected, r.sent * 4);
+        assert_eq!(r.received, r.expected);
+        assert_eq!(report.latency.count, r.received);
+        let names: Vec<&str> = r.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["source", "relay", "sink"]);
+        assert!(report.table().contains("relay cpu"));
+    }
+}
