@@ -23,7 +23,7 @@ use crate::member::{failure_kind, join, run_id, ws_config};
 use crate::pacing::Pacer;
 use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
 use crate::report::{fmt_bytes, fmt_int, fmt_rate, tool_name, unix_ms, Report, Results};
-use crate::usage::{sample_all, usage_between, OwnCpu};
+use crate::usage::WindowUsage;
 
 /// Read buffer per idle connection: idle members get presence changes only.
 const READ_BUFFER: usize = 4 * 1024;
@@ -135,8 +135,8 @@ pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
     let mut holders = JoinSet::new();
     let mut timeline = Timeline::default();
 
-    let cpu = OwnCpu::start();
-    let before = sample_all(&watched)?;
+    let mut usage = WindowUsage::new(watched);
+    usage.start()?;
     let epoch = Instant::now();
     timeline.value(0.0, 0.0);
 
@@ -210,7 +210,7 @@ pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
     let hold_end = hold_start + args.hold.max(SETTLE);
     progress.phase("hold", args.hold.max(SETTLE).as_millis() as u64);
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
-    let after = loop {
+    loop {
         ticks.tick().await;
         let now = Instant::now();
         let open = counters.open.load(Relaxed);
@@ -224,13 +224,13 @@ pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
             ),
         );
         if now >= hold_end {
-            break sample_all(&watched)?;
+            usage.end()?;
+            break;
         }
-    };
+    }
     let held_secs = hold_start.elapsed().as_secs_f64();
     let open_at_end = counters.open.load(Relaxed);
-    let bench_cpu = cpu.usage();
-    let processes = usage_between(&watched, &before, &after);
+    let (bench_cpu, processes) = usage.into_usage().expect("the hold ended");
     progress.finish();
 
     // ---------------------------------------------------------------- wind down

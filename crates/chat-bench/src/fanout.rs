@@ -41,7 +41,7 @@ use crate::pacing::{Pacer, Step};
 use crate::payload::{check_chat_size, Stamp};
 use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
 use crate::report::{fmt_int, fmt_percent, fmt_rate, tool_name, unix_ms, Report, Results};
-use crate::usage::{sample_all, usage_between, OwnCpu};
+use crate::usage::WindowUsage;
 
 /// Refs of Sends are `REF_BASE + seq`, so a reply names the message it answers.
 const REF_BASE: u64 = 1 << 32;
@@ -315,8 +315,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report<FanoutResults>> {
     timeline.rate(0.0, 0);
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     ticks.tick().await; // the first tick is immediate
-    let mut window_start: Option<(OwnCpu, Vec<_>)> = None;
-    let mut window_end = None;
+    let mut usage = WindowUsage::new(watched);
+    let mut ended_at = None;
     let mut last_change = (Instant::now(), 0u64, 0u64);
     let expected = |states: &[Arc<Publisher>]| {
         states.iter().map(|p| p.acked.load(Relaxed)).sum::<u64>() * args.members as u64
@@ -336,26 +336,20 @@ pub async fn run(args: FanoutArgs) -> Result<Report<FanoutResults>> {
         let now = Instant::now();
         let t = now.duration_since(clock.epoch).as_secs_f64();
         let rate = timeline.rate(t, shards.total());
-        if window_start.is_none() && now >= start_at {
-            window_start = Some((OwnCpu::start(), sample_all(&watched)?));
+        if !usage.started() && now >= start_at {
+            usage.start()?;
             progress.phase("measure", args.duration.as_millis() as u64);
         }
-        if window_end.is_none() && now >= end_at {
-            let (cpu, before) = window_start
-                .as_ref()
-                .expect("the window starts before it ends");
-            window_end = Some((
-                cpu.usage(),
-                usage_between(&watched, before, &sample_all(&watched)?),
-                now,
-            ));
+        if ended_at.is_none() && now >= end_at {
+            usage.end()?;
+            ended_at = Some(now);
             progress.phase("drain", args.drain_timeout.as_millis() as u64);
         }
         let (received, expect) = (shards.measured(), expected(&publisher_states));
-        let position = match (&window_start, &window_end) {
-            (None, _) => now.duration_since(clock.epoch),
-            (Some(_), None) => now.saturating_duration_since(start_at),
-            (Some(_), Some((_, _, ended))) => now.duration_since(*ended),
+        let position = match ended_at {
+            Some(ended) => now.duration_since(ended),
+            None if usage.started() => now.saturating_duration_since(start_at),
+            None => now.duration_since(clock.epoch),
         };
         progress.update(
             position.as_millis() as u64,
@@ -366,14 +360,14 @@ pub async fn run(args: FanoutArgs) -> Result<Report<FanoutResults>> {
                 fmt_int(expect)
             ),
         );
-        if let Some((_, _, ended)) = &window_end {
+        if let Some(ended) = ended_at {
             if (received, expect) != (last_change.1, last_change.2) {
                 last_change = (now, received, expect);
             }
             let done =
                 received >= expect && outstanding(&publisher_states) == 0 && publishing.is_empty();
             let quiet = now.duration_since(last_change.0) >= DRAIN_QUIET;
-            if done || quiet || now.duration_since(*ended) >= args.drain_timeout {
+            if done || quiet || now.duration_since(ended) >= args.drain_timeout {
                 break;
             }
         }
@@ -390,8 +384,11 @@ pub async fn run(args: FanoutArgs) -> Result<Report<FanoutResults>> {
         }
     }
     progress.finish();
-    let (bench_cpu, processes, ended) = window_end.expect("the drain follows the window");
-    let drain_secs = ended.elapsed().as_secs_f64();
+    let (bench_cpu, processes) = usage.into_usage().expect("the drain follows the window");
+    let drain_secs = ended_at
+        .expect("the drain follows the window")
+        .elapsed()
+        .as_secs_f64();
 
     // ---------------------------------------------------------------- wind down
     stop.cancel();

@@ -29,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{invalid, watched_arg, FloorArgs};
 use crate::latency::{LatencySummary, Recorder, Shards};
 use crate::pacing::Pacer;
-use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
+use crate::progress::{watch_window, Progress};
 use crate::relay::Relay;
 use crate::report::{fmt_cpu, fmt_int, fmt_percent, fmt_rate, tool_name, unix_ms, Report, Results};
-use crate::usage::{current_tid, sample_all, usage_between, CpuUsage, OwnCpu, Watched};
+use crate::usage::{current_tid, CpuUsage, Watched, WindowUsage};
 
 /// The send time at the start of each message: nanoseconds since the run's epoch.
 const STAMP: usize = 8;
@@ -188,41 +188,20 @@ pub async fn run(args: FloorArgs) -> Result<Report<FloorResults>> {
         sink_thread.watched(),
     ];
 
-    let start_at = clock.epoch + args.warmup;
-    let end_at = start_at + args.duration;
-    progress.phase("run", (args.warmup + args.duration).as_millis() as u64);
-    let mut timeline = Timeline::default();
-    timeline.rate(0.0, 0);
-    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
-    ticks.tick().await; // the first tick is immediate
-    let mut window_start = None;
-    let mut window_end = None;
-    while window_end.is_none() {
-        ticks.tick().await;
-        let now = Instant::now();
-        let rate = timeline.rate(
-            now.duration_since(clock.epoch).as_secs_f64(),
-            shards.total(),
-        );
-        progress.update(
-            now.duration_since(clock.epoch).as_millis() as u64,
-            format!("{} deliveries/s", fmt_rate(rate)),
-        );
-        if window_start.is_none() && now >= start_at {
-            window_start = Some((OwnCpu::start(), sample_all(&watched)?, sample_all(&stages)?));
-        }
-        if now >= end_at {
-            let (cpu, before, stages_before) = window_start
-                .as_ref()
-                .expect("the window starts before it ends");
-            window_end = Some((
-                cpu.usage(),
-                usage_between(&watched, before, &sample_all(&watched)?),
-                usage_between(&stages, stages_before, &sample_all(&stages)?),
-            ));
-        }
-    }
-    let (bench_cpu, processes, stage_usage) = window_end.expect("loop ends with the window");
+    // The stages are watched after the processes asked for, and split off after.
+    let watched_processes = watched.len();
+    let watch = watch_window(
+        clock.epoch,
+        args.warmup,
+        args.duration,
+        "deliveries/s",
+        || shards.total(),
+        &progress,
+        WindowUsage::new(watched.into_iter().chain(stages).collect()),
+    )
+    .await?;
+    let mut processes = watch.processes;
+    let stage_usage = processes.split_off(watched_processes);
     // The source stops at the end of the window and closes its sockets, the
     // relay passes the ends on, and the sink stops once every socket ended.
     let (sent, received) = tokio::task::spawn_blocking(move || {
@@ -268,8 +247,8 @@ pub async fn run(args: FloorArgs) -> Result<Report<FloorResults>> {
         latency_kind: "end-to-end latency (send to receipt)".into(),
         latency: LatencySummary::from_histogram(&shards.merged()),
         timeline_unit: "deliveries/s".into(),
-        timeline: timeline.into_points(),
-        bench_cpu,
+        timeline: watch.timeline,
+        bench_cpu: watch.bench_cpu,
         processes,
     })
 }

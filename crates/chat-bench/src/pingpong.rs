@@ -21,9 +21,9 @@ use crate::latency::{LatencySummary, Recorder, Shards};
 use crate::local_ips::pick;
 use crate::pacing::Pacer;
 use crate::payload::{read_ping, write_ping, PING_HEADER_LEN};
-use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
+use crate::progress::{watch_window, Progress};
 use crate::report::{fmt_bytes, fmt_int, fmt_rate, tool_name, unix_ms, Report, Results};
-use crate::usage::{sample_all, usage_between, OwnCpu};
+use crate::usage::WindowUsage;
 
 /// A reply later than this counts as lost and ends the connection.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -165,40 +165,16 @@ pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
         });
     }
 
-    let start_at = clock.epoch + args.warmup;
-    let end_at = start_at + args.duration;
-    progress.phase("run", (args.warmup + args.duration).as_millis() as u64);
-    let mut timeline = Timeline::default();
-    timeline.rate(0.0, 0);
-    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
-    ticks.tick().await; // the first tick is immediate
-    let mut window_start = None;
-    let mut window_end = None;
-    while window_end.is_none() {
-        ticks.tick().await;
-        let now = Instant::now();
-        let rate = timeline.rate(
-            now.duration_since(clock.epoch).as_secs_f64(),
-            shards.total(),
-        );
-        progress.update(
-            now.duration_since(clock.epoch).as_millis() as u64,
-            format!("{} round trips/s", fmt_rate(rate)),
-        );
-        if window_start.is_none() && now >= start_at {
-            window_start = Some((OwnCpu::start(), sample_all(&watched)?));
-        }
-        if now >= end_at {
-            let (cpu, before) = window_start
-                .as_ref()
-                .expect("the window starts before it ends");
-            window_end = Some((
-                cpu.usage(),
-                usage_between(&watched, before, &sample_all(&watched)?),
-            ));
-        }
-    }
-    let (bench_cpu, processes) = window_end.expect("loop ends with the window");
+    let watch = watch_window(
+        clock.epoch,
+        args.warmup,
+        args.duration,
+        "round trips/s",
+        || shards.total(),
+        &progress,
+        WindowUsage::new(watched),
+    )
+    .await?;
     // Connections stop sending at the end and finish their last replies.
     let finish = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(REPLY_TIMEOUT + Duration::from_secs(1), finish)
@@ -235,9 +211,9 @@ pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
         latency_kind: "round-trip time".into(),
         latency: LatencySummary::from_histogram(&shards.merged()),
         timeline_unit: "round trips/s".into(),
-        timeline: timeline.into_points(),
-        bench_cpu,
-        processes,
+        timeline: watch.timeline,
+        bench_cpu: watch.bench_cpu,
+        processes: watch.processes,
     })
 }
 

@@ -1,9 +1,13 @@
 //! What a run shows while it goes: a progress bar on stderr (hidden when
 //! stderr is not a terminal) and the timeline of a counter's rate.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::report::fmt_rate;
+use crate::usage::{CpuUsage, ProcessUsage, WindowUsage};
 
 /// How often the timeline is sampled and the bar redrawn.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
@@ -44,6 +48,56 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// What [`watch_window`] saw: the rate over time, and the resource use over the window.
+pub struct Watch {
+    pub timeline: Vec<[f64; 2]>,
+    pub bench_cpu: CpuUsage,
+    pub processes: Vec<ProcessUsage>,
+}
+
+/// Shows a run until its measured window (`warmup` after `epoch`, for
+/// `duration`) ends: every [`SAMPLE_EVERY`], the rate of the counter
+/// `total` for the bar and the timeline (`unit`: what it counts per second);
+/// at the window's start and end, the CPU of the bench and of what `usage` watches.
+pub async fn watch_window(
+    epoch: Instant,
+    warmup: Duration,
+    duration: Duration,
+    unit: &str,
+    total: impl Fn() -> u64,
+    progress: &Progress,
+    mut usage: WindowUsage,
+) -> Result<Watch> {
+    let start_at = epoch + warmup;
+    let end_at = start_at + duration;
+    progress.phase("run", (warmup + duration).as_millis() as u64);
+    let mut timeline = Timeline::default();
+    timeline.rate(0.0, 0);
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    ticks.tick().await; // the first tick is immediate
+    while !usage.ended() {
+        ticks.tick().await;
+        let now = Instant::now();
+        let rate = timeline.rate(now.duration_since(epoch).as_secs_f64(), total());
+        progress.update(
+            now.duration_since(epoch).as_millis() as u64,
+            format!("{} {unit}", fmt_rate(rate)),
+        );
+        if !usage.started() && now >= start_at {
+            usage.start()?;
+        }
+        if now >= end_at {
+            usage.end()?;
+        }
+    }
+    let (bench_cpu, processes) = usage.into_usage().expect("the loop ends with the window");
+    Ok(Watch {
+        timeline: timeline.into_points(),
+        bench_cpu,
+        processes,
+    })
 }
 
 /// Rate points `(seconds, per second)` from successive readings of a

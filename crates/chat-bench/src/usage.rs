@@ -175,6 +175,54 @@ impl ProcessUsage {
     }
 }
 
+/// The resource use over a run's measured window: the bench's own CPU and
+/// the watched processes', sampled when the window starts and when it ends.
+pub struct WindowUsage {
+    watched: Vec<Watched>,
+    start: Option<(OwnCpu, Vec<Sample>)>,
+    end: Option<(CpuUsage, Vec<ProcessUsage>)>,
+}
+
+impl WindowUsage {
+    pub fn new(watched: Vec<Watched>) -> Self {
+        Self {
+            watched,
+            start: None,
+            end: None,
+        }
+    }
+
+    pub fn started(&self) -> bool {
+        self.start.is_some()
+    }
+
+    pub fn ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// Samples the start of the window.
+    pub fn start(&mut self) -> Result<()> {
+        self.start = Some((OwnCpu::start(), sample_all(&self.watched)?));
+        Ok(())
+    }
+
+    /// Samples the end of the window; it must have started.
+    pub fn end(&mut self) -> Result<()> {
+        let (cpu, before) = self
+            .start
+            .as_ref()
+            .context("the window ends before it started")?;
+        let after = sample_all(&self.watched)?;
+        self.end = Some((cpu.usage(), usage_between(&self.watched, before, &after)));
+        Ok(())
+    }
+
+    /// The bench's CPU and every watched process's use over the window, once it has ended.
+    pub fn into_usage(self) -> Option<(CpuUsage, Vec<ProcessUsage>)> {
+        self.end
+    }
+}
+
 /// This thread's kernel id, from `/proc/thread-self` (a link to `PID/task/TID`).
 pub fn current_tid() -> Result<u32> {
     let link = std::fs::read_link("/proc/thread-self").context("reading /proc/thread-self")?;
