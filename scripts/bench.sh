@@ -18,7 +18,7 @@
 # `chat-bench relay` (the least a balancer can do) as a fourth target in 4.
 #
 # The comparisons that sit near their targets (2a, and all of 4) run 3
-# rounds (4's interleaved: direct, chat-lb, HAProxy, then again) and the
+# rounds (4's interleaved: direct, chat-lb, HAProxy, relay, then again) and the
 # summary shows the median and the range: single runs on this shared 2-core
 # machine vary by +-15 %, and a p99 of tens of microseconds by more.
 #
