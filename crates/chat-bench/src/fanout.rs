@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{invalid, local_ips_arg, watched_arg, FanoutArgs, WindowRelease};
-use crate::latency::{LatencySummary, Recorder, Shards};
+use crate::latency::{Clock, LatencySummary, Recorder, Shards};
 use crate::lean_frame::LeanServerFrame;
 use crate::local_ips::pick;
 use crate::member::{failure_kind, join, run_id, ws_config};
@@ -60,27 +60,6 @@ const DRAIN_QUIET: Duration = Duration::from_secs(3);
 /// per read even when one small frame arrives: 8 KiB still takes dozens of
 /// chat frames per read when they pile up.
 const READ_BUFFER: usize = 8 * 1024;
-
-/// Send times and the measured window, shared by every task.
-struct Clock {
-    /// Time 0 of every stamp: when publishing started.
-    epoch: Instant,
-    /// The measured window, in ns since `epoch`: `[start_ns, end_ns)`.
-    start_ns: u64,
-    end_ns: u64,
-}
-
-impl Clock {
-    #[inline]
-    fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
-    #[inline]
-    fn measured(&self, sent_ns: u64) -> bool {
-        (self.start_ns..self.end_ns).contains(&sent_ns)
-    }
-}
 
 /// What a publisher's sending task and its receiving task share.
 struct Publisher {
@@ -265,11 +244,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report<FanoutResults>> {
     let mut receivers = JoinSet::new();
     let mut publishing = JoinSet::new();
     let mut idle_senders = Vec::with_capacity(total);
-    let clock = Arc::new(Clock {
-        epoch: Instant::now(),
-        start_ns: args.warmup.as_nanos() as u64,
-        end_ns: (args.warmup + args.duration).as_nanos() as u64,
-    });
+    let clock = Arc::new(Clock::start(args.warmup, args.duration));
     for (index, (tx, rx)) in members.into_iter().enumerate() {
         let (room, member) = (index / args.members, index % args.members);
         let own = (member < args.publishers).then(|| {

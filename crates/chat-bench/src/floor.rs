@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{invalid, watched_arg, FloorArgs};
-use crate::latency::{LatencySummary, Recorder, Shards};
+use crate::latency::{Clock, LatencySummary, Recorder, Shards};
 use crate::pacing::Pacer;
 use crate::progress::{watch_window, Progress};
 use crate::relay::Relay;
@@ -107,23 +107,6 @@ impl Results for FloorResults {
     }
 }
 
-/// The run's epoch and measured window, shared by the threads.
-struct Clock {
-    epoch: Instant,
-    start_ns: u64,
-    end_ns: u64,
-}
-
-impl Clock {
-    fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
-    fn measured(&self, sent_ns: u64) -> bool {
-        (self.start_ns..self.end_ns).contains(&sent_ns)
-    }
-}
-
 /// What the source reports when its window is over.
 struct Sent {
     in_window: u64,
@@ -168,11 +151,7 @@ pub async fn run(args: FloorArgs) -> Result<Report<FloorResults>> {
 
     // ---------------------------------------------------------------- run
     let shards = Shards::new(1);
-    let clock = Arc::new(Clock {
-        epoch: Instant::now(),
-        start_ns: args.warmup.as_nanos() as u64,
-        end_ns: (args.warmup + args.duration).as_nanos() as u64,
-    });
+    let clock = Arc::new(Clock::start(args.warmup, args.duration));
     let sink_thread = spawn_stage("sink", {
         let (clock, recorder, payload) = (Arc::clone(&clock), shards.recorder(0), args.payload);
         move || sink(sink_sockets, payload, &clock, recorder)

@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -19,6 +20,36 @@ const MAX_NS: u64 = 60_000_000_000;
 
 /// Samples buffered by a task before it moves them into its shard.
 const BATCH: usize = 512;
+
+/// A run's time base: send times are nanoseconds since `epoch`, and only
+/// what was sent in the measured window `[start_ns, end_ns)` is measured.
+pub struct Clock {
+    pub epoch: Instant,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl Clock {
+    /// Starts now: `warmup` unmeasured, then `duration` measured.
+    pub fn start(warmup: Duration, duration: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            start_ns: warmup.as_nanos() as u64,
+            end_ns: (warmup + duration).as_nanos() as u64,
+        }
+    }
+
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Whether something sent at `sent_ns` is in the measured window.
+    #[inline]
+    pub fn measured(&self, sent_ns: u64) -> bool {
+        (self.start_ns..self.end_ns).contains(&sent_ns)
+    }
+}
 
 /// An empty histogram with the benchmark's range and precision (1 ns .. 60 s, 3 digits).
 pub fn new_histogram() -> Histogram<u64> {

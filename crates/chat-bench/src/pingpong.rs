@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use parking_lot::Mutex;
@@ -17,7 +17,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::cli::{invalid, local_ips_arg, watched_arg, PingpongArgs};
-use crate::latency::{LatencySummary, Recorder, Shards};
+use crate::latency::{Clock, LatencySummary, Recorder, Shards};
 use crate::local_ips::pick;
 use crate::pacing::Pacer;
 use crate::payload::{read_ping, write_ping, PING_HEADER_LEN};
@@ -78,19 +78,6 @@ impl Results for PingpongResults {
     }
 }
 
-/// Send times and the measured window.
-struct Clock {
-    epoch: Instant,
-    start_ns: u64,
-    end_ns: u64,
-}
-
-impl Clock {
-    fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-}
-
 /// Runs the scenario and returns its report.
 pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
     if args.conns == 0 || args.depth == 0 {
@@ -141,11 +128,7 @@ pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
 
     // ---------------------------------------------------------------- run
     let shards = Shards::new(8);
-    let clock = Arc::new(Clock {
-        epoch: Instant::now(),
-        start_ns: args.warmup.as_nanos() as u64,
-        end_ns: (args.warmup + args.duration).as_nanos() as u64,
-    });
+    let clock = Arc::new(Clock::start(args.warmup, args.duration));
     let mut tasks = JoinSet::new();
     for (index, stream) in streams.into_iter().enumerate() {
         let pacer = (args.rate > 0.0)
@@ -278,7 +261,7 @@ impl Conn {
             }
             expect_seq += 1;
             in_flight -= 1;
-            if (self.clock.start_ns..self.clock.end_ns).contains(&sent) {
+            if self.clock.measured(sent) {
                 self.recorder.record(now.saturating_sub(sent));
             } else {
                 self.recorder.count();
