@@ -183,12 +183,14 @@ pub async fn run(args: FloorArgs) -> Result<Report<FloorResults>> {
     let stage_usage = processes.split_off(watched_processes);
     // The source stops at the end of the window and closes its sockets, the
     // relay passes the ends on, and the sink stops once every socket ended.
+    // Every thread is joined before the first failure is reported.
     let (sent, received) = tokio::task::spawn_blocking(move || {
-        let sent = source_thread.join()?;
-        let received = sink_thread.join()?;
+        let sent = source_thread.join();
+        let received = sink_thread.join();
         stop_relay.store(true, Ordering::Relaxed);
-        relay_thread.join()?;
-        anyhow::Ok((sent, received))
+        let relayed = relay_thread.join();
+        let both = (sent?, received?);
+        relayed.map(|()| both)
     })
     .await
     .context("join task failed")??;
