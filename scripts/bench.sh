@@ -411,6 +411,20 @@ say "summary"
     for l in direct chat-lb haproxy relay; do
       echo "| 4. ping-pong $l, 1 connection | p50 $(rounds "s4-latency-$l" .latency.p50_us) µs, p99 $(rounds "s4-latency-$l" .latency.p99_us) µs | added p99 <= 50 µs |"
     done
+    # What a balancer adds: its p99 minus direct's in the same round.
+    added() {
+      local r d l diffs=()
+      for ((r = 1; r <= ROUNDS; r++)); do
+        d="$OUT/s4-latency-direct$(round_suffix "$r").json"; l="$OUT/s4-latency-$1$(round_suffix "$r").json"
+        [ -f "$d" ] && [ -f "$l" ] && diffs+=("$(jq -n --slurpfile a "$l" --slurpfile b "$d" '$a[0].latency.p99_us - $b[0].latency.p99_us | floor')")
+      done
+      [ ${#diffs[@]} -gt 0 ] || { echo "n/a"; return; }
+      printf '%s\n' "${diffs[@]}" | jq -rs --arg n "${#diffs[@]}" 'sort |
+        if length == 1 then "\(.[0])" else "\(.[length / 2 | floor]) (\(.[0])-\(.[-1]) over \($n) runs)" end'
+    }
+    for l in chat-lb haproxy relay; do
+      echo "| 4. added by $l at p99, 1 connection | $(added "$l") µs | <= 50 µs |"
+    done
     for l in direct chat-lb haproxy relay; do
       echo "| 4. ping-pong $l, $S4_CONNS x 4 in flight | $(rounds "s4-throughput-$l" .round_trips_per_sec) round trips/s | chat-lb >= HAProxy |"
     done
