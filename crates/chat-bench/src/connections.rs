@@ -22,7 +22,7 @@ use crate::local_ips::pick;
 use crate::member::{failure_kind, join, run_id, ws_config};
 use crate::pacing::Pacer;
 use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
-use crate::report::{fmt_bytes, fmt_int, fmt_rate, tool_name, unix_ms, Report, Results};
+use crate::report::{fmt_bytes, fmt_int, fmt_rate, unix_ms, Measured, Report, Results};
 use crate::usage::WindowUsage;
 
 /// Read buffer per idle connection: idle members get presence changes only.
@@ -267,21 +267,21 @@ pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
         drop_reasons,
         rss_per_connection_bytes,
     };
-    Ok(Report {
-        scenario: "connections".into(),
-        label: args.output.label.clone(),
-        tool: tool_name(),
+    Report::new(
+        "connections",
+        &args,
+        &args.output.label,
         started_unix_ms,
-        params: serde_json::to_value(&args)?,
-        clean: results.clean(),
         results,
-        latency_kind: "set-up time (connect + Hello + Join)".into(),
-        latency: LatencySummary::from_histogram(&shards.merged()),
-        timeline_unit: "open connections".into(),
-        timeline: timeline.into_points(),
-        bench_cpu,
-        processes,
-    })
+        Measured {
+            latency_kind: "set-up time (connect + Hello + Join)",
+            latency: LatencySummary::from_histogram(&shards.merged()),
+            timeline_unit: "open connections",
+            timeline: timeline.into_points(),
+            bench_cpu,
+            processes,
+        },
+    )
 }
 
 fn failed(counters: &Counters) -> u64 {

@@ -40,7 +40,7 @@ use crate::member::{failure_kind, join, run_id, ws_config};
 use crate::pacing::{Pacer, Step};
 use crate::payload::{check_chat_size, Stamp};
 use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
-use crate::report::{fmt_int, fmt_percent, fmt_rate, tool_name, unix_ms, Report, Results};
+use crate::report::{fmt_int, fmt_percent, fmt_rate, unix_ms, Measured, Report, Results};
 use crate::usage::WindowUsage;
 
 /// Refs of Sends are `REF_BASE + seq`, so a reply names the message it answers.
@@ -424,21 +424,21 @@ pub async fn run(args: FanoutArgs) -> Result<Report<FanoutResults>> {
         max_pacing_lag_ms: max_lag_ns as f64 / 1e6,
         drain_secs,
     };
-    Ok(Report {
-        scenario: "fanout".into(),
-        label: args.output.label.clone(),
-        tool: tool_name(),
+    Report::new(
+        "fanout",
+        &args,
+        &args.output.label,
         started_unix_ms,
-        params: serde_json::to_value(&args)?,
-        clean: results.clean(),
         results,
-        latency_kind: "end-to-end latency".into(),
-        latency: LatencySummary::from_histogram(&hist),
-        timeline_unit: "deliveries/s".into(),
-        timeline: timeline.into_points(),
-        bench_cpu,
-        processes,
-    })
+        Measured {
+            latency_kind: "end-to-end latency",
+            latency: LatencySummary::from_histogram(&hist),
+            timeline_unit: "deliveries/s",
+            timeline: timeline.into_points(),
+            bench_cpu,
+            processes,
+        },
+    )
 }
 
 fn validate(args: &FanoutArgs) -> Result<()> {

@@ -31,7 +31,7 @@ use crate::latency::{Clock, LatencySummary, Recorder, Shards};
 use crate::pacing::Pacer;
 use crate::progress::{watch_window, Progress};
 use crate::relay::Relay;
-use crate::report::{fmt_cpu, fmt_int, fmt_percent, fmt_rate, tool_name, unix_ms, Report, Results};
+use crate::report::{fmt_cpu, fmt_int, fmt_percent, fmt_rate, unix_ms, Measured, Report, Results};
 use crate::usage::{current_tid, CpuUsage, Watched, WindowUsage};
 
 /// The send time at the start of each message: nanoseconds since the run's epoch.
@@ -217,21 +217,21 @@ pub async fn run(args: FloorArgs) -> Result<Report<FloorResults>> {
             })
             .collect(),
     };
-    Ok(Report {
-        scenario: "floor".into(),
-        label: args.output.label.clone(),
-        tool: tool_name(),
+    Report::new(
+        "floor",
+        &args,
+        &args.output.label,
         started_unix_ms,
-        params: serde_json::to_value(&args)?,
-        clean: results.clean(),
         results,
-        latency_kind: "end-to-end latency (send to receipt)".into(),
-        latency: LatencySummary::from_histogram(&shards.merged()),
-        timeline_unit: "deliveries/s".into(),
-        timeline: watch.timeline,
-        bench_cpu: watch.bench_cpu,
-        processes,
-    })
+        Measured {
+            latency_kind: "end-to-end latency (send to receipt)",
+            latency: LatencySummary::from_histogram(&shards.merged()),
+            timeline_unit: "deliveries/s",
+            timeline: watch.timeline,
+            bench_cpu: watch.bench_cpu,
+            processes,
+        },
+    )
 }
 
 /// A running stage: its thread and its kernel thread id (for its CPU time).

@@ -22,7 +22,7 @@ use crate::local_ips::pick;
 use crate::pacing::Pacer;
 use crate::payload::{read_ping, write_ping, PING_HEADER_LEN};
 use crate::progress::{watch_window, Progress};
-use crate::report::{fmt_bytes, fmt_int, fmt_rate, tool_name, unix_ms, Report, Results};
+use crate::report::{fmt_bytes, fmt_int, fmt_rate, unix_ms, Measured, Report, Results};
 use crate::usage::WindowUsage;
 
 /// A reply later than this counts as lost and ends the connection.
@@ -183,21 +183,21 @@ pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
         errors: error_reasons.values().sum(),
         error_reasons,
     };
-    Ok(Report {
-        scenario: "pingpong".into(),
-        label: args.output.label.clone(),
-        tool: tool_name(),
+    Report::new(
+        "pingpong",
+        &args,
+        &args.output.label,
         started_unix_ms,
-        params: serde_json::to_value(&args)?,
-        clean: results.clean(),
         results,
-        latency_kind: "round-trip time".into(),
-        latency: LatencySummary::from_histogram(&shards.merged()),
-        timeline_unit: "round trips/s".into(),
-        timeline: watch.timeline,
-        bench_cpu: watch.bench_cpu,
-        processes: watch.processes,
-    })
+        Measured {
+            latency_kind: "round-trip time",
+            latency: LatencySummary::from_histogram(&shards.merged()),
+            timeline_unit: "round trips/s",
+            timeline: watch.timeline,
+            bench_cpu: watch.bench_cpu,
+            processes: watch.processes,
+        },
+    )
 }
 
 /// `tcp://HOST:PORT` (or plain `HOST:PORT`) to an address.

@@ -52,7 +52,46 @@ pub struct Report<R> {
     pub processes: Vec<ProcessUsage>,
 }
 
+/// What every scenario measures around its own results.
+pub struct Measured {
+    /// What `latency` measures (e.g. "end-to-end latency").
+    pub latency_kind: &'static str,
+    pub latency: LatencySummary,
+    /// What the timeline's values are (e.g. "deliveries/s").
+    pub timeline_unit: &'static str,
+    pub timeline: Vec<[f64; 2]>,
+    pub bench_cpu: CpuUsage,
+    pub processes: Vec<ProcessUsage>,
+}
+
 impl<R: Results + Serialize> Report<R> {
+    /// A scenario's report. The frame is derived: the tool's name, the
+    /// parameters from `args`, and whether the run was clean from `results`.
+    pub fn new(
+        scenario: &str,
+        args: &impl Serialize,
+        label: &str,
+        started_unix_ms: u64,
+        results: R,
+        measured: Measured,
+    ) -> Result<Self> {
+        Ok(Self {
+            scenario: scenario.into(),
+            label: label.into(),
+            tool: tool_name(),
+            started_unix_ms,
+            params: serde_json::to_value(args)?,
+            clean: results.clean(),
+            results,
+            latency_kind: measured.latency_kind.into(),
+            latency: measured.latency,
+            timeline_unit: measured.timeline_unit.into(),
+            timeline: measured.timeline,
+            bench_cpu: measured.bench_cpu,
+            processes: measured.processes,
+        })
+    }
+
     /// The JSON document (pretty-printed).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("reports serialize")
@@ -248,48 +287,48 @@ mod tests {
     }
 
     fn report(loss: u64) -> Report<Dummy> {
-        let results = Dummy { loss };
-        Report {
-            scenario: "dummy".into(),
-            label: "test".into(),
-            tool: tool_name(),
-            started_unix_ms: 1,
-            params: serde_json::json!({"rate": 0}),
-            clean: results.clean(),
-            results,
-            latency_kind: "end-to-end latency".into(),
-            latency: LatencySummary {
-                count: 3,
-                min_us: 1.0,
-                mean_us: 2.0,
-                p50_us: 2.0,
-                p90_us: 3.0,
-                p99_us: 3.0,
-                p999_us: 3.0,
-                max_us: 3.0,
-                distribution: vec![[0.0, 1.0], [100.0, 3.0]],
-            },
-            timeline_unit: "deliveries/s".into(),
-            timeline: vec![[1.0, 10.0]],
-            bench_cpu: CpuUsage {
-                user_secs: 1.0,
-                system_secs: 0.5,
-                wall_secs: 3.0,
-                cores_used: 0.5,
-            },
-            processes: vec![ProcessUsage {
-                name: "gateway".into(),
-                pid: 9,
-                cpu: CpuUsage {
-                    user_secs: 1.0,
-                    system_secs: 1.0,
-                    wall_secs: 2.0,
-                    cores_used: 1.0,
+        Report::new(
+            "dummy",
+            &serde_json::json!({"rate": 0}),
+            "test",
+            1,
+            Dummy { loss },
+            Measured {
+                latency_kind: "end-to-end latency",
+                latency: LatencySummary {
+                    count: 3,
+                    min_us: 1.0,
+                    mean_us: 2.0,
+                    p50_us: 2.0,
+                    p90_us: 3.0,
+                    p99_us: 3.0,
+                    p999_us: 3.0,
+                    max_us: 3.0,
+                    distribution: vec![[0.0, 1.0], [100.0, 3.0]],
                 },
-                rss_before_kib: 1024,
-                rss_after_kib: 3072,
-            }],
-        }
+                timeline_unit: "deliveries/s",
+                timeline: vec![[1.0, 10.0]],
+                bench_cpu: CpuUsage {
+                    user_secs: 1.0,
+                    system_secs: 0.5,
+                    wall_secs: 3.0,
+                    cores_used: 0.5,
+                },
+                processes: vec![ProcessUsage {
+                    name: "gateway".into(),
+                    pid: 9,
+                    cpu: CpuUsage {
+                        user_secs: 1.0,
+                        system_secs: 1.0,
+                        wall_secs: 2.0,
+                        cores_used: 1.0,
+                    },
+                    rss_before_kib: 1024,
+                    rss_after_kib: 3072,
+                }],
+            },
+        )
+        .unwrap()
     }
 
     #[test]
