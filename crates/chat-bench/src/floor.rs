@@ -15,7 +15,7 @@
 //! so a system's figures are read against it: a target below the floor's
 //! figure cannot be reached on this machine by any design with this shape.
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use crate::cli::{invalid, watched_arg, FloorArgs};
 use crate::latency::{Clock, LatencySummary, Recorder, Shards};
 use crate::pacing::Pacer;
 use crate::progress::{watch_window, Progress};
-use crate::relay::Relay;
+use crate::relay::{drain, Drained, Relay};
 use crate::report::{fmt_cpu, fmt_int, fmt_percent, fmt_rate, unix_ms, Measured, Report, Results};
 use crate::usage::{current_tid, CpuUsage, Watched, WindowUsage};
 
@@ -389,34 +389,25 @@ fn sink(
             if ended[i] {
                 continue;
             }
-            // A short read means the socket is empty, unless the sender has
-            // finished: then no later event comes, so read on to the end.
-            let closed = event.is_read_closed();
-            loop {
-                match sockets[i].read(&mut buf) {
-                    Ok(0) => {
-                        ended[i] = true;
-                        open -= 1;
-                        break;
+            let take = |bytes: &[u8]| {
+                let now = clock.now_ns();
+                messages(&mut partial[i], bytes, payload, |sent| {
+                    if clock.measured(sent) {
+                        received += 1;
+                        recorder.record(now.saturating_sub(sent));
+                    } else {
+                        recorder.count();
                     }
-                    Ok(n) => {
-                        let now = clock.now_ns();
-                        for sent in messages(&mut partial[i], &buf[..n], payload) {
-                            if clock.measured(sent) {
-                                received += 1;
-                                recorder.record(now.saturating_sub(sent));
-                            } else {
-                                recorder.count();
-                            }
-                        }
-                        if n < buf.len() && !closed {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(anyhow::Error::new(e).context("sink read")),
+                });
+                Ok(())
+            };
+            match drain(&mut sockets[i], &mut buf, event.is_read_closed(), take) {
+                Ok(Drained::Empty) => {}
+                Ok(Drained::Ended) => {
+                    ended[i] = true;
+                    open -= 1;
                 }
+                Err(e) => return Err(anyhow::Error::new(e).context("sink read")),
             }
         }
         recorder.flush();
@@ -424,21 +415,20 @@ fn sink(
     Ok(received)
 }
 
-/// The send times of the messages completed by `bytes`, given what was left
-/// over from earlier reads in `partial` (which keeps what is left now).
-fn messages(partial: &mut Vec<u8>, mut bytes: &[u8], size: usize) -> Vec<u64> {
-    let mut stamps = Vec::new();
+/// Calls `each` with the send time of every message completed by `bytes`,
+/// given what was left over from earlier reads in `partial` (which keeps
+/// what is left now).
+fn messages(partial: &mut Vec<u8>, mut bytes: &[u8], size: usize, mut each: impl FnMut(u64)) {
     while !bytes.is_empty() {
         let take = (size - partial.len()).min(bytes.len());
         partial.extend_from_slice(&bytes[..take]);
         bytes = &bytes[take..];
         if partial.len() == size {
             let stamp: [u8; STAMP] = partial[..STAMP].try_into().expect("size >= STAMP");
-            stamps.push(u64::from_le_bytes(stamp));
+            each(u64::from_le_bytes(stamp));
             partial.clear();
         }
     }
-    stamps
 }
 
 #[cfg(test)]
@@ -457,10 +447,10 @@ mod tests {
         let stream: Vec<u8> = (1..=5).flat_map(|s| message(s * 1000, 20)).collect();
         for chunk in [1, 3, 7, 20, 33, 100] {
             let mut partial = Vec::new();
-            let stamps: Vec<u64> = stream
-                .chunks(chunk)
-                .flat_map(|c| messages(&mut partial, c, 20))
-                .collect();
+            let mut stamps = Vec::new();
+            for c in stream.chunks(chunk) {
+                messages(&mut partial, c, 20, |stamp| stamps.push(stamp));
+            }
             assert_eq!(stamps, [1000, 2000, 3000, 4000, 5000], "chunks of {chunk}");
             assert!(partial.is_empty());
         }

@@ -2,8 +2,7 @@
 //! for chat-lb. One thread, one epoll (through mio), one 16 KiB buffer: each
 //! readable socket is read and the bytes written to its peer. No health
 //! checks, no drain, no PROXY header, no limits, no async runtime; one read
-//! per readable event (a short read means the socket is empty, unless the
-//! event also says the peer has finished), as chat-lb and tokio do.
+//! per readable event (see [`drain`]), as chat-lb and tokio do.
 //!
 //! It never waits for a slow reader: a full peer socket is retried at once,
 //! spinning. That is fine for what it is for (small messages on loopback),
@@ -150,30 +149,17 @@ impl Relay {
     }
 
     /// Moves what `side` of `pair` has to its peer; false when the pair is done.
-    /// `closed`: the event says the sender has finished, so reading goes on to
-    /// the end (no later event will come for it).
+    /// `closed`: the event says the sender has finished (see [`drain`]).
     fn forward(&mut self, pair: usize, side: usize, buf: &mut [u8], closed: bool) -> bool {
         let Some(sides) = self.pairs.get_mut(pair).and_then(Option::as_mut) else {
             return true; // already closed earlier in this batch of events
         };
         let [a, b] = sides;
         let (from, to) = if side == 0 { (a, b) } else { (b, a) };
-        loop {
-            match from.read(buf) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    if write_all_spinning(to, &buf[..n]).is_err() {
-                        return false;
-                    }
-                    if n < buf.len() && !closed {
-                        return true;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
+        matches!(
+            drain(from, buf, closed, |bytes| write_all_spinning(to, bytes)),
+            Ok(Drained::Empty)
+        )
     }
 
     fn close(&mut self, pair: usize) {
@@ -182,6 +168,42 @@ impl Relay {
                 let _ = self.poll.registry().deregister(stream);
             }
             self.free.push(pair);
+        }
+    }
+}
+
+/// Where [`drain`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// The socket has nothing more for now.
+    Empty,
+    /// The sender has finished: this socket is done.
+    Ended,
+}
+
+/// Reads what a readable event announced into `buf`, handing each chunk to
+/// `take`. A short read means the socket is empty, so one read is usually
+/// all, unless `closed` (the event also says the sender has finished): then
+/// no later event will come, so reading goes on to the end. An error from
+/// `take` stops the reading and is returned.
+pub fn drain(
+    from: &mut TcpStream,
+    buf: &mut [u8],
+    closed: bool,
+    mut take: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<Drained> {
+    loop {
+        match from.read(buf) {
+            Ok(0) => return Ok(Drained::Ended),
+            Ok(n) => {
+                take(&buf[..n])?;
+                if n < buf.len() && !closed {
+                    return Ok(Drained::Empty);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Drained::Empty),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
