@@ -283,8 +283,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report<FanoutResults>> {
     }
 
     // ---------------------------------------------------------------- monitor
-    let start_at = clock.epoch + args.warmup;
-    let end_at = start_at + args.duration;
+    let (start_at, end_at) = clock.window();
     progress.phase("warm-up", (args.warmup + args.duration).as_millis() as u64);
     let mut timeline = Timeline::default();
     timeline.rate(0.0, 0);
@@ -552,7 +551,7 @@ impl Sending {
 
     /// Rate 0: send whenever the window has room, in batches.
     async fn windowed(&self, tx: &mut ClientSender) -> Result<(), chat_client::ClientError> {
-        let end = self.clock.epoch + Duration::from_nanos(self.clock.end_ns);
+        let (_, end) = self.clock.window();
         let mut deadline = pin!(tokio::time::sleep_until(end.into()));
         let mut seq = 0u64;
         loop {

@@ -170,9 +170,7 @@ pub async fn run(args: FloorArgs) -> Result<Report<FloorResults>> {
     // The stages are watched after the processes asked for, and split off after.
     let watched_processes = watched.len();
     let watch = watch_window(
-        clock.epoch,
-        args.warmup,
-        args.duration,
+        &clock,
         "deliveries/s",
         || shards.total(),
         &progress,
@@ -374,7 +372,7 @@ fn sink(
     let mut received = 0u64;
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
-    let deadline = clock.epoch + Duration::from_nanos(clock.end_ns) + DRAIN_TIMEOUT;
+    let deadline = clock.window().1 + DRAIN_TIMEOUT;
     while open > 0 {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
             break;

@@ -44,6 +44,14 @@ impl Clock {
         self.epoch.elapsed().as_nanos() as u64
     }
 
+    /// When the measured window starts and ends.
+    pub fn window(&self) -> (Instant, Instant) {
+        (
+            self.epoch + Duration::from_nanos(self.start_ns),
+            self.epoch + Duration::from_nanos(self.end_ns),
+        )
+    }
+
     /// Whether something sent at `sent_ns` is in the measured window.
     #[inline]
     pub fn measured(&self, sent_ns: u64) -> bool {
@@ -239,6 +247,18 @@ fn distribution(hist: &Histogram<u64>) -> Vec<[f64; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_measures_what_was_sent_inside_its_window() {
+        let clock = Clock::start(Duration::from_secs(2), Duration::from_secs(10));
+        let (start, end) = clock.window();
+        assert_eq!(start - clock.epoch, Duration::from_secs(2));
+        assert_eq!(end - clock.epoch, Duration::from_secs(12));
+        assert!(!clock.measured(1_999_999_999));
+        assert!(clock.measured(2_000_000_000));
+        assert!(clock.measured(11_999_999_999));
+        assert!(!clock.measured(12_000_000_000));
+    }
 
     /// Within HDR's precision at three significant digits.
     fn close(got: f64, want: f64) -> bool {

@@ -149,9 +149,7 @@ pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
     }
 
     let watch = watch_window(
-        clock.epoch,
-        args.warmup,
-        args.duration,
+        &clock,
         "round trips/s",
         || shards.total(),
         &progress,

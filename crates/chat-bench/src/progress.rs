@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::latency::Clock;
 use crate::report::fmt_rate;
 use crate::usage::{CpuUsage, ProcessUsage, WindowUsage};
 
@@ -57,22 +58,20 @@ pub struct Watch {
     pub processes: Vec<ProcessUsage>,
 }
 
-/// Shows a run until its measured window (`warmup` after `epoch`, for
-/// `duration`) ends: every [`SAMPLE_EVERY`], the rate of the counter
-/// `total` for the bar and the timeline (`unit`: what it counts per second);
-/// at the window's start and end, the CPU of the bench and of what `usage` watches.
+/// Shows a run until `clock`'s measured window ends: every
+/// [`SAMPLE_EVERY`], the rate of the counter `total` for the bar and the
+/// timeline (`unit`: what it counts per second); at the window's start and
+/// end, the CPU of the bench and of what `usage` watches.
 pub async fn watch_window(
-    epoch: Instant,
-    warmup: Duration,
-    duration: Duration,
+    clock: &Clock,
     unit: &str,
     total: impl Fn() -> u64,
     progress: &Progress,
     mut usage: WindowUsage,
 ) -> Result<Watch> {
-    let start_at = epoch + warmup;
-    let end_at = start_at + duration;
-    progress.phase("run", (warmup + duration).as_millis() as u64);
+    let epoch = clock.epoch;
+    let (start_at, end_at) = clock.window();
+    progress.phase("run", end_at.duration_since(epoch).as_millis() as u64);
     let mut timeline = Timeline::default();
     timeline.rate(0.0, 0);
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
