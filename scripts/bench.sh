@@ -380,15 +380,18 @@ say "summary"
   echo "|---|---|---|"
   j() { jq -r "$2" "$OUT/$1.json" 2>/dev/null || echo "n/a"; }
   # rounds NAME FIELD: "median (min-max over N runs)" of a number in every round's report.
+  # spread: numbers on stdin, one per line -> "median (min-max over N runs)".
+  spread() {
+    jq -rs 'map(floor) | sort | if length == 0 then "n/a" elif length == 1 then "\(.[0])"
+      else "\(.[length / 2 | floor]) (\(.[0])-\(.[-1]) over \(length) runs)" end'
+  }
+  # rounds NAME FIELD: the spread of a number in every round's report.
   rounds() {
-    local files=() r
+    local r f
     for ((r = 1; r <= ROUNDS; r++)); do
-      [ -f "$OUT/$1$(round_suffix "$r").json" ] && files+=("$OUT/$1$(round_suffix "$r").json")
-    done
-    [ ${#files[@]} -gt 0 ] || { echo "n/a"; return; }
-    jq -rs --arg n "${#files[@]}" "[.[] | $2 | floor] | sort |
-      if length == 1 then \"\(.[0])\" else \"\(.[length / 2 | floor]) (\(.[0])-\(.[-1]) over \(\$n) runs)\" end" \
-      "${files[@]}" 2>/dev/null || echo "n/a"
+      f="$OUT/$1$(round_suffix "$r").json"
+      [ -f "$f" ] && jq -r "$2" "$f" 2>/dev/null
+    done | spread
   }
   if [ -f "$OUT/s1-fanout.json" ]; then
     echo "| 1. one gateway, 1 x $S1_MEMBERS, as fast as acks allow | $(j s1-fanout '"\(.deliveries_per_sec | floor) deliveries/s, loss \(.loss), p99 \(.latency.p99_us | floor) µs"') | >= 1,000,000/s, 0 loss |"
@@ -413,14 +416,11 @@ say "summary"
     done
     # What a balancer adds: its p99 minus direct's in the same round.
     added() {
-      local r d l diffs=()
+      local r d l
       for ((r = 1; r <= ROUNDS; r++)); do
         d="$OUT/s4-latency-direct$(round_suffix "$r").json"; l="$OUT/s4-latency-$1$(round_suffix "$r").json"
-        [ -f "$d" ] && [ -f "$l" ] && diffs+=("$(jq -n --slurpfile a "$l" --slurpfile b "$d" '$a[0].latency.p99_us - $b[0].latency.p99_us | floor')")
-      done
-      [ ${#diffs[@]} -gt 0 ] || { echo "n/a"; return; }
-      printf '%s\n' "${diffs[@]}" | jq -rs --arg n "${#diffs[@]}" 'sort |
-        if length == 1 then "\(.[0])" else "\(.[length / 2 | floor]) (\(.[0])-\(.[-1]) over \($n) runs)" end'
+        [ -f "$d" ] && [ -f "$l" ] && jq -n --slurpfile a "$l" --slurpfile b "$d" '$a[0].latency.p99_us - $b[0].latency.p99_us'
+      done | spread
     }
     for l in chat-lb haproxy relay; do
       echo "| 4. added by $l at p99, 1 connection | $(added "$l") µs | <= 50 µs |"
