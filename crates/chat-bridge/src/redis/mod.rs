@@ -117,10 +117,39 @@ struct Inner {
     load_changed: Notify,
 }
 
-/// A submitted message and where its outcome goes.
+/// A submitted message, ready for the PUBLISH script, and where its outcome goes.
 struct PublishJob {
-    msg: NewMessage,
+    room: String,
+    /// The idempotency key's Redis key.
+    dedupe: String,
+    /// Whether the message has a `client_msg_id` (only then is the dedupe key kept).
+    idempotent: bool,
+    /// The message as the script stores and publishes it (`wire::encode_message_body`).
+    body: Bytes,
     reply: oneshot::Sender<Result<Accepted>>,
+}
+
+impl PublishJob {
+    /// Encodes the message once, on the submitter's task rather than the
+    /// single publisher's, moving its strings into the body.
+    fn new(keys: &Keys, msg: NewMessage, reply: oneshot::Sender<Result<Accepted>>) -> Self {
+        let dedupe = keys.dedupe(&msg.room, &msg.sender_key, &msg.client_msg_id);
+        let idempotent = !msg.client_msg_id.is_empty();
+        let body = Bytes::from(wire::encode_message_body(&ChatMessage {
+            username: msg.username,
+            text: msg.text,
+            client_msg_id: msg.client_msg_id,
+            system: msg.system,
+            ..Default::default()
+        }));
+        Self {
+            room: msg.room,
+            dedupe,
+            idempotent,
+            body,
+            reply,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -539,7 +568,7 @@ impl Inner {
             // The admin room list's activity index, best effort. A separate
             // command because the script touches one room's keys only.
             let now = now_ms() as f64;
-            let rooms: BTreeSet<&str> = jobs.iter().map(|job| job.msg.room.as_str()).collect();
+            let rooms: BTreeSet<&str> = jobs.iter().map(|job| job.room.as_str()).collect();
             let _: () = pipeline
                 .zadd(
                     self.keys.room_activity(),
@@ -598,7 +627,7 @@ impl Inner {
 
     /// EVALSHA's arguments for the jobs at `call` (all of one room).
     fn publish_args(&self, jobs: &[PublishJob], call: &[usize]) -> Vec<Value> {
-        let room = &jobs[call[0]].msg.room;
+        let room = &jobs[call[0]].room;
         let history_len = self.config.history_len;
         let mut args = Vec::with_capacity(6 + 3 * call.len());
         args.push(Value::from(self.publish.sha1().clone()));
@@ -606,32 +635,19 @@ impl Inner {
         args.push(Value::from(self.keys.stream(room)));
         args.push(Value::from(self.keys.trimmed(room)));
         for &i in call {
-            let msg = &jobs[i].msg;
-            args.push(Value::from(self.keys.dedupe(
-                room,
-                &msg.sender_key,
-                &msg.client_msg_id,
-            )));
+            args.push(Value::from(jobs[i].dedupe.as_str()));
         }
         args.push(Value::from(history_len as i64));
         args.push(Value::from(self.keys.channel(room)));
         args.push(Value::from((history_len / 64).max(1) as i64));
         for &i in call {
-            let msg = &jobs[i].msg;
-            args.push(Value::from(if msg.client_msg_id.is_empty() {
-                String::new()
-            } else {
+            let job = &jobs[i];
+            args.push(Value::from(if job.idempotent {
                 DEDUPE_TTL_SECS.to_string()
+            } else {
+                String::new()
             }));
-            args.push(Value::Bytes(Bytes::from(wire::encode_message_body(
-                &ChatMessage {
-                    username: msg.username.clone(),
-                    text: msg.text.clone(),
-                    client_msg_id: msg.client_msg_id.clone(),
-                    system: msg.system,
-                    ..Default::default()
-                },
-            ))));
+            args.push(Value::Bytes(job.body.clone()));
         }
         args
     }
@@ -648,7 +664,7 @@ fn script_calls(jobs: &[PublishJob]) -> Vec<Vec<usize>> {
     let mut by_room: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut rooms: Vec<&str> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
-        let room = job.msg.room.as_str();
+        let room = job.room.as_str();
         by_room
             .entry(room)
             .or_insert_with(|| {
@@ -950,7 +966,7 @@ impl Bridge for RedisBridge {
             return Pending::ready(Err(e));
         }
         let (reply, outcome) = oneshot::channel();
-        let job = PublishJob { msg, reply };
+        let job = PublishJob::new(&inner.keys, msg, reply);
         match inner.publish_queue.send(job).await {
             Ok(()) => Pending::waiting(outcome),
             Err(_) => Pending::ready(Err(BridgeError::Unavailable(
@@ -1231,18 +1247,19 @@ impl std::fmt::Debug for RedisBridge {
 mod tests {
     use super::*;
 
-    fn job(room: &str) -> PublishJob {
-        PublishJob {
-            msg: NewMessage {
-                room: room.into(),
-                sender_key: "k".into(),
-                username: "u".into(),
-                text: "t".into(),
-                client_msg_id: String::new(),
-                system: false,
-            },
-            reply: oneshot::channel().0,
+    fn new_message(room: &str) -> NewMessage {
+        NewMessage {
+            room: room.into(),
+            sender_key: "k".into(),
+            username: "u".into(),
+            text: "t".into(),
+            client_msg_id: String::new(),
+            system: false,
         }
+    }
+
+    fn job(room: &str) -> PublishJob {
+        PublishJob::new(&Keys::new("chat"), new_message(room), oneshot::channel().0)
     }
 
     /// Records what the bridge hands to its sink.
@@ -1261,7 +1278,7 @@ mod tests {
         NewMessage {
             client_msg_id: client_msg_id.into(),
             text: text.into(),
-            ..job("lobby").msg
+            ..new_message("lobby")
         }
     }
 
