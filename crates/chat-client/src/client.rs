@@ -108,10 +108,21 @@ impl Client {
 
     /// Sends `Hello` with `username` and waits for `Welcome`.
     pub async fn hello(&mut self, username: &str) -> Result<Welcome, ClientError> {
+        self.hello_resuming(username, "").await
+    }
+
+    /// Sends `Hello` with `username` and the `resume_token` of this client's
+    /// previous session (empty: none), and waits for `Welcome`.
+    pub async fn hello_resuming(
+        &mut self,
+        username: &str,
+        resume_token: &str,
+    ) -> Result<Welcome, ClientError> {
         self.hello_with(Hello {
             username: username.to_owned(),
             token: String::new(),
             client: CLIENT_NAME.into(),
+            resume_token: resume_token.to_owned(),
         })
         .await
     }
