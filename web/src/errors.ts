@@ -19,6 +19,8 @@ export function describeError(code: ErrorCode, serverMessage = ""): string {
       return "Your sign-in has expired or is invalid.";
     case ErrorCode.KICKED:
       return "You were removed from the chat by an operator.";
+    case ErrorCode.SESSION_REPLACED:
+      return "This chat continued in another tab or window.";
     case ErrorCode.RATE_LIMITED:
       return "You are sending messages too quickly; retrying shortly.";
     case ErrorCode.MESSAGE_TOO_LARGE:
@@ -36,6 +38,9 @@ export function describeError(code: ErrorCode, serverMessage = ""): string {
       return serverMessage ? `Error: ${serverMessage}` : "Unexpected error.";
   }
 }
+
+/** Close code of a session that a newer session of the same client took over (Hello.resume_token). */
+export const CLOSE_SESSION_REPLACED = 4002;
 
 /** Why the server closed the connection for good (4001 / 4003), else null. */
 export function describeFatalClose(code: number, reason: string): string | null {

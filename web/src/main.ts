@@ -1,7 +1,7 @@
 // Browser entry point: the entry screen and the chat screen. All user data is
 // put into the page with textContent / attributes, never as HTML.
 
-import { type ConnState, type DisplayMessage, type PendingMessage, ChatSession } from "./session";
+import { type ConnState, type DisplayMessage, type PendingMessage, ChatSession, tabStorage } from "./session";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -30,11 +30,15 @@ const membersList = $<HTMLUListElement>("members");
 const messagesEl = $("messages");
 const typingEl = $("typing");
 const noticeEl = $("notice");
+const replacedEl = $("replaced");
 const composer = $<HTMLFormElement>("composer");
 const input = $<HTMLInputElement>("input");
 
 const STORAGE_NAME = "chat.username";
 const STORAGE_ROOM = "chat.room";
+/** sessionStorage: the name and room this tab is chatting in, so that a reload goes back in. */
+const TAB_ROOM = "chat.tab";
+const tab = tabStorage();
 
 let session: ChatSession | null = null;
 /** Confirmed message elements by id. */
@@ -84,6 +88,26 @@ function showNotice(text: string): void {
     noticeEl.hidden = true;
     noticeTimer = null;
   }, 6000);
+}
+
+/** Remembers (or, with null, forgets) which room this tab is in, for a reload. */
+function rememberTabRoom(where: { username: string; room: string } | null): void {
+  try {
+    if (where) tab?.setItem(TAB_ROOM, JSON.stringify(where));
+    else tab?.removeItem(TAB_ROOM);
+  } catch {
+    /* storage blocked or full: a reload shows the entry screen */
+  }
+}
+
+function tabRoom(): { username: string; room: string } | null {
+  try {
+    const v: unknown = JSON.parse(tab?.getItem(TAB_ROOM) ?? "null");
+    const { username, room } = (v ?? {}) as { username?: unknown; room?: unknown };
+    return typeof username === "string" && typeof room === "string" ? { username, room } : null;
+  } catch {
+    return null;
+  }
 }
 
 // ------------------------------------------------------------------ entry screen
@@ -307,6 +331,7 @@ function resetChat(): void {
   pendingEls = new Map();
   renderTyping([]);
   noticeEl.hidden = true;
+  replacedEl.hidden = true;
   input.disabled = false;
   membersPanel.classList.remove("open");
   membersToggle.setAttribute("aria-expanded", "false");
@@ -319,6 +344,7 @@ function startSession(username: string, room: string): void {
     url: wsUrl(),
     username,
     room,
+    storage: tab,
     listener: {
       onState: setConnState,
       onWelcome(_name, info) {
@@ -329,6 +355,7 @@ function startSession(username: string, room: string): void {
         if (info.first) {
           localStorage.setItem(STORAGE_NAME, username);
           localStorage.setItem(STORAGE_ROOM, room);
+          rememberTabRoom({ username, room });
           showChat(info.room);
         }
         renderMembers(info.members, s.me);
@@ -357,12 +384,24 @@ function startSession(username: string, room: string): void {
       onEntryError(_code, text) {
         if (session !== s) return;
         session = null;
+        rememberTabRoom(null);
         showEntry(text);
       },
       onFatal(text) {
         if (session !== s) return;
+        rememberTabRoom(null);
         addEventLine(text, "fatal");
         showNotice(text);
+        input.disabled = true;
+        setConnState("offline");
+      },
+      onReplaced(text) {
+        // Another tab or window took this chat over: say so, for as long as this page is open.
+        if (session !== s) return;
+        rememberTabRoom(null);
+        noticeEl.hidden = true;
+        replacedEl.textContent = text;
+        replacedEl.hidden = false;
         input.disabled = true;
         setConnState("offline");
       },
@@ -398,6 +437,7 @@ leaveButton.addEventListener("click", () => {
   const s = session;
   session = null;
   s?.leave();
+  rememberTabRoom(null);
   resetChat();
   showEntry();
 });
@@ -429,7 +469,12 @@ messagesEl.addEventListener("click", (ev) => {
 
 // ------------------------------------------------------------------ boot
 
-usernameInput.value = localStorage.getItem(STORAGE_NAME) ?? "";
+// After a reload the tab goes back into its room under the same name: the
+// session's resume token (in this tab's sessionStorage) takes the name over
+// from the connection the reload left behind.
+const back = tabRoom();
+usernameInput.value = back?.username ?? localStorage.getItem(STORAGE_NAME) ?? "";
 const fromHash = decodeURIComponent(location.hash.slice(1));
-roomInput.value = fromHash || localStorage.getItem(STORAGE_ROOM) || "lobby";
+roomInput.value = back?.room ?? (fromHash || localStorage.getItem(STORAGE_ROOM) || "lobby");
 showEntry();
+if (back) entryForm.requestSubmit();

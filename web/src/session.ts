@@ -2,13 +2,25 @@
 // room, and keeps that room's timeline correct across disconnects.
 //
 // Everything that touches the outside world is injected (socket factory,
-// timers, clock, randomness, uuid) so that tests can drive the class directly.
+// timers, clock, randomness, uuid, storage) so that tests can drive the class
+// directly.
 //
 // Reconnection rules:
-// - On any disconnect (network error, server close, Reconnect frame) the
-//   session reconnects to the same URL with exponential backoff and full
-//   jitter (delay = random() * min(cap, base * 2^attempt)); a Reconnect frame
-//   uses its after_ms instead.
+// - Every Welcome carries a resume token, the secret for this client's next
+//   session. The session keeps the latest one in memory and in the injected
+//   storage (in the browser the tab's sessionStorage: it survives a reload and
+//   is not shared with other tabs), under "chat.resume" together with the
+//   name it was issued for. Every Hello for that same name carries it: on
+//   each reconnect, and from a new session after a page reload. The server
+//   then hands the name over at once, even while the earlier connection is
+//   still open or its gateway has just died, and the other members see no
+//   one leave and come back. A token is never sent for another name.
+// - On an unexpected disconnect (network error, server close) the first
+//   retry goes out at once, after 0-100 ms of jitter. Only consecutive
+//   failures back off, exponentially with full jitter (the n-th failure in a
+//   row waits random() * min(cap, base * 2^(n-1))); the count starts over
+//   once the room is joined again. A Reconnect frame (drain) uses its
+//   after_ms instead.
 // - On the new connection it sends Hello with the same username, then Join
 //   with since_id = the resume point, then re-sends every Send not yet Acked
 //   with the same client_msg_id (the server dedupes those).
@@ -18,8 +30,13 @@
 //   overtake pushes of smaller ids, which must not be skipped on resume.
 // - Messages are kept sorted by id pair and deduplicated by id, so replays
 //   and duplicates never show twice.
-// - USERNAME_TAKEN while resuming (the old connection's name not yet freed)
-//   is retried with backoff; close codes 4001 / 4003 stop for good.
+// - USERNAME_TAKEN while resuming (the name held by a session whose token
+//   this one does not have) is retried with backoff; close codes 4001 / 4003
+//   stop for good.
+// - Error SESSION_REPLACED or close code 4002: a newer session of this client
+//   (another tab or window that had this tab's token) took over. The session
+//   stops for good, forgets the spent token, and says that the chat continued
+//   elsewhere; it never reconnects on it.
 
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import {
@@ -30,7 +47,7 @@ import {
   type ServerFrame,
   ServerFrameSchema,
 } from "../gen/chat/v1/chat_pb";
-import { describeError, describeFatalClose } from "./errors";
+import { CLOSE_SESSION_REPLACED, describeError, describeFatalClose } from "./errors";
 import { compareIds, maxId } from "./ids";
 
 // ------------------------------------------------------------------ injection
@@ -63,6 +80,25 @@ export const realClock: Clock = {
   now: () => Date.now(),
   random: () => Math.random(),
 };
+
+/** The part of the Web Storage API (sessionStorage) that keeps the resume token. */
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+/** The tab's sessionStorage, or null where there is none (or it is disabled). */
+export function tabStorage(): StorageLike | null {
+  try {
+    return globalThis.sessionStorage ?? null;
+  } catch {
+    return null; // a SecurityError where storage is blocked
+  }
+}
+
+/** Where the resume token is stored: JSON {username, token}. */
+export const RESUME_STORAGE_KEY = "chat.resume";
 
 // ------------------------------------------------------------------ public types
 
@@ -112,6 +148,12 @@ export interface SessionListener {
   onEntryError?(code: ErrorCode | null, text: string): void;
   /** The session stopped for good after having joined (kicked, invalid token, ...). */
   onFatal?(text: string): void;
+  /**
+   * A newer session of this client (another tab or window with this one's
+   * resume token) took over after the first Joined; this one has stopped and
+   * does not reconnect.
+   */
+  onReplaced?(text: string): void;
   /** Something worth a transient note to the user. */
   onNotice?(text: string): void;
 }
@@ -125,7 +167,11 @@ export interface SessionOptions {
   socketFactory?: (url: string) => SocketLike;
   clock?: Clock;
   uuid?: () => string;
+  /** Keeps the resume token across reloads; default the tab's sessionStorage, null for memory only. */
+  storage?: StorageLike | null;
   client?: string;
+  /** The first retry after a connection that worked waits random() * this. */
+  retryJitterMs?: number;
   backoffBaseMs?: number;
   backoffCapMs?: number;
   /** App-level Ping period while joined; 0 disables. */
@@ -151,6 +197,16 @@ export const HELLO_RETRY_CAP_MS = 2_000;
 export function backoffDelay(attempt: number, random: () => number, baseMs = 250, capMs = 10_000): number {
   const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
   return Math.floor(random() * ceiling);
+}
+
+/**
+ * The wait before a reconnect after `failures` failed attempts in a row: the
+ * first retry goes out at once (random() * jitter), later ones back off
+ * (backoffDelay of failures - 1).
+ */
+export function reconnectDelay(failures: number, random: () => number, jitterMs = 100, baseMs = 250, capMs = 10_000): number {
+  if (failures <= 0) return Math.floor(random() * jitterMs);
+  return backoffDelay(failures - 1, random, baseMs, capMs);
 }
 
 /** Names compare after NFC normalisation and Unicode lowercasing. */
@@ -185,7 +241,9 @@ export class ChatSession {
   private readonly socketFactory: (url: string) => SocketLike;
   private readonly clock: Clock;
   private readonly uuid: () => string;
+  private readonly storage: StorageLike | null;
   private readonly client: string;
+  private readonly retryJitterMs: number;
   private readonly backoffBaseMs: number;
   private readonly backoffCapMs: number;
   private readonly pingIntervalMs: number;
@@ -206,6 +264,8 @@ export class ChatSession {
   /** Failed connection attempts in a row; drives the backoff. */
   private attempt = 0;
   private acceptedName = "";
+  /** The latest Welcome.resume_token for this name (or the stored one): sent in every Hello. */
+  private resumeToken = "";
   /** Welcome.gateway_id of the current connection; empty while not welcomed. */
   private gateway = "";
   private maxTextBytes = 4096;
@@ -240,7 +300,9 @@ export class ChatSession {
       opts.socketFactory ?? ((url) => new WebSocket(url) as unknown as SocketLike);
     this.clock = opts.clock ?? realClock;
     this.uuid = opts.uuid ?? (() => crypto.randomUUID());
+    this.storage = opts.storage === undefined ? tabStorage() : opts.storage;
     this.client = opts.client ?? "web/0.1";
+    this.retryJitterMs = opts.retryJitterMs ?? 100;
     this.backoffBaseMs = opts.backoffBaseMs ?? 250;
     this.backoffCapMs = opts.backoffCapMs ?? 10_000;
     this.pingIntervalMs = opts.pingIntervalMs ?? 20_000;
@@ -250,6 +312,8 @@ export class ChatSession {
     this.typingThrottleMs = opts.typingThrottleMs ?? 3_000;
     this.typingIdleMs = opts.typingIdleMs ?? 4_000;
     this.typingExpireMs = opts.typingExpireMs ?? 5_000;
+    // After a reload: the token of this tab's previous session, if it had this name.
+    this.resumeToken = this.storedToken();
   }
 
   // ---------------------------------------------------------------- accessors
@@ -344,13 +408,14 @@ export class ChatSession {
     this.connect();
   }
 
-  /** Leaves the room and closes the connection for good. */
+  /** Leaves the room and closes the connection for good (its resume token with it). */
   leave(): void {
     if (this.stopped) return;
     if (this.joinedNow) {
       this.stopTyping();
       this.frame({ case: "leave", value: { room: this.room } }, { kind: "leave" });
     }
+    this.keepToken("");
     this.stop("offline");
   }
 
@@ -453,6 +518,10 @@ export class ChatSession {
     this.clearTypers();
     if (this.stopped) return;
 
+    if (code === CLOSE_SESSION_REPLACED) {
+      this.replaced();
+      return;
+    }
     const fatal = describeFatalClose(code, reason);
     if (fatal) {
       if (this.everJoined) this.listener.onFatal?.(fatal);
@@ -474,7 +543,7 @@ export class ChatSession {
     this.clearTimer("reconnectTimer");
     let delay = delayMs;
     if (delay === undefined) {
-      delay = backoffDelay(this.attempt, this.clock.random, this.backoffBaseMs, this.backoffCapMs);
+      delay = reconnectDelay(this.attempt, this.clock.random, this.retryJitterMs, this.backoffBaseMs, this.backoffCapMs);
       this.attempt++;
       this.backoffHistory.push(delay);
     }
@@ -487,7 +556,10 @@ export class ChatSession {
   }
 
   private sendHello(): void {
-    this.frame({ case: "hello", value: { username: this.username, client: this.client } }, { kind: "hello" });
+    this.frame(
+      { case: "hello", value: { username: this.username, client: this.client, resumeToken: this.resumeToken } },
+      { kind: "hello" },
+    );
   }
 
   private sendJoin(sinceId: string): void {
@@ -529,6 +601,8 @@ export class ChatSession {
         this.refs.delete(f.ref);
         this.acceptedName = k.value.username || this.username;
         this.gateway = k.value.gatewayId;
+        // The token just sent is spent; this one resumes the session from now on.
+        this.keepToken(k.value.resumeToken);
         const max = k.value.limits?.maxTextBytes;
         if (max) this.maxTextBytes = max;
         this.listener.onWelcome?.(this.acceptedName, { gatewayId: k.value.gatewayId, sessionId: k.value.sessionId });
@@ -681,6 +755,10 @@ export class ChatSession {
     this.refs.delete(ref);
     const text = describeError(code, message);
 
+    if (code === ErrorCode.SESSION_REPLACED) {
+      this.replaced();
+      return;
+    }
     if (code === ErrorCode.KICKED || code === ErrorCode.INVALID_TOKEN) {
       if (this.everJoined) this.listener.onFatal?.(text);
       else this.listener.onEntryError?.(code, text);
@@ -753,6 +831,43 @@ export class ChatSession {
     if (this.everJoined) this.listener.onFatal?.(text);
     else this.listener.onEntryError?.(code, text);
     this.stop("offline");
+  }
+
+  /** A newer session of this client took over (Error SESSION_REPLACED, close 4002): stop, never reconnect. */
+  private replaced(): void {
+    this.keepToken(""); // spent by the session that took over
+    const text = describeError(ErrorCode.SESSION_REPLACED);
+    if (this.everJoined) this.listener.onReplaced?.(text);
+    else this.listener.onEntryError?.(ErrorCode.SESSION_REPLACED, text);
+    this.stop("offline");
+  }
+
+  // ---------------------------------------------------------------- resume token
+
+  /** The stored token if it was issued for this session's name, else "". */
+  private storedToken(): string {
+    let rec: unknown;
+    try {
+      const raw = this.storage?.getItem(RESUME_STORAGE_KEY);
+      if (!raw) return "";
+      rec = JSON.parse(raw);
+    } catch {
+      return ""; // storage blocked, or not our JSON
+    }
+    const { username, token } = (rec ?? {}) as { username?: unknown; token?: unknown };
+    if (typeof username !== "string" || typeof token !== "string") return "";
+    return sameName(username, this.username) ? token : "";
+  }
+
+  /** Remembers the token for the next Hello, in memory and in storage ("" forgets it). */
+  private keepToken(token: string): void {
+    this.resumeToken = token;
+    try {
+      if (token) this.storage?.setItem(RESUME_STORAGE_KEY, JSON.stringify({ username: this.me, token }));
+      else this.storage?.removeItem(RESUME_STORAGE_KEY);
+    } catch {
+      /* storage full or blocked: the token still lives in memory for reconnects */
+    }
   }
 
   // ---------------------------------------------------------------- liveness

@@ -2,7 +2,7 @@
 
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { type ClientFrame, ClientFrameSchema, ServerFrameSchema } from "../gen/chat/v1/chat_pb";
-import type { Clock, SocketLike, TimerHandle } from "../src/session";
+import type { Clock, SocketLike, StorageLike, TimerHandle } from "../src/session";
 
 export class FakeClock implements Clock {
   t = 1_700_000_000_000;
@@ -120,4 +120,23 @@ export function msg(id: string, username: string, text: string, extra: { clientM
     clientMsgId: extra.clientMsgId ?? "",
     system: extra.system ?? false,
   };
+}
+
+/** A sessionStorage stand-in; `failing` makes every call throw, like blocked storage. */
+export class FakeStorage implements StorageLike {
+  readonly items = new Map<string, string>();
+  failing = false;
+
+  getItem(key: string): string | null {
+    if (this.failing) throw new Error("storage blocked");
+    return this.items.get(key) ?? null;
+  }
+  setItem(key: string, value: string): void {
+    if (this.failing) throw new Error("storage blocked");
+    this.items.set(key, value);
+  }
+  removeItem(key: string): void {
+    if (this.failing) throw new Error("storage blocked");
+    this.items.delete(key);
+  }
 }

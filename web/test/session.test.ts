@@ -5,8 +5,17 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { ErrorCode, PresenceChange_Kind } from "../gen/chat/v1/chat_pb";
 import { compareIds, parseId } from "../src/ids";
-import { backoffDelay, ChatSession, HELLO_RETRY_CAP_MS, type ConnState, type DisplayMessage, type SessionListener } from "../src/session";
-import { FakeClock, msg, SocketFactory } from "./fakes";
+import {
+  backoffDelay,
+  ChatSession,
+  HELLO_RETRY_CAP_MS,
+  reconnectDelay,
+  RESUME_STORAGE_KEY,
+  type ConnState,
+  type DisplayMessage,
+  type SessionListener,
+} from "../src/session";
+import { FakeClock, FakeStorage, msg, SocketFactory } from "./fakes";
 
 interface Harness {
   session: ChatSession;
@@ -16,21 +25,26 @@ interface Harness {
   states: ConnState[];
   entryErrors: { code: ErrorCode | null; text: string }[];
   fatals: string[];
+  replaced: string[];
+  storage: FakeStorage;
   typing: string[][];
   resolved: string[];
   listener: SessionListener;
 }
 
-function harness(opts: { username?: string; room?: string; pingIntervalMs?: number } = {}): Harness {
+/** A session on fake sockets and timers; `storage` stands for the tab's sessionStorage (pass one on to "reload"). */
+function harness(opts: { username?: string; room?: string; pingIntervalMs?: number; storage?: FakeStorage } = {}): Harness {
   const clock = new FakeClock();
   const sockets = new SocketFactory();
+  const storage = opts.storage ?? new FakeStorage();
   let n = 0;
-  const h: Partial<Harness> = { clock, sockets, shown: [], states: [], entryErrors: [], fatals: [], typing: [], resolved: [] };
+  const h: Partial<Harness> = { clock, sockets, storage, shown: [], states: [], entryErrors: [], fatals: [], replaced: [], typing: [], resolved: [] };
   const listener: SessionListener = {
     onMessage: (m, index) => h.shown!.splice(index, 0, m),
     onState: (s) => h.states!.push(s),
     onEntryError: (code, text) => h.entryErrors!.push({ code, text }),
     onFatal: (t) => h.fatals!.push(t),
+    onReplaced: (t) => h.replaced!.push(t),
     onTyping: (names) => h.typing!.push(names),
     onPendingResolved: (cmid) => h.resolved!.push(cmid),
   };
@@ -42,19 +56,20 @@ function harness(opts: { username?: string; room?: string; pingIntervalMs?: numb
     listener,
     socketFactory: sockets.create,
     clock,
+    storage,
     uuid: () => `cmid-${++n}`,
     pingIntervalMs: opts.pingIntervalMs ?? 0,
   });
   return h as Harness;
 }
 
-/** Opens the current socket and answers Hello and Join like a server would. */
-function handshake(h: Harness, history: ReturnType<typeof msg>[] = [], members = ["alice", "bob"]): void {
+/** Opens the current socket and answers Hello (issuing `resumeToken`) and Join like a server would. */
+function handshake(h: Harness, history: ReturnType<typeof msg>[] = [], members = ["alice", "bob"], resumeToken = ""): void {
   const ws = h.sockets.current;
   ws.open();
   const hello = ws.last("hello");
   assert.ok(hello, "Hello sent after open");
-  ws.push({ case: "welcome", value: { sessionId: "s1", username: hello.kind.value.username, gatewayId: "gw-1" } }, hello.ref);
+  ws.push({ case: "welcome", value: { sessionId: "s1", username: hello.kind.value.username, gatewayId: "gw-1", resumeToken } }, hello.ref);
   const join = ws.last("join");
   assert.ok(join, "Join sent after Welcome");
   ws.push({ case: "joined", value: { room: join.kind.value.room, members, history } }, join.ref);
@@ -84,7 +99,14 @@ describe("backoff", () => {
     assert.equal(backoffDelay(3, () => 0.5, 250, 10_000), 1000);
   });
 
-  test("the session backs off more after each failed attempt, up to the cap, and resets after a join", () => {
+  test("a reconnect goes out at once (0-100 ms of jitter), then backs off", () => {
+    const top = () => 0.999999;
+    const delays = Array.from({ length: 9 }, (_, i) => reconnectDelay(i, top, 100, 250, 10_000));
+    assert.deepEqual(delays, [99, 249, 499, 999, 1999, 3999, 7999, 9999, 9999]);
+    assert.equal(reconnectDelay(0, () => 0, 100, 250, 10_000), 0);
+  });
+
+  test("the first retry goes out at once, consecutive failures back off up to the cap, a join starts over", () => {
     const h = harness();
     h.session.start();
     handshake(h);
@@ -94,11 +116,11 @@ describe("backoff", () => {
       h.clock.advance(h.session.backoffHistory[h.session.backoffHistory.length - 1]!);
       assert.equal(h.sockets.sockets.length, before + 1, "reconnected after the backoff delay");
     }
-    // random() is 0.5: half of 250, 500, 1000, ... capped at 10 s.
-    assert.deepEqual(h.session.backoffHistory, [125, 250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+    // random() is 0.5: half of 100 ms at first, then half of 250, 500, 1000, ... capped at 10 s.
+    assert.deepEqual(h.session.backoffHistory, [50, 125, 250, 500, 1000, 2000, 4000, 5000, 5000]);
     handshake(h);
     h.sockets.current.serverClose(1006);
-    assert.equal(h.session.backoffHistory.at(-1), 125, "backoff starts over after a successful join");
+    assert.equal(h.session.backoffHistory.at(-1), 50, "at once again after a successful join");
   });
 
   test("does not reconnect before the delay has passed", () => {
@@ -108,10 +130,15 @@ describe("backoff", () => {
     handshake(h);
     h.sockets.current.serverClose(1006);
     assert.equal(h.sockets.sockets.length, 1);
-    h.clock.advance(248);
+    h.clock.advance(98);
     assert.equal(h.sockets.sockets.length, 1);
     h.clock.advance(1);
+    assert.equal(h.sockets.sockets.length, 2, "the first retry within 100 ms");
+    h.sockets.current.serverClose(1006); // that one failed: now back off
+    h.clock.advance(248);
     assert.equal(h.sockets.sockets.length, 2);
+    h.clock.advance(1);
+    assert.equal(h.sockets.sockets.length, 3);
   });
 });
 
@@ -511,5 +538,173 @@ describe("session", () => {
     assert.ok(ws.closedByClient);
     assert.equal(h.session.connState, "offline");
     assert.equal(h.clock.pendingTimers, 0);
+  });
+});
+
+describe("resume tokens", () => {
+  /** The stored resume record, parsed. */
+  const stored = (h: Harness) => {
+    const raw = h.storage.items.get(RESUME_STORAGE_KEY);
+    return raw === undefined ? undefined : (JSON.parse(raw) as { username: string; token: string });
+  };
+  /** Closes the connection as a network failure would and lets the (immediate) retry open. */
+  const dropAndRetry = (h: Harness) => {
+    h.sockets.current.serverClose(1006);
+    h.clock.advance(100);
+    const ws = h.sockets.current;
+    ws.open();
+    return ws;
+  };
+
+  test("each Welcome's token is stored with its name and sent in the next Hello", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h, [], ["alice"], "t1");
+    assert.equal(h.sockets.sockets[0]!.last("hello")!.kind.value.resumeToken, "", "nothing to resume at first");
+    assert.deepEqual(stored(h), { username: "alice", token: "t1" });
+
+    const ws2 = dropAndRetry(h);
+    assert.equal(ws2.last("hello")!.kind.value.resumeToken, "t1");
+    ws2.push({ case: "welcome", value: { username: "alice", resumeToken: "t2" } }, ws2.last("hello")!.ref);
+    assert.deepEqual(stored(h), { username: "alice", token: "t2" }, "the spent token is replaced");
+    ws2.push({ case: "joined", value: { room: "lobby", members: ["alice"] } }, ws2.last("join")!.ref);
+
+    const ws3 = dropAndRetry(h);
+    assert.equal(ws3.last("hello")!.kind.value.resumeToken, "t2");
+  });
+
+  test("the token goes with every Hello of a resume, also the retries after USERNAME_TAKEN", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h, [], ["alice"], "t1");
+    const ws = dropAndRetry(h);
+    ws.push({ case: "error", value: { code: ErrorCode.USERNAME_TAKEN, message: "taken" } }, ws.last("hello")!.ref);
+    h.clock.advance(HELLO_RETRY_CAP_MS);
+    assert.deepEqual(ws.framesOf("hello").map((f) => f.kind.value.resumeToken), ["t1", "t1"]);
+  });
+
+  test("a reload (a new session on the same storage) sends the stored token in its first Hello", () => {
+    const before = harness();
+    before.session.start();
+    handshake(before, [], ["alice"], "t1");
+    // The page reloads: the old connection may still be open, the new session starts from the tab's storage.
+    const after = harness({ storage: before.storage });
+    after.session.start();
+    const ws = after.sockets.current;
+    ws.open();
+    assert.equal(ws.last("hello")!.kind.value.username, "alice");
+    assert.equal(ws.last("hello")!.kind.value.resumeToken, "t1");
+    ws.push({ case: "welcome", value: { username: "alice", resumeToken: "t2" } }, ws.last("hello")!.ref);
+    ws.push({ case: "joined", value: { room: "lobby", members: ["alice", "bob"] } }, ws.last("join")!.ref);
+    assert.equal(after.session.connState, "connected");
+    assert.deepEqual(after.entryErrors, []);
+    assert.deepEqual(stored(after), { username: "alice", token: "t2" });
+  });
+
+  test("the token is sent only for the name it was issued for (the same name in another case is the same)", () => {
+    const alice = harness({ username: "Alice" });
+    alice.session.start();
+    handshake(alice, [], ["Alice"], "t1");
+
+    const bob = harness({ username: "bob", storage: alice.storage });
+    bob.session.start();
+    bob.sockets.current.open();
+    assert.equal(bob.sockets.current.last("hello")!.kind.value.resumeToken, "", "not for another name");
+
+    const again = harness({ username: " ALICE ", storage: alice.storage });
+    again.session.start();
+    again.sockets.current.open();
+    assert.equal(again.sockets.current.last("hello")!.kind.value.resumeToken, "t1");
+
+    bob.sockets.current.push({ case: "welcome", value: { username: "bob", resumeToken: "b1" } }, bob.sockets.current.last("hello")!.ref);
+    assert.deepEqual(stored(bob), { username: "bob", token: "b1" }, "the tab now holds bob's");
+  });
+
+  test("a Reconnect frame (drain) keeps its after_ms, and the new connection resumes with the token", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h, [], ["alice"], "t1");
+    h.sockets.current.push({ case: "reconnect", value: { reason: "draining", afterMs: 3000 } });
+    h.clock.advance(2999);
+    assert.equal(h.sockets.sockets.length, 1);
+    h.clock.advance(1);
+    assert.equal(h.sockets.sockets.length, 2);
+    h.sockets.current.open();
+    assert.equal(h.sockets.current.last("hello")!.kind.value.resumeToken, "t1");
+  });
+
+  test("a Welcome without a token forgets the spent one", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h, [], ["alice"], "t1");
+    const ws = dropAndRetry(h);
+    ws.push({ case: "welcome", value: { username: "alice" } }, ws.last("hello")!.ref);
+    ws.push({ case: "joined", value: { room: "lobby", members: ["alice"] } }, ws.last("join")!.ref);
+    assert.equal(stored(h), undefined);
+    assert.equal(dropAndRetry(h).last("hello")!.kind.value.resumeToken, "");
+  });
+
+  test("with storage blocked the token still lives in memory for reconnects", () => {
+    const h = harness();
+    h.storage.failing = true;
+    h.session.start();
+    handshake(h, [], ["alice"], "t1");
+    assert.equal(h.session.connState, "connected");
+    assert.equal(dropAndRetry(h).last("hello")!.kind.value.resumeToken, "t1");
+  });
+
+  test("a stored record that is not ours is ignored", () => {
+    const storage = new FakeStorage();
+    storage.items.set(RESUME_STORAGE_KEY, "{not json");
+    const h = harness({ storage });
+    h.session.start();
+    h.sockets.current.open();
+    assert.equal(h.sockets.current.last("hello")!.kind.value.resumeToken, "");
+  });
+
+  test("leave forgets the token", () => {
+    const h = harness();
+    h.session.start();
+    handshake(h, [], ["alice"], "t1");
+    h.session.leave();
+    assert.equal(stored(h), undefined);
+  });
+
+  for (const how of ["Error SESSION_REPLACED, then close 4002", "close 4002 alone"] as const) {
+    test(`replaced by another tab (${how}): says so, goes offline, forgets the token, never reconnects`, () => {
+      const h = harness();
+      h.session.start();
+      handshake(h, [], ["alice"], "t1");
+      const ws = h.sockets.current;
+      if (how !== "close 4002 alone") {
+        ws.push({ case: "error", value: { code: ErrorCode.SESSION_REPLACED, message: "replaced" } });
+        assert.ok(ws.closedByClient, "the client lets go of the connection at once");
+      }
+      ws.serverClose(4002, "replaced");
+      assert.equal(h.replaced.length, 1);
+      assert.match(h.replaced[0]!, /continued in another tab or window/);
+      assert.deepEqual(h.fatals, []);
+      assert.deepEqual(h.entryErrors, []);
+      assert.equal(h.session.connState, "offline");
+      assert.equal(h.session.isStopped, true);
+      assert.equal(stored(h), undefined, "the token was spent by the session that took over");
+      assert.equal(h.session.send("still there?"), null);
+      h.clock.advance(120_000);
+      assert.equal(h.sockets.sockets.length, 1, "no reconnect");
+      assert.equal(h.clock.pendingTimers, 0);
+    });
+  }
+
+  test("replaced before the first Joined is an entry-screen error, without a reconnect", () => {
+    const h = harness();
+    h.session.start();
+    const ws = h.sockets.current;
+    ws.open();
+    ws.push({ case: "welcome", value: { username: "alice", resumeToken: "t1" } }, ws.last("hello")!.ref);
+    ws.serverClose(4002, "");
+    assert.equal(h.entryErrors[0]?.code, ErrorCode.SESSION_REPLACED);
+    assert.deepEqual(h.replaced, []);
+    h.clock.advance(60_000);
+    assert.equal(h.sockets.sockets.length, 1);
   });
 });
