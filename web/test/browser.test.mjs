@@ -130,6 +130,36 @@ function members(page) {
   return page.$$eval("#members li", (lis) => lis.map((li) => li.textContent));
 }
 
+/** The presence lines ("x joined" / "x left") shown about `name`. */
+function presenceLines(page, name) {
+  return page.$$eval(
+    "#messages .event",
+    (els, n) => els.map((e) => e.textContent).filter((t) => t === `${n} joined` || t === `${n} left`),
+    name,
+  );
+}
+
+/** The author shown on the confirmed message with exactly this text. */
+function authorOf(page, text) {
+  return page.$$eval(
+    "#messages .msg:not(.pending)",
+    (els, t) => els.find((e) => e.querySelector(".text")?.textContent === t)?.querySelector(".author")?.textContent ?? null,
+    text,
+  );
+}
+
+/** The name this page chats under: its own entry in the member list. */
+function myName(page) {
+  return page.$eval("#members li.me", (li) => li.textContent);
+}
+
+/** Counts the WebSockets a page opens. */
+function countSockets(page) {
+  const opened = { n: 0 };
+  page.on("websocket", () => opened.n++);
+  return opened;
+}
+
 describe("web client in Chromium", () => {
   test("two people chat; typing, presence, escaping, taken names", async (t) => {
     if (skipReason) {
@@ -258,5 +288,98 @@ describe("web client in Chromium", () => {
     const csp = [...A.info.consoleErrors, ...B.info.consoleErrors].filter((m) => /Content Security Policy/i.test(m));
     assert.deepEqual(csp, [], "no CSP violations");
     for (const x of [A, B, C]) await x.context.close();
+  });
+
+  test("a reload keeps the name; a second tab with the same token takes over and the first one says so", async (t) => {
+    if (skipReason) {
+      t.skip(skipReason);
+      return;
+    }
+    const suffix = Math.random().toString(36).slice(2, 7);
+    const room = `resume-${suffix}`;
+    const alice = `alice_${suffix}`;
+    const bob = `bob_${suffix}`;
+
+    const A = await openPage();
+    await joinRoom(A.page, alice, room);
+    await waitConnected(A.page, room);
+    const B = await openPage();
+    await joinRoom(B.page, bob, room);
+    await waitConnected(B.page, room);
+    await waitForText(A.page, "#messages .event", `${bob} joined`);
+    const stored = await A.page.evaluate(() => JSON.parse(sessionStorage.getItem("chat.resume") ?? "null"));
+    assert.equal(stored?.username, alice, "the resume token is kept in the tab's sessionStorage with its name");
+    assert.ok(stored?.token, "a Welcome gave a resume token");
+
+    // --- A reload goes straight back into the room under the same name: the
+    // new page's Hello carries the token, so the name is handed over even if
+    // the old page's connection is not gone yet (no USERNAME_TAKEN).
+    await A.page.reload();
+    await A.page.waitForFunction(
+      () => document.querySelector("#conn-state")?.textContent === "connected" || document.querySelector("#entry-error")?.hidden === false,
+      null,
+      { timeout: WAIT },
+    );
+    assert.equal(await A.page.locator("#entry-error").isVisible(), false, `no entry error after the reload: ${await A.page.locator("#entry-error").textContent()}`);
+    await waitConnected(A.page, room);
+    assert.equal(await myName(A.page), alice, "the same name after the reload");
+    await A.page.locator("#input").fill("after the reload");
+    await A.page.locator("#input").press("Enter");
+    await waitForText(B.page, "#messages .msg:not(.pending) .text", "after the reload");
+    assert.equal(await authorOf(B.page, "after the reload"), alice);
+    assert.deepEqual(await members(B.page), [alice, bob].sort());
+    await A.page.screenshot({ path: join(shots, "resume-reloaded.png") });
+    // Whether Bob saw Alice leave and come back depends on whether the old
+    // page's close reached the gateway before the new page's Hello.
+    const seenAcrossReload = await presenceLines(B.page, alice);
+    t.diagnostic(`presence lines about alice across the reload: ${JSON.stringify(seenAcrossReload)}`);
+
+    // --- A second tab of the same browser with the first tab's sessionStorage
+    // (as "Duplicate tab" does; sessionStorage is per tab) opens the same chat:
+    // it takes the name over, and the first tab says the chat continued there.
+    const tab1 = A.page;
+    const tab1Sockets = countSockets(tab1);
+    const storage = await tab1.evaluate(() => Object.entries(sessionStorage));
+    const tab2 = await A.context.newPage();
+    const tab2Errors = [];
+    tab2.on("pageerror", (e) => tab2Errors.push(String(e)));
+    await tab2.addInitScript((entries) => {
+      if (location.protocol !== "http:" && location.protocol !== "https:") return; // about:blank has no storage
+      for (const [k, v] of entries) sessionStorage.setItem(k, v);
+    }, storage);
+    await tab2.goto(`${baseUrl}/`);
+    await waitConnected(tab2, room);
+    assert.equal(await myName(tab2), alice, "the second tab has the name");
+
+    await tab1.locator("#replaced").waitFor({ state: "visible", timeout: WAIT });
+    assert.match(await tab1.locator("#replaced").textContent(), /continued in another tab or window/);
+    assert.equal(await tab1.$eval("#conn-state", (e) => e.getAttribute("data-state")), "offline");
+    assert.equal(await tab1.locator("#input").isDisabled(), true);
+    await tab1.screenshot({ path: join(shots, "resume-replaced.png") });
+
+    // The chat goes on in the second tab; the first one stays offline, without a new connection.
+    await tab2.locator("#input").fill("from the second tab");
+    await tab2.locator("#input").press("Enter");
+    await waitForText(B.page, "#messages .msg:not(.pending) .text", "from the second tab");
+    await waitForText(tab2, "#messages .msg.own:not(.pending) .text", "from the second tab");
+    assert.equal(tab1Sockets.n, 0, "the replaced tab did not reconnect");
+    assert.equal(await tab1.$eval("#conn-state", (e) => e.getAttribute("data-state")), "offline");
+    assert.equal(await tab1.locator("#replaced").isVisible(), true);
+    assert.equal(
+      await tab1.locator("#messages .msg .text", { hasText: "from the second tab" }).count(),
+      0,
+      "the replaced tab gets nothing more",
+    );
+
+    // Bob did not see Alice leave or come back because of the hand-over.
+    assert.deepEqual(await presenceLines(B.page, alice), seenAcrossReload);
+    assert.deepEqual(await members(B.page), [alice, bob].sort());
+
+    for (const x of [A, B]) {
+      assert.deepEqual(x.info.pageErrors, [], "no uncaught errors in the page");
+      assert.deepEqual(x.info.dialogs, []);
+    }
+    assert.deepEqual(tab2Errors, []);
+    for (const x of [A, B]) await x.context.close();
   });
 });

@@ -7,6 +7,7 @@
 //   CHAT_URL=http://127.0.0.1:8090 npm run test:browser
 
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import { extname, join, normalize, resolve } from "node:path";
@@ -33,6 +34,8 @@ interface Conn {
   name: string | null;
   key: string | null;
   rooms: Set<string>;
+  /** This session's resume token (Welcome.resume_token). */
+  token: string;
 }
 
 const names = new Map<string, Conn>();
@@ -59,6 +62,30 @@ function nextId(): { id: string; ms: number } {
 
 function send(c: Conn, kind: Kind, ref = 0n) {
   if (c.ws.readyState === WebSocket.OPEN) c.ws.send(toBinary(ServerFrameSchema, create(ServerFrameSchema, { ref, kind })));
+}
+
+function sameToken(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/**
+ * Hands `old`'s name and rooms to `c` without a presence change, then tells
+ * `old` (SESSION_REPLACED, close 4002). Simpler than the gateway: rooms that
+ * `c` does not join again are never left.
+ */
+function takeOver(c: Conn, old: Conn) {
+  for (const room of old.rooms) {
+    const set = rooms.get(room)!;
+    set.delete(old);
+    set.add(c);
+    c.rooms.add(room);
+  }
+  old.rooms.clear();
+  old.key = null;
+  send(old, { case: "error", value: { code: ErrorCode.SESSION_REPLACED, message: "session replaced" } });
+  old.ws.close(4002, "session replaced");
 }
 
 function membersOf(room: string): string[] {
@@ -92,7 +119,7 @@ const http = createServer(async (req, res) => {
 
 const wss = new WebSocketServer({ server: http, path: "/ws" });
 wss.on("connection", (ws) => {
-  const c: Conn = { ws, name: null, key: null, rooms: new Set() };
+  const c: Conn = { ws, name: null, key: null, rooms: new Set(), token: "" };
   ws.on("message", (data, isBinary) => {
     if (!isBinary) return ws.close(1003);
     let f;
@@ -111,11 +138,15 @@ wss.on("connection", (ws) => {
         if (c.name) return err(ErrorCode.BAD_FRAME, "hello twice");
         const name = k.value.username.trim().normalize("NFC");
         if (badName(name, 32)) return err(ErrorCode.INVALID_USERNAME, "bad username");
-        if (names.has(nameKey(name))) return err(ErrorCode.USERNAME_TAKEN, "username taken");
+        const holder = names.get(nameKey(name));
+        const resumes = holder !== undefined && k.value.resumeToken !== "" && sameToken(holder.token, k.value.resumeToken);
+        if (holder && !resumes) return err(ErrorCode.USERNAME_TAKEN, "username taken");
         c.name = name;
         c.key = nameKey(name);
+        c.token = randomBytes(18).toString("base64url");
         names.set(c.key, c);
-        return send(c, { case: "welcome", value: { sessionId: crypto.randomUUID(), username: name, gatewayId: "mock", serverTimeMs: BigInt(Date.now()), limits: { maxTextBytes: 4096, maxRooms: 32, messagesPerSecond: 10, messageBurst: 20 } } }, ref);
+        if (holder) takeOver(c, holder);
+        return send(c, { case: "welcome", value: { sessionId: crypto.randomUUID(), username: name, gatewayId: "mock", serverTimeMs: BigInt(Date.now()), limits: { maxTextBytes: 4096, maxRooms: 32, messagesPerSecond: 10, messageBurst: 20 }, resumeToken: c.token } }, ref);
       }
       case "join": {
         const room = k.value.room;
