@@ -331,6 +331,15 @@ impl Client {
         }
     }
 
+    /// The next unclaimed frame, buffered or read, with no time bound.
+    /// Cancel-safe (for a `select!` over it and other work).
+    pub(crate) async fn next_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        match self.events.pop_front() {
+            Some(frame) => Ok(frame),
+            None => self.read_frame().await,
+        }
+    }
+
     /// The next already-received unclaimed frame, without reading the socket.
     pub fn try_next_event(&mut self) -> Option<ServerFrame> {
         self.events.pop_front()

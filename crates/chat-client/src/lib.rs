@@ -19,16 +19,25 @@
 //!
 //! For load generation, [`Client::into_split`] gives a [`ClientSender`] and a
 //! [`ClientReceiver`] that work independently (each frame is decoded once).
+//!
+//! [`Resuming`] is a client that outlives its connections: it reconnects at
+//! once after a loss, takes its name back with its resume token, re-joins
+//! its rooms from the last message it saw and re-sends what was not
+//! acknowledged, reporting everything as [`Event`]s.
 
+mod backoff;
 mod client;
 mod connect;
 mod error;
 mod frame;
+mod resuming;
 mod split;
 
+pub use backoff::Backoff;
 pub use client::{Client, DEFAULT_TIMEOUT};
 pub use error::{ClientError, CloseInfo};
 pub use frame::{frame_name, now_ms};
+pub use resuming::{EndReason, Event, Request, ResumeConfig, Resuming, Resumption};
 pub use split::{ClientReceiver, ClientSender};
 
 /// The generated protocol types, re-exported for convenience.
