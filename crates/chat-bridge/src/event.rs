@@ -52,6 +52,12 @@ pub enum ControlCommand {
         room: Option<String>,
         reason: String,
     },
-    /// Drain this gateway, exactly as on SIGTERM.
-    Drain,
+    /// Drain this gateway, exactly as on SIGTERM. With `reply_to`, the
+    /// gateway answers [`Bridge::drained`](crate::Bridge::drained) with the
+    /// number of connections it told to reconnect.
+    Drain { reply_to: Option<String> },
+    /// A newer session of the same client took over the name `key` with a
+    /// resume token: the local session `session_id`, if any, gets
+    /// `Error SESSION_REPLACED` and is closed with 4002.
+    Replace { key: String, session_id: String },
 }

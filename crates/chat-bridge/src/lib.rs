@@ -12,24 +12,34 @@
 //! The shapes here follow what Redis offers: ids are Redis Streams ids,
 //! `subscribe` is a pub/sub subscription, presence is per-gateway tagged.
 
+mod drain;
 mod event;
 mod memory;
 mod pending;
 mod redis;
+mod resume;
 mod types;
 
 pub use event::{BridgeEvent, ControlCommand, EventSink, PresenceKind};
 pub use memory::MemoryBridge;
 pub use pending::Pending;
 pub use redis::{Keys as RedisKeys, RedisBridge, RedisConfig};
+pub use resume::{ResumeToken, TokenHash};
 pub use types::{
-    Accepted, BridgeError, GatewayStatus, HistoryPage, Member, NewMessage, Replay, RoomSummary,
-    UserSummary,
+    Accepted, BridgeError, GatewayStatus, HistoryPage, Member, NewMessage, Replay, Resumed,
+    RoomSummary, UserSummary,
 };
 
 use async_trait::async_trait;
 use chat_proto::v1::ChatMessage;
 use chat_proto::MessageId;
+
+/// How long a session that took over another's name (a resume) has to join
+/// the earlier session's rooms again before it is shown leaving them.
+pub const RESUME_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a gateway waits for another to answer a drain request.
+pub const DRAIN_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How far back a message keeps an otherwise empty room in the admin room list.
 pub const ACTIVE_ROOM_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
@@ -94,8 +104,25 @@ pub trait Bridge: Send + Sync + 'static {
     /// Fans a typing notice out to the room's members (never stored).
     async fn typing(&self, room: &str, member: &Member, active: bool) -> Result<()>;
 
-    /// Claims a username for a live session; `false` when another session holds it.
-    async fn claim_username(&self, member: &Member) -> Result<bool>;
+    /// Claims a username for a live session; `false` when another session
+    /// holds it. `resume` is the hash of the resume token issued with this
+    /// session: whoever presents that token may take the name over.
+    async fn claim_username(&self, member: &Member, resume: &TokenHash) -> Result<bool>;
+
+    /// Takes the name `member.key` over from the session holding it, when
+    /// `presented` is the hash of the token issued to that session (live on
+    /// any gateway, or left by a dead one and not yet cleaned up). The claim
+    /// passes to `member` with the new token's hash `resume` (so the
+    /// presented token is spent), the earlier session's presence entries
+    /// pass to `member` without any presence change, and the earlier
+    /// session is told ([`ControlCommand::Replace`]). `None` when the token
+    /// does not match, or the name is free or held without a token.
+    async fn resume_username(
+        &self,
+        member: &Member,
+        presented: &TokenHash,
+        resume: &TokenHash,
+    ) -> Result<Option<Resumed>>;
 
     /// Frees a name held by this session (no-op when held by another).
     async fn release_username(&self, member: &Member) -> Result<()>;
@@ -132,9 +159,15 @@ pub trait Bridge: Send + Sync + 'static {
     /// one not in `room`: then nothing is sent).
     async fn kick(&self, key: &str, room: Option<&str>, reason: &str) -> Result<u32>;
 
-    /// Tells the live gateway `gateway_id` to drain, as SIGTERM does.
-    /// Returns its connection count, or `None` when no such gateway is alive.
+    /// Tells the live gateway `gateway_id` to drain, as SIGTERM does, and
+    /// waits (up to [`DRAIN_REPLY_TIMEOUT`]) for its answer. Returns the
+    /// number of connections it told to reconnect, or `None` when no such
+    /// gateway is alive.
     async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>>;
+
+    /// This gateway's answer to a drain request ([`ControlCommand::Drain`]'s
+    /// `reply_to`): it told `told` connections to reconnect.
+    async fn drained(&self, reply_to: &str, told: u32);
 
     /// Whether the backend can serve requests right now.
     fn is_available(&self) -> bool;

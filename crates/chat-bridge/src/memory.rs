@@ -15,9 +15,11 @@ use chat_proto::v1::ChatMessage;
 use chat_proto::MessageId;
 use parking_lot::{Mutex, RwLock};
 
+use crate::drain::DrainReplies;
 use crate::{
     Accepted, Bridge, BridgeEvent, ControlCommand, EventSink, GatewayStatus, HistoryPage, Member,
-    NewMessage, PresenceKind, Replay, Result, RoomSummary, UserSummary, ACTIVE_ROOM_WINDOW,
+    NewMessage, PresenceKind, Replay, Result, Resumed, RoomSummary, TokenHash, UserSummary,
+    ACTIVE_ROOM_WINDOW,
 };
 
 /// How long a `client_msg_id` is remembered.
@@ -29,8 +31,8 @@ pub struct MemoryBridge {
     sink: Arc<dyn EventSink>,
     /// Room map; the outer lock is only held to find or create a room.
     rooms: RwLock<HashMap<String, Arc<Mutex<RoomState>>>>,
-    /// Username key -> (holding session id, display name).
-    names: Mutex<HashMap<String, (String, String)>>,
+    /// Username key -> the session holding it.
+    names: Mutex<HashMap<String, NameClaim>>,
     /// Who this gateway is, for the admin API's gateway list.
     gateway_id: String,
     address: String,
@@ -38,6 +40,15 @@ pub struct MemoryBridge {
     /// Load as last reported by the gateway ([`Bridge::set_load`]).
     connections: AtomicU32,
     draining: AtomicBool,
+    /// Drain requests waiting for this gateway's answer.
+    drains: DrainReplies,
+}
+
+/// Who holds a name, and the hash of the token that may take it over.
+struct NameClaim {
+    session: String,
+    display: String,
+    resume: TokenHash,
 }
 
 #[derive(Default)]
@@ -70,6 +81,7 @@ impl MemoryBridge {
             started_at_ms: now_ms(),
             connections: AtomicU32::new(0),
             draining: AtomicBool::new(false),
+            drains: DrainReplies::default(),
         }
     }
 
@@ -277,25 +289,72 @@ impl Bridge for MemoryBridge {
         Ok(())
     }
 
-    async fn claim_username(&self, member: &Member) -> Result<bool> {
+    async fn claim_username(&self, member: &Member, resume: &TokenHash) -> Result<bool> {
         let mut names = self.names.lock();
         match names.get(&member.key) {
-            Some((holder, _)) => Ok(*holder == member.session_id),
+            Some(claim) => Ok(claim.session == member.session_id),
             None => {
                 names.insert(
                     member.key.clone(),
-                    (member.session_id.clone(), member.username.clone()),
+                    NameClaim {
+                        session: member.session_id.clone(),
+                        display: member.username.clone(),
+                        resume: resume.clone(),
+                    },
                 );
                 Ok(true)
             }
         }
     }
 
+    async fn resume_username(
+        &self,
+        member: &Member,
+        presented: &TokenHash,
+        resume: &TokenHash,
+    ) -> Result<Option<Resumed>> {
+        let previous = {
+            let mut names = self.names.lock();
+            let Some(claim) = names.get_mut(&member.key) else {
+                return Ok(None);
+            };
+            if !claim.resume.matches(presented) || claim.session == member.session_id {
+                return Ok(None);
+            }
+            let previous = std::mem::replace(&mut claim.session, member.session_id.clone());
+            claim.display.clone_from(&member.username);
+            claim.resume = resume.clone();
+            previous
+        };
+        // The earlier session's presence passes to the new one, silently.
+        let mut rooms = Vec::new();
+        for (name, state) in self.all_rooms() {
+            let mut state = state.lock();
+            if let Some((display, sessions)) = state.members.get_mut(&member.key) {
+                if sessions.remove(&previous) {
+                    sessions.insert(member.session_id.clone());
+                    display.clone_from(&member.username);
+                    rooms.push(name);
+                }
+            }
+        }
+        rooms.sort();
+        self.sink
+            .deliver(BridgeEvent::Control(ControlCommand::Replace {
+                key: member.key.clone(),
+                session_id: previous.clone(),
+            }));
+        Ok(Some(Resumed {
+            previous_session: previous,
+            rooms,
+        }))
+    }
+
     async fn release_username(&self, member: &Member) -> Result<()> {
         let mut names = self.names.lock();
         if names
             .get(&member.key)
-            .is_some_and(|(holder, _)| *holder == member.session_id)
+            .is_some_and(|claim| claim.session == member.session_id)
         {
             names.remove(&member.key);
         }
@@ -399,11 +458,11 @@ impl Bridge for MemoryBridge {
         // key -> (display name, rooms, sessions)
         let mut users: BTreeMap<String, (String, BTreeSet<String>, HashSet<String>)> =
             BTreeMap::new();
-        for (key, (session, display)) in self.names.lock().iter() {
+        for (key, claim) in self.names.lock().iter() {
             let entry = users
                 .entry(key.clone())
-                .or_insert_with(|| (display.clone(), BTreeSet::new(), HashSet::new()));
-            entry.2.insert(session.clone());
+                .or_insert_with(|| (claim.display.clone(), BTreeSet::new(), HashSet::new()));
+            entry.2.insert(claim.session.clone());
         }
         for (name, state) in self.all_rooms() {
             let state = state.lock();
@@ -451,8 +510,8 @@ impl Bridge for MemoryBridge {
                 }
             }
             None => {
-                if let Some((session, _)) = self.names.lock().get(key) {
-                    sessions.insert(session.clone());
+                if let Some(claim) = self.names.lock().get(key) {
+                    sessions.insert(claim.session.clone());
                 }
                 for (_, state) in self.all_rooms() {
                     if let Some((_, present)) = state.lock().members.get(key) {
@@ -476,10 +535,16 @@ impl Bridge for MemoryBridge {
         if gateway_id != self.gateway_id {
             return Ok(None);
         }
-        let connections = self.connections.load(Ordering::Relaxed);
+        let reply = self.drains.expect(&self.gateway_id);
         self.sink
-            .deliver(BridgeEvent::Control(ControlCommand::Drain));
-        Ok(Some(connections))
+            .deliver(BridgeEvent::Control(ControlCommand::Drain {
+                reply_to: Some(reply.id().to_owned()),
+            }));
+        reply.wait(gateway_id).await.map(Some)
+    }
+
+    async fn drained(&self, reply_to: &str, told: u32) {
+        self.drains.answer(reply_to, told);
     }
 
     fn is_available(&self) -> bool {
@@ -548,7 +613,7 @@ mod tests {
         let (bridge, _) = bridge();
         let (ann, bo, cy) = (member("s1", "Ann"), member("s2", "Bo"), member("s3", "Cy"));
         for m in [&ann, &bo, &cy] {
-            assert!(bridge.claim_username(m).await.unwrap());
+            assert!(bridge.claim_username(m, &hash()).await.unwrap());
         }
         bridge.enter_room("lobby", &ann).await.unwrap();
         bridge.enter_room("lobby", &bo).await.unwrap();
@@ -616,7 +681,7 @@ mod tests {
     async fn kicks_count_sessions_and_reach_the_sink() {
         let (bridge, recorder) = bridge();
         let ann = member("s1", "Ann");
-        bridge.claim_username(&ann).await.unwrap();
+        bridge.claim_username(&ann, &hash()).await.unwrap();
         bridge.enter_room("lobby", &ann).await.unwrap();
         assert_eq!(bridge.kick("nobody", None, "x").await.unwrap(), 0);
         assert_eq!(bridge.kick("ann", Some("dev"), "x").await.unwrap(), 0);
@@ -647,12 +712,89 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_this_gateway_can_be_drained() {
+    async fn only_this_gateway_can_be_drained_and_it_answers_what_it_told() {
         let (bridge, recorder) = bridge();
+        let bridge = Arc::new(bridge);
         bridge.set_load(2, false);
         assert_eq!(bridge.drain_gateway("gw-b").await.unwrap(), None);
         assert!(recorder.controls().is_empty());
-        assert_eq!(bridge.drain_gateway("gw-a").await.unwrap(), Some(2));
-        assert_eq!(recorder.controls(), [ControlCommand::Drain]);
+        let asking = tokio::spawn({
+            let bridge = bridge.clone();
+            async move { bridge.drain_gateway("gw-a").await }
+        });
+        let reply_to = loop {
+            if let Some(ControlCommand::Drain { reply_to }) = recorder.controls().pop() {
+                break reply_to.expect("a drain request waits for its answer");
+            }
+            tokio::task::yield_now().await;
+        };
+        // The answer is what the gateway told, not its last reported load.
+        bridge.drained(&reply_to, 5).await;
+        assert_eq!(asking.await.unwrap().unwrap(), Some(5));
+    }
+
+    fn hash() -> TokenHash {
+        crate::ResumeToken::generate().hash().clone()
+    }
+
+    #[tokio::test]
+    async fn a_resume_hands_over_name_and_presence_silently_once() {
+        let (bridge, recorder) = bridge();
+        let token = crate::ResumeToken::generate();
+        let first = member("s1", "Ann");
+        assert!(bridge.claim_username(&first, token.hash()).await.unwrap());
+        bridge.subscribe("lobby").await.unwrap();
+        bridge.enter_room("lobby", &first).await.unwrap();
+        bridge.enter_room("dev", &first).await.unwrap();
+        let events_before = recorder.0.lock().len();
+
+        let second = member("s2", "ann");
+        let wrong = TokenHash::of("not the token");
+        let next = crate::ResumeToken::generate();
+        assert_eq!(
+            bridge
+                .resume_username(&second, &wrong, next.hash())
+                .await
+                .unwrap(),
+            None
+        );
+        let presented = TokenHash::of(token.secret());
+        let resumed = bridge
+            .resume_username(&second, &presented, next.hash())
+            .await
+            .unwrap()
+            .expect("the token matches");
+        assert_eq!(resumed.previous_session, "s1");
+        assert_eq!(resumed.rooms, ["dev", "lobby"]);
+        assert_eq!(
+            recorder.controls(),
+            [ControlCommand::Replace {
+                key: "ann".into(),
+                session_id: "s1".into()
+            }]
+        );
+        let presence = recorder.0.lock()[events_before..]
+            .iter()
+            .filter(|e| matches!(e, BridgeEvent::Presence { .. }))
+            .count();
+        assert_eq!(presence, 0, "nobody sees the hand-over");
+        // The earlier session can no longer free the name or leave the rooms.
+        bridge.release_username(&first).await.unwrap();
+        bridge.leave_room("lobby", &first).await.unwrap();
+        assert!(!bridge
+            .claim_username(&member("s3", "ANN"), &hash())
+            .await
+            .unwrap());
+        let users = bridge.users(Some("lobby")).await.unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].connections, 1);
+        // A spent token resumes nothing.
+        assert_eq!(
+            bridge
+                .resume_username(&member("s4", "Ann"), &presented, &hash())
+                .await
+                .unwrap(),
+            None
+        );
     }
 }

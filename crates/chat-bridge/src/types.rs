@@ -14,6 +14,18 @@ pub struct Member {
     pub username: String,
 }
 
+/// What a session took over from the earlier session of the same client
+/// ([`Bridge::resume_username`](crate::Bridge::resume_username)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resumed {
+    /// The earlier session's id.
+    pub previous_session: String,
+    /// Rooms where the earlier session was present, sorted: the presence
+    /// entries now belong to the new session, and nobody was told. The new
+    /// session either joins them again or leaves them (which tells).
+    pub rooms: Vec<String>,
+}
+
 /// A message to accept.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -98,4 +110,11 @@ pub enum BridgeError {
     /// A stored record could not be understood.
     #[error("corrupt record in backend: {0}")]
     Corrupt(String),
+    /// Another live process serves this gateway id (configuration error).
+    #[error("gateway id {gateway_id} is in use by a live process (instance {instance}, serving {address})")]
+    GatewayIdInUse {
+        gateway_id: String,
+        instance: String,
+        address: String,
+    },
 }

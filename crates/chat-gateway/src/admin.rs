@@ -112,7 +112,7 @@ struct AdminService {
 fn bridge_status(e: BridgeError) -> Status {
     match e {
         BridgeError::Unavailable(_) => Status::unavailable(e.to_string()),
-        BridgeError::Corrupt(_) => {
+        BridgeError::Corrupt(_) | BridgeError::GatewayIdInUse { .. } => {
             tracing::error!(error = %e, "admin request failed");
             Status::internal(e.to_string())
         }

@@ -19,6 +19,7 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const KICKED: u16 = 4001;
+    pub const REPLACED: u16 = 4002;
 }
 
 /// Commands queued per connection before more are refused (they are rare:
@@ -45,6 +46,8 @@ pub enum ConnCommand {
 pub struct ConnHandle {
     /// Process-unique number, for finding the member slot again.
     pub id: u64,
+    /// The session id (cluster-unique), how a takeover names the session it replaces.
+    pub session_id: Box<str>,
     /// Wire-ready frames (see [`crate::wire`]) not yet taken by the writer, bounded by
     /// `capacity`: full means the client is too slow. (The writer takes all
     /// of them at once, so a connection holds at most twice `capacity`: the
@@ -133,9 +136,10 @@ impl Drop for ConnInbox {
 }
 
 impl ConnHandle {
-    pub fn new(id: u64, capacity: usize) -> (Arc<Self>, ConnInbox) {
+    pub fn new(id: u64, session_id: &str, capacity: usize) -> (Arc<Self>, ConnInbox) {
         let handle = Arc::new(Self {
             id,
+            session_id: session_id.into(),
             outbox: Mutex::new(Outbox {
                 frames: Vec::new(),
                 open: true,

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use chat_bridge::ControlCommand;
+use chat_bridge::DRAIN_REPLY_TIMEOUT;
 use chat_proto::v1::{server_frame, Error as ErrorFrame, ErrorCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,17 +32,58 @@ pub async fn run(
 }
 
 /// Applies one command; never waits (sessions do their part in their own task).
-pub fn apply(shared: &Shared, command: ControlCommand) {
+pub fn apply(shared: &Arc<Shared>, command: ControlCommand) {
     match command {
         ControlCommand::Kick { key, room, reason } => {
             let kicked = kick(shared, &key, room.as_deref(), &reason);
             tracing::info!(user = %key, room = room.as_deref().unwrap_or(""), sessions = kicked, "kicked by an operator");
         }
-        ControlCommand::Drain => {
+        ControlCommand::Drain { reply_to } => {
             tracing::info!("drain requested by an operator");
             shared.drain.cancel();
+            if let Some(reply_to) = reply_to {
+                tokio::spawn(answer_drain(shared.clone(), reply_to));
+            }
         }
+        ControlCommand::Replace { key, session_id } => replace(shared, &key, &session_id),
     }
+}
+
+/// Tells whoever asked for the drain how many connections it told to
+/// reconnect, once it has (a second drain request gets the same number).
+async fn answer_drain(shared: Arc<Shared>, reply_to: String) {
+    let mut told = shared.drain_told.subscribe();
+    let counted = tokio::time::timeout(DRAIN_REPLY_TIMEOUT, async {
+        told.wait_for(Option::is_some)
+            .await
+            .map(|told| told.unwrap_or_default())
+    })
+    .await;
+    let Ok(Ok(told)) = counted else {
+        tracing::warn!("the drain did not start in time to answer the request");
+        return;
+    };
+    shared.bridge.drained(&reply_to, told).await;
+}
+
+/// A newer session of the same client took the name over: the local session
+/// `session_id`, if here, gets `Error SESSION_REPLACED` and is closed with 4002.
+fn replace(shared: &Shared, key: &str, session_id: &str) {
+    let target = shared
+        .conns
+        .lock()
+        .values()
+        .find(|conn| *conn.session_id == *session_id)
+        .cloned();
+    let Some(conn) = target else { return };
+    tracing::info!(user = %key, session = %session_id, "session replaced by a newer one of the same client");
+    shared.metrics.error(ErrorCode::SessionReplaced);
+    let frame = encode_push(server_frame::Kind::Error(ErrorFrame {
+        code: ErrorCode::SessionReplaced as i32,
+        message: "this chat continued in another tab or window".to_owned(),
+    }));
+    conn.push(frame, &shared.metrics);
+    conn.close(close_code::REPLACED);
 }
 
 /// Without `room`: `Error KICKED` then close 4001 (the queued error goes out

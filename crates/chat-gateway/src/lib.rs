@@ -50,10 +50,9 @@ pub async fn run(
         .gateway_id
         .clone()
         .unwrap_or_else(state::default_gateway_id);
-    let address = config
-        .advertise
-        .clone()
-        .unwrap_or(listener.local_addr()?.to_string());
+    let instance_id = state::new_instance_id(&gateway_id);
+    let bound = listener.local_addr()?;
+    let address = config.advertise.clone().unwrap_or(bound.to_string());
     let metrics = Arc::new(metrics::Metrics::default());
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(256);
     let hub = Arc::new(hub::Hub::new(metrics.clone(), control_tx));
@@ -68,7 +67,9 @@ pub async fn run(
                 url: url.clone(),
                 prefix: config.redis_prefix.clone(),
                 gateway_id: gateway_id.clone(),
+                instance: instance_id.clone(),
                 address,
+                bound: Some(bound),
                 history_len: config.history_len as usize,
             };
             Arc::new(RedisBridge::connect(redis, sink).await?)
@@ -83,6 +84,7 @@ pub async fn run(
     let shared = Arc::new(state::Shared {
         config,
         gateway_id,
+        instance_id,
         limits,
         bridge,
         hub,
@@ -92,8 +94,9 @@ pub async fn run(
         per_ip: Default::default(),
         draining: AtomicBool::new(false),
         drain: CancellationToken::new(),
+        drain_told: tokio::sync::watch::Sender::new(None),
     });
-    tracing::info!(gateway_id = %shared.gateway_id, addr = %listener.local_addr()?, "serving");
+    tracing::info!(gateway_id = %shared.gateway_id, instance = %shared.instance_id, addr = %listener.local_addr()?, "serving");
     ready();
 
     // The control task and the admin API live as long as the HTTP side.

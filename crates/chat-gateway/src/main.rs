@@ -9,6 +9,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Exit code for invalid configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
+/// Exit code when another live process serves this gateway id (EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -28,7 +30,12 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("chat-gateway: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<chat_bridge::BridgeError>() {
+                Some(chat_bridge::BridgeError::GatewayIdInUse { .. }) => {
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

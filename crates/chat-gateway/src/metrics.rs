@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use chat_proto::v1::ErrorCode;
 
-/// Number of `ErrorCode` values (0..=15).
-const ERROR_CODES: usize = 16;
+/// Number of `ErrorCode` values (0..=16).
+const ERROR_CODES: usize = 17;
 
 /// Process-wide gateway counters.
 #[derive(Default)]
@@ -19,6 +19,7 @@ pub struct Metrics {
     pub messages_accepted: AtomicU64,
     pub messages_duplicate: AtomicU64,
     pub slow_consumers_dropped: AtomicU64,
+    pub sessions_resumed: AtomicU64,
     errors: [AtomicU64; ERROR_CODES],
 }
 
@@ -85,6 +86,12 @@ impl Metrics {
             "counter",
             "Connections closed (1008) because their outbound queue was full.",
             self.slow_consumers_dropped.load(Relaxed).into(),
+        );
+        metric(
+            "chat_sessions_resumed_total",
+            "counter",
+            "Hellos that took a name over with a resume token.",
+            self.sessions_resumed.load(Relaxed).into(),
         );
         metric(
             "chat_bridge_up",

@@ -113,14 +113,18 @@ pub async fn drain(shared: &Shared) {
     tracing::info!(connections = conns.len(), ?deadline, "draining");
     let spread = (deadline.as_millis() as u64 / 2).max(1);
     let mut seed = crate::state::now_ms() ^ 0x9e37_79b9_7f4a_7c15;
+    let mut told = 0u32;
     for conn in &conns {
         seed = splitmix64(seed ^ conn.id);
         let frame = encode_push(server_frame::Kind::Reconnect(Reconnect {
             reason: "gateway draining".into(),
             after_ms: (seed % spread) as u32,
         }));
-        conn.push(frame, &shared.metrics);
+        if conn.push(frame, &shared.metrics) {
+            told += 1;
+        }
     }
+    shared.drain_told.send_replace(Some(told));
     let until = Instant::now() + deadline;
     while Instant::now() < until && !shared.conns.lock().is_empty() {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chat_bridge::{Accepted, BridgeError, Member, NewMessage, Pending};
+use chat_bridge::{
+    Accepted, BridgeError, Member, NewMessage, Pending, ResumeToken, TokenHash, RESUME_WINDOW,
+};
 use chat_proto::v1::{
     client_frame, server_frame, Ack, ClientFrame, Error as ErrorFrame, ErrorCode, FetchHistory,
     HistoryPage, Join, Joined, Leave, Left, Pong, Send, ServerFrame, Welcome,
@@ -52,7 +54,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let id = shared.next_conn.fetch_add(1, Relaxed);
-    let (conn, inbox) = ConnHandle::new(id, shared.config.outbound_queue as usize);
+    let session_id = format!("{}-{id}", shared.instance_id);
+    let (conn, inbox) = ConnHandle::new(id, &session_id, shared.config.outbound_queue as usize);
     let open = {
         let mut conns = shared.conns.lock();
         conns.insert(id, conn.clone());
@@ -61,7 +64,6 @@ where
     shared.bridge.set_load(open as u32, shared.is_draining());
     shared.metrics.connections_open.fetch_add(1, Relaxed);
     shared.metrics.connections_total.fetch_add(1, Relaxed);
-    let session_id = format!("{}-{id}", shared.gateway_id);
     let span = tracing::debug_span!("session", %peer, session = %session_id);
     let mut session = Session {
         send_bucket: TokenBucket::new(
@@ -75,6 +77,8 @@ where
         member: None,
         key: Arc::from(""),
         rooms: HashSet::new(),
+        inherited: HashSet::new(),
+        inherited_until: None,
         in_flight: VecDeque::new(),
     };
     async {
@@ -133,6 +137,11 @@ struct Session {
     key: Arc<str>,
     /// Rooms joined (NFC names).
     rooms: HashSet<String>,
+    /// Rooms whose presence this session took over from the earlier session
+    /// of its client (a resume) and has not joined again yet: joined by
+    /// `inherited_until`, nobody sees a change; left after it.
+    inherited: HashSet<String>,
+    inherited_until: Option<Instant>,
     send_bucket: TokenBucket,
     typing_bucket: TokenBucket,
     /// Sends submitted to the bridge and not answered yet, oldest first.
@@ -202,6 +211,10 @@ impl Session {
                         Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => break End::ClientClosed,
                         Some(Err(e)) => break End::Io(e),
                     }
+                }
+                () = until(self.inherited_until), if self.inherited_until.is_some() => {
+                    self.settle().await;
+                    self.leave_inherited().await;
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= idle_timeout {
@@ -384,16 +397,39 @@ impl Session {
             key: name.key,
             username: name.display,
         };
-        match self.shared.bridge.claim_username(&member).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return self.error(
-                    r,
-                    ErrorCode::UsernameTaken,
-                    format!("the name {:?} is taken", member.username),
-                )
+        // Never logged: only its hash leaves this function.
+        let token = ResumeToken::generate();
+        let bridge = &self.shared.bridge;
+        let mut resumed = None;
+        if !hello.resume_token.is_empty() {
+            let presented = TokenHash::of(&hello.resume_token);
+            match bridge
+                .resume_username(&member, &presented, token.hash())
+                .await
+            {
+                Ok(taken) => resumed = taken,
+                Err(e) => return self.unavailable(r, &e),
             }
-            Err(e) => return self.unavailable(r, &e),
+        }
+        if resumed.is_none() {
+            match bridge.claim_username(&member, token.hash()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return self.error(
+                        r,
+                        ErrorCode::UsernameTaken,
+                        format!("the name {:?} is taken", member.username),
+                    )
+                }
+                Err(e) => return self.unavailable(r, &e),
+            }
+        }
+        if let Some(resumed) = resumed {
+            tracing::debug!(previous = %resumed.previous_session, rooms = resumed.rooms.len(), "took over the earlier session of this client");
+            self.shared.metrics.sessions_resumed.fetch_add(1, Relaxed);
+            self.inherited = resumed.rooms.into_iter().collect();
+            self.inherited_until =
+                (!self.inherited.is_empty()).then(|| Instant::now() + RESUME_WINDOW);
         }
         tracing::debug!(username = %member.username, client = %hello.client, "welcomed");
         self.key = Arc::from(member.key.as_str());
@@ -406,6 +442,7 @@ impl Session {
                 gateway_id: self.shared.gateway_id.clone(),
                 server_time_ms: now_ms(),
                 limits: Some(self.shared.limits),
+                resume_token: token.secret().to_owned(),
             }),
         );
         self.member = Some(member);
@@ -504,10 +541,12 @@ impl Session {
                 self.shared
                     .hub
                     .finish_join(&room, self.conn.id, Some(joined), replayed_up_to);
+                self.inherited.remove(&room);
                 self.rooms.insert(room);
             }
             Err(e) => {
                 if !rejoin {
+                    self.inherited.remove(&room);
                     self.shared.hub.remove(&room, self.conn.id);
                     let _ = bridge.leave_room(&room, &member).await;
                     let _ = bridge.unsubscribe(&room).await;
@@ -723,11 +762,25 @@ impl Session {
         }
     }
 
+    /// Leaves the rooms taken over from the earlier session and not joined
+    /// again in time: the other members now see this user leave them.
+    async fn leave_inherited(&mut self) {
+        self.inherited_until = None;
+        let bridge = self.shared.bridge.clone();
+        for room in std::mem::take(&mut self.inherited) {
+            tracing::debug!(room, "not joined again after a resume; leaving it");
+            if let Err(e) = bridge.leave_room(&room, self.member()).await {
+                tracing::warn!(error = %e, room, "leaving room in the cluster failed");
+            }
+        }
+    }
+
     /// Leaves every room and frees the name.
     async fn cleanup(&mut self) {
         let Some(member) = self.member.clone() else {
             return;
         };
+        self.leave_inherited().await;
         let rooms: Vec<String> = self.rooms.iter().cloned().collect();
         for room in rooms {
             self.leave_room(&room).await;
@@ -745,7 +798,16 @@ fn close_reason(code: u16) -> &'static str {
         close_code::POLICY => "too slow to read messages",
         close_code::TOO_BIG => "message too big",
         close_code::KICKED => "kicked",
+        close_code::REPLACED => "replaced by a newer session of this client",
         _ => "",
+    }
+}
+
+/// Resolves at `deadline` (never when there is none).
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -20,6 +20,10 @@ use crate::metrics::Metrics;
 pub struct Shared {
     pub config: Config,
     pub gateway_id: String,
+    /// This process's identity: the gateway id and a random part, new on
+    /// every start. Session ids start with it, so the sessions of a crashed
+    /// process and of its restarted successor never share an id.
+    pub instance_id: String,
     pub limits: Limits,
     pub bridge: Arc<dyn Bridge>,
     pub hub: Arc<Hub>,
@@ -35,6 +39,9 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Cancelled to start a drain (SIGTERM, or an operator's request).
     pub drain: CancellationToken,
+    /// How many connections the drain told to reconnect, once it has
+    /// (for an operator's drain request, which waits for the answer).
+    pub drain_told: tokio::sync::watch::Sender<Option<u32>>,
 }
 
 impl Shared {
@@ -52,6 +59,13 @@ pub fn now_ms() -> u64 {
 /// A gateway id unique per process: host-ish prefix, pid and start time.
 pub fn default_gateway_id() -> String {
     format!("gw-{}-{:x}", std::process::id(), now_ms() & 0xff_ffff)
+}
+
+/// A new instance id for this process of `gateway_id`: 64 random bits.
+pub fn new_instance_id(gateway_id: &str) -> String {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).expect("the OS random source is available");
+    format!("{gateway_id}~{:016x}", u64::from_le_bytes(random))
 }
 
 impl std::fmt::Debug for Shared {

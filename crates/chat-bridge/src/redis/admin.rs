@@ -14,7 +14,7 @@ use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::control::Control;
-use super::{now_ms, parse_entries, unavailable, Inner};
+use super::{now_ms, parse_entries, unavailable, Holder, Inner};
 use crate::{
     BridgeError, BridgeEvent, ControlCommand, GatewayStatus, Result, RoomSummary, UserSummary,
     ACTIVE_ROOM_WINDOW,
@@ -26,6 +26,10 @@ const BATCH: usize = 512;
 /// A gateway's entry in the `gateways` hash (JSON), written by its heartbeat.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct StatusRecord {
+    /// The process (instance) that wrote it; absent in records of older
+    /// gateways, whose instance was their gateway id.
+    #[serde(default)]
+    pub instance: String,
     pub address: String,
     pub connections: u32,
     pub started_at_ms: u64,
@@ -45,13 +49,29 @@ enum Read<'a> {
     Tip,
 }
 
-/// A presence or name-claim value: "gateway\tsession\tdisplay name" (the
-/// display name may be missing in claims written by older gateways).
-fn parse_holder(value: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = value.splitn(3, '\t');
-    let gateway = parts.next().filter(|g| !g.is_empty())?;
-    let session = parts.next()?;
-    Some((gateway, session, parts.next().unwrap_or_default()))
+impl StatusRecord {
+    /// The instance that wrote this record.
+    pub(super) fn instance_or<'a>(&'a self, gateway_id: &'a str) -> &'a str {
+        if self.instance.is_empty() {
+            gateway_id
+        } else {
+            &self.instance
+        }
+    }
+}
+
+/// The live gateways, and which instance is each one's live process.
+pub(super) struct Live {
+    pub gateways: BTreeMap<String, GatewayStatus>,
+    /// Live instance -> its gateway id.
+    instances: HashMap<String, String>,
+}
+
+impl Live {
+    /// The gateway of a holder's instance, if that instance is alive.
+    fn gateway_of(&self, instance: &str) -> Option<&str> {
+        self.instances.get(instance).map(String::as_str)
+    }
 }
 
 fn as_string(value: Value) -> Option<String> {
@@ -110,6 +130,7 @@ impl Inner {
     /// This gateway's status as the heartbeat writes it.
     pub(super) fn status_record(&self) -> StatusRecord {
         StatusRecord {
+            instance: self.config.instance.clone(),
             address: self.config.address.clone(),
             connections: self.connections.load(Ordering::Relaxed),
             started_at_ms: self.started_at_ms,
@@ -118,34 +139,46 @@ impl Inner {
         }
     }
 
-    /// Gateways whose heartbeat key exists (this one always), by id.
-    pub(super) async fn live_gateways(&self) -> Result<BTreeMap<String, GatewayStatus>> {
+    /// Gateways whose current instance's heartbeat key exists (this one
+    /// always), by id.
+    pub(super) async fn live_gateways(&self) -> Result<Live> {
         let me = &self.config.gateway_id;
         let records: HashMap<String, String> = self
             .client
             .hgetall(self.keys.gateways())
             .await
             .map_err(unavailable)?;
-        let others: Vec<(&String, &String)> = records.iter().filter(|(id, _)| *id != me).collect();
-        let alive = self
-            .batch(
-                Read::Exists,
-                others.iter().map(|(id, _)| self.keys.alive(id)).collect(),
-            )
-            .await?;
-        let mut live = BTreeMap::new();
-        for ((id, record), alive) in others.into_iter().zip(alive) {
-            if alive.as_u64() != Some(1) {
-                continue;
-            }
+        let mut others: Vec<(&String, StatusRecord)> = Vec::new();
+        for (id, record) in records.iter().filter(|(id, _)| *id != me) {
             match serde_json::from_str::<StatusRecord>(record) {
-                Ok(record) => {
-                    live.insert(id.clone(), gateway_status(id, record));
-                }
+                Ok(record) => others.push((id, record)),
                 Err(e) => tracing::warn!(gateway = %id, error = %e, "unreadable gateway status"),
             }
         }
-        live.insert(me.clone(), gateway_status(me, self.status_record()));
+        let alive = self
+            .batch(
+                Read::Exists,
+                others
+                    .iter()
+                    .map(|(id, record)| self.keys.alive(record.instance_or(id)))
+                    .collect(),
+            )
+            .await?;
+        let mut live = Live {
+            gateways: BTreeMap::new(),
+            instances: HashMap::new(),
+        };
+        for ((id, record), alive) in others.into_iter().zip(alive) {
+            if alive.as_u64() == Some(1) {
+                live.instances
+                    .insert(record.instance_or(id).to_owned(), id.clone());
+                live.gateways.insert(id.clone(), gateway_status(id, record));
+            }
+        }
+        live.instances
+            .insert(self.config.instance.clone(), me.clone());
+        live.gateways
+            .insert(me.clone(), gateway_status(me, self.status_record()));
         Ok(live)
     }
 
@@ -188,7 +221,7 @@ impl Inner {
             let members = presence_of(presence)?;
             let member_count = members
                 .values()
-                .filter(|v| parse_holder(v).is_some_and(|(gw, _, _)| live.contains_key(gw)))
+                .filter(|v| Holder::parse(v).is_some_and(|h| live.gateway_of(h.instance).is_some()))
                 .count() as u32;
             let last = parse_entries(&room, tip)?.pop();
             let last_at = last.as_ref().map_or(0, |m| m.sent_at_ms);
@@ -219,25 +252,24 @@ impl Inner {
             .await?;
         for (room, presence) in rooms.iter().zip(presence) {
             for (key, value) in presence_of(presence)? {
-                let Some((gw, session, display)) = parse_holder(&value) else {
+                let Some(holder) = Holder::parse(&value) else {
                     continue;
                 };
-                if live.contains_key(gw) {
+                if let Some(gw) = live.gateway_of(holder.instance) {
                     let user = users.entry(key).or_default();
                     user.rooms.insert(room.clone());
-                    user.saw(gw, session, display);
+                    user.saw(gw, holder.session, holder.display);
                 }
             }
         }
 
         // Names: connected users, also those in no room.
-        let gateways: Vec<&String> = live.keys().collect();
         let claimed = self
             .batch(
                 Read::SMembers,
-                gateways
-                    .iter()
-                    .map(|gw| self.keys.gateway_names(gw))
+                live.instances
+                    .keys()
+                    .map(|instance| self.keys.gateway_names(instance))
                     .collect(),
             )
             .await?;
@@ -258,11 +290,14 @@ impl Inner {
             let Some(holder) = as_string(holder) else {
                 continue;
             };
-            let Some((gw, session, display)) = parse_holder(&holder) else {
+            let Some(holder) = Holder::parse(&holder) else {
                 continue;
             };
-            if live.contains_key(gw) {
-                users.entry(key).or_default().saw(gw, session, display);
+            if let Some(gw) = live.gateway_of(holder.instance) {
+                users
+                    .entry(key)
+                    .or_default()
+                    .saw(gw, holder.session, holder.display);
             }
         }
 
@@ -317,10 +352,10 @@ impl Inner {
         Ok(holders
             .into_iter()
             .filter_map(as_string)
-            .filter_map(|holder| {
-                let (gw, session, _) = parse_holder(&holder)?;
-                live.contains_key(gw)
-                    .then(|| (gw.to_owned(), session.to_owned()))
+            .filter_map(|value| {
+                let holder = Holder::parse(&value)?;
+                let gw = live.gateway_of(holder.instance)?;
+                Some((gw.to_owned(), holder.session.to_owned()))
             })
             .collect())
     }
@@ -342,27 +377,32 @@ impl Inner {
         Ok(sessions.len() as u32)
     }
 
+    /// Asks the gateway to drain and waits for its answer: how many
+    /// connections it told to reconnect.
     pub(super) async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>> {
+        let reply = self.drains.expect(&self.config.instance);
         if gateway_id == self.config.gateway_id {
             // This gateway: no need for the round trip through Redis.
-            let connections = self.connections.load(Ordering::Relaxed);
             self.sink
-                .deliver(BridgeEvent::Control(ControlCommand::Drain));
-            return Ok(Some(connections));
+                .deliver(BridgeEvent::Control(ControlCommand::Drain {
+                    reply_to: Some(reply.id().to_owned()),
+                }));
+            return reply.wait(gateway_id).await.map(Some);
         }
         let live = self.live_gateways().await?;
-        let Some(status) = live.get(gateway_id) else {
+        if !live.gateways.contains_key(gateway_id) {
             return Ok(None);
-        };
+        }
         let control = Control::Drain {
             gateway_id: gateway_id.to_owned(),
+            reply_to: Some(reply.id().to_owned()),
         };
         let _: u64 = self
             .client
             .publish(self.keys.control(), control.encode())
             .await
             .map_err(unavailable)?;
-        Ok(Some(status.connections))
+        reply.wait(gateway_id).await.map(Some)
     }
 }
 
@@ -389,20 +429,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn holders_parse_with_and_without_display_name() {
+    fn holders_parse_with_and_without_display_name_and_hash() {
+        let parsed = |v| Holder::parse(v).map(|h| (h.instance, h.session, h.display, h.resume));
         assert_eq!(
-            parse_holder("gw-1\tgw-1-7\tAnn Lee"),
-            Some(("gw-1", "gw-1-7", "Ann Lee"))
+            parsed("gw-1~a\tgw-1~a-7\tAnn Lee"),
+            Some(("gw-1~a", "gw-1~a-7", "Ann Lee", None))
         );
-        assert_eq!(parse_holder("gw-1\tgw-1-7\t"), Some(("gw-1", "gw-1-7", "")));
-        assert_eq!(parse_holder("gw-1\tgw-1-7"), Some(("gw-1", "gw-1-7", "")));
-        assert_eq!(parse_holder("gw-1"), None);
-        assert_eq!(parse_holder(""), None);
+        assert_eq!(
+            parsed("gw-1~a\tgw-1~a-7\tAnn Lee\tab12"),
+            Some(("gw-1~a", "gw-1~a-7", "Ann Lee", Some("ab12")))
+        );
+        assert_eq!(parsed("gw-1\tgw-1-7\t"), Some(("gw-1", "gw-1-7", "", None)));
+        assert_eq!(parsed("gw-1\tgw-1-7"), Some(("gw-1", "gw-1-7", "", None)));
+        assert_eq!(parsed("gw-1"), None);
+        assert_eq!(parsed(""), None);
     }
 
     #[test]
     fn status_records_round_trip_as_json() {
         let record = StatusRecord {
+            instance: "g~1".into(),
             address: "10.0.0.1:8080".into(),
             connections: 3,
             started_at_ms: 1,
@@ -413,5 +459,17 @@ mod tests {
         let back: StatusRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(gateway_status("g", back).connections, 3);
         assert!(json.contains("\"draining\":true"), "{json}");
+    }
+}
+
+#[cfg(test)]
+mod legacy_tests {
+    use super::*;
+
+    #[test]
+    fn records_of_older_gateways_name_their_gateway_as_instance() {
+        let old = r#"{"address":"a:1","connections":0,"started_at_ms":1,"last_heartbeat_ms":2,"draining":false}"#;
+        let record: StatusRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.instance_or("gw-1"), "gw-1");
     }
 }

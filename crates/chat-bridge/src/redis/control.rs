@@ -4,7 +4,12 @@
 //! - `K<name key>\n<room>\n<reason>`: kick the sessions holding the name,
 //!   out of `<room>` only when it is not empty. The reason is last, so it may
 //!   contain newlines; names and rooms cannot (control characters are refused).
-//! - `D<gateway id>`: that gateway drains (ids contain no whitespace).
+//! - `D<gateway id>[\n<request id>]`: that gateway drains (ids contain no
+//!   whitespace); with a request id, it answers with `d`.
+//! - `d<request id>\n<count>`: a drained gateway's answer: it told `count`
+//!   connections to reconnect. Only the asking gateway waits for it.
+//! - `R<name key>\n<session id>`: a newer session took the name over with a
+//!   resume token; whichever gateway holds `session id` closes it (4002).
 //!
 //! An unknown tag is logged and ignored, so commands can be added without
 //! breaking gateways of an older version.
@@ -21,6 +26,15 @@ pub enum Control {
     },
     Drain {
         gateway_id: String,
+        reply_to: Option<String>,
+    },
+    Drained {
+        reply_to: String,
+        told: u32,
+    },
+    Replace {
+        key: String,
+        session_id: String,
     },
 }
 
@@ -30,7 +44,16 @@ impl Control {
             Self::Kick { key, room, reason } => {
                 format!("K{key}\n{}\n{reason}", room.as_deref().unwrap_or_default())
             }
-            Self::Drain { gateway_id } => format!("D{gateway_id}"),
+            Self::Drain {
+                gateway_id,
+                reply_to: None,
+            } => format!("D{gateway_id}"),
+            Self::Drain {
+                gateway_id,
+                reply_to: Some(reply_to),
+            } => format!("D{gateway_id}\n{reply_to}"),
+            Self::Drained { reply_to, told } => format!("d{reply_to}\n{told}"),
+            Self::Replace { key, session_id } => format!("R{key}\n{session_id}"),
         }
     }
 
@@ -39,6 +62,7 @@ impl Control {
         let mut chars = text.chars();
         let tag = chars.next()?;
         let rest = chars.as_str();
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         match tag {
             'K' => {
                 let mut parts = rest.splitn(3, '\n');
@@ -48,18 +72,45 @@ impl Control {
                 let room = (!room.is_empty()).then(|| room.to_owned());
                 Some(Self::Kick { key, room, reason })
             }
-            'D' if !rest.is_empty() => Some(Self::Drain {
-                gateway_id: rest.to_owned(),
-            }),
+            'D' => {
+                let (gateway_id, reply_to) = match rest.split_once('\n') {
+                    Some((gateway_id, reply_to)) => (gateway_id, Some(non_empty(reply_to)?)),
+                    None => (rest, None),
+                };
+                Some(Self::Drain {
+                    gateway_id: non_empty(gateway_id)?,
+                    reply_to,
+                })
+            }
+            'd' => {
+                let (reply_to, told) = rest.split_once('\n')?;
+                Some(Self::Drained {
+                    reply_to: non_empty(reply_to)?,
+                    told: told.parse().ok()?,
+                })
+            }
+            'R' => {
+                let (key, session_id) = rest.split_once('\n')?;
+                Some(Self::Replace {
+                    key: non_empty(key)?,
+                    session_id: non_empty(session_id)?,
+                })
+            }
             _ => None,
         }
     }
 
-    /// What gateway `me` must do, if anything.
+    /// What gateway `me` must do, if anything. (A `Drained` answer is for
+    /// the bridge that asked, not for the gateway.)
     pub fn for_gateway(self, me: &str) -> Option<ControlCommand> {
         match self {
             Self::Kick { key, room, reason } => Some(ControlCommand::Kick { key, room, reason }),
-            Self::Drain { gateway_id } => (gateway_id == me).then_some(ControlCommand::Drain),
+            Self::Drain {
+                gateway_id,
+                reply_to,
+            } => (gateway_id == me).then_some(ControlCommand::Drain { reply_to }),
+            Self::Replace { key, session_id } => Some(ControlCommand::Replace { key, session_id }),
+            Self::Drained { .. } => None,
         }
     }
 }
@@ -69,7 +120,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kick_round_trips_with_and_without_room() {
+    fn every_command_round_trips() {
         for control in [
             Control::Kick {
                 key: "ann".into(),
@@ -83,6 +134,19 @@ mod tests {
             },
             Control::Drain {
                 gateway_id: "gw-1".into(),
+                reply_to: None,
+            },
+            Control::Drain {
+                gateway_id: "gw-1".into(),
+                reply_to: Some("gw-2~ab/3".into()),
+            },
+            Control::Drained {
+                reply_to: "gw-2~ab/3".into(),
+                told: 8,
+            },
+            Control::Replace {
+                key: "ann".into(),
+                session_id: "gw-1~ab-7".into(),
             },
         ] {
             assert_eq!(Control::decode(control.encode().as_bytes()), Some(control));
@@ -91,7 +155,22 @@ mod tests {
 
     #[test]
     fn malformed_and_unknown_payloads_are_refused() {
-        for bad in ["", "X", "K", "Kann", "Kann\nroom", "D", "\u{1F600}"] {
+        for bad in [
+            "",
+            "X",
+            "K",
+            "Kann",
+            "Kann\nroom",
+            "D",
+            "Dgw\n",
+            "d",
+            "dreq",
+            "dreq\nmany",
+            "R",
+            "Rann",
+            "Rann\n",
+            "\u{1F600}",
+        ] {
             assert_eq!(Control::decode(bad.as_bytes()), None, "{bad:?}");
         }
         assert_eq!(Control::decode(b"\xff"), None);
@@ -101,10 +180,13 @@ mod tests {
     fn a_drain_is_for_the_named_gateway_only() {
         let drain = Control::Drain {
             gateway_id: "gw-1".into(),
+            reply_to: Some("r".into()),
         };
         assert_eq!(
             drain.clone().for_gateway("gw-1"),
-            Some(ControlCommand::Drain)
+            Some(ControlCommand::Drain {
+                reply_to: Some("r".into())
+            })
         );
         assert_eq!(drain.for_gateway("gw-2"), None);
         let kick = Control::Kick {
@@ -113,5 +195,14 @@ mod tests {
             reason: "r".into(),
         };
         assert!(kick.for_gateway("any").is_some());
+        let answer = Control::Drained {
+            reply_to: "r".into(),
+            told: 1,
+        };
+        assert_eq!(
+            answer.for_gateway("gw-1"),
+            None,
+            "answers are for the bridge"
+        );
     }
 }

@@ -31,7 +31,7 @@ impl Keys {
         format!("{}:{{{room}}}:events", self.prefix)
     }
 
-    /// Hash: name key -> "gateway\tsession\tdisplay name", the room's presence.
+    /// Hash: name key -> "instance\tsession\tdisplay name", the room's presence.
     pub fn members(&self, room: &str) -> String {
         format!("{}:{{{room}}}:members", self.prefix)
     }
@@ -67,34 +67,48 @@ impl Keys {
         format!("{}:room-activity", self.prefix)
     }
 
-    /// String: the claim on a username, "gateway\tsession\tdisplay name".
+    /// String: the claim on a username,
+    /// "instance\tsession\tdisplay name\tresume token hash".
     pub fn name(&self, key: &str) -> String {
         format!("{}:name:{key}", self.prefix)
     }
 
-    /// Hash: gateway id -> JSON status (address, load, times), for admin.
+    /// Set: rooms where a session is present, so that a session taking it
+    /// over (resume token) knows which presence entries to take.
+    pub fn session_rooms(&self, session: &str) -> String {
+        format!("{}:session:{session}:rooms", self.prefix)
+    }
+
+    /// Hash: gateway id -> JSON status (instance, address, load, times), for admin.
     pub fn gateways(&self) -> String {
         format!("{}:gateways", self.prefix)
     }
 
-    /// String with TTL: present while the gateway is alive (heartbeat).
-    pub fn alive(&self, gateway: &str) -> String {
-        format!("{}:gw:{gateway}:alive", self.prefix)
+    /// Hash: instance id -> gateway id, every gateway process that may have
+    /// left state behind; the reaper walks it.
+    pub fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
     }
 
-    /// Set: "room" entries this gateway wrote presence into, for cleanup after its death.
-    pub fn gateway_rooms(&self, gateway: &str) -> String {
-        format!("{}:gw:{gateway}:rooms", self.prefix)
+    /// String with TTL, the time of the last beat: present while the
+    /// gateway process (instance) is alive.
+    pub fn alive(&self, instance: &str) -> String {
+        format!("{}:gw:{instance}:alive", self.prefix)
     }
 
-    /// Set: name keys this gateway claimed, for cleanup after its death.
-    pub fn gateway_names(&self, gateway: &str) -> String {
-        format!("{}:gw:{gateway}:names", self.prefix)
+    /// Set: rooms this instance wrote presence into, for cleanup after its death.
+    pub fn gateway_rooms(&self, instance: &str) -> String {
+        format!("{}:gw:{instance}:rooms", self.prefix)
     }
 
-    /// String with TTL: which gateway is cleaning up after a dead one.
-    pub fn reaper(&self, gateway: &str) -> String {
-        format!("{}:gw:{gateway}:reaper", self.prefix)
+    /// Set: name keys this instance claimed, for cleanup after its death.
+    pub fn gateway_names(&self, instance: &str) -> String {
+        format!("{}:gw:{instance}:names", self.prefix)
+    }
+
+    /// String with TTL: which gateway is cleaning up after a dead instance.
+    pub fn reaper(&self, instance: &str) -> String {
+        format!("{}:gw:{instance}:reaper", self.prefix)
     }
 
     /// Pub/sub channel for operator commands to gateways (kick, drain); the

@@ -7,9 +7,13 @@
 //!   remembers the last id delivered per room; after the connection comes
 //!   back it re-subscribes, reads each stream after that id, delivers what
 //!   was missed, and drops anything already delivered.
-//! - Presence and names are tagged with the gateway id and indexed per
-//!   gateway; every gateway heartbeats a key with a TTL and cleans up after
-//!   gateways whose heartbeat expired (publishing `Left` for their users).
+//! - Presence and names are tagged with the gateway's instance (one per
+//!   process, so a restarted gateway does not own what its crashed
+//!   predecessor left) and indexed per instance; every instance heartbeats a
+//!   key with a short TTL and cleans up after instances whose heartbeat
+//!   expired (publishing `Left` for their users). A name claim carries the
+//!   hash of its session's resume token, so the client's next session can
+//!   take the name and presence over ([`Bridge::resume_username`]).
 //! - Admin: listings are read from those same keys ([`admin`]); operator
 //!   commands travel on one control channel every gateway subscribes to
 //!   ([`control`]) and reach the gateway's sink as `BridgeEvent::Control`.
@@ -22,7 +26,8 @@ mod keys;
 mod scripts;
 mod wire;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,20 +48,32 @@ use tokio::time::Instant;
 
 pub use keys::Keys;
 
+use crate::drain::DrainReplies;
 use crate::{
     Accepted, Bridge, BridgeError, BridgeEvent, EventSink, GatewayStatus, HistoryPage, Member,
-    NewMessage, Pending, PresenceKind, Replay, Result, RoomSummary, UserSummary,
+    NewMessage, Pending, PresenceKind, Replay, Result, Resumed, RoomSummary, TokenHash,
+    UserSummary,
 };
 
 /// How long a `client_msg_id` is remembered, in seconds.
 const DEDUPE_TTL_SECS: u64 = 600;
-/// Heartbeat period and the TTL of the heartbeat key.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+/// Heartbeat period and the TTL of the heartbeat key. A crashed gateway's
+/// key expires at most `HEARTBEAT_TTL` after the crash and a peer's next beat
+/// (at most `HEARTBEAT_EVERY` later) cleans up: its users are shown leaving
+/// and their names are free within 5 s. The cost is one pipelined write and
+/// two reads per gateway per second.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
 /// A gateway must have been connected this long before it judges others dead,
-/// so that one coming back from an outage does not reap peers that have not
-/// refreshed their heartbeat yet.
-const REAP_AFTER_CONNECTED: Duration = Duration::from_secs(10);
+/// so that one coming back from an outage (Redis restarted empty, say) does
+/// not reap peers that have not refreshed their heartbeat yet. Its own dead
+/// predecessors are exempt: it knows them dead.
+const REAP_AFTER_CONNECTED: Duration =
+    Duration::from_millis(HEARTBEAT_TTL.as_millis() as u64 + HEARTBEAT_EVERY.as_millis() as u64);
+/// How long a starting gateway watches the heartbeat of an earlier process
+/// with its id: a live one beats within this time, a crashed one does not.
+const PREDECESSOR_WATCH: Duration =
+    Duration::from_millis(2 * HEARTBEAT_EVERY.as_millis() as u64 + 500);
 /// After a load change is written early (see `set_load`), the next early
 /// write waits this long, so a burst of connections costs one write.
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -75,8 +92,16 @@ pub struct RedisConfig {
     /// Prefix of every key and channel.
     pub prefix: String,
     pub gateway_id: String,
+    /// This process's identity, unique per start (see the module docs):
+    /// everything it writes is owned by it. Contains no whitespace.
+    pub instance: String,
     /// Where clients reach this gateway (for the admin API).
     pub address: String,
+    /// The socket address this process has bound for clients. When an
+    /// earlier process with the same gateway id advertised exactly this
+    /// loopback address, it cannot be alive (the port is ours), so the
+    /// start does not wait to see whether it still beats.
+    pub bound: Option<SocketAddr>,
     /// Messages kept per room.
     pub history_len: usize,
 }
@@ -100,6 +125,9 @@ struct Inner {
     leave: Script,
     reap_room: Script,
     delete_if_prefix: Script,
+    retag: Script,
+    swap: Script,
+    take_if_prefix: Script,
     /// Subscription references per room. An async mutex on purpose: it is
     /// held across SUBSCRIBE/UNSUBSCRIBE so that they reach Redis in the
     /// order the counts changed (control path, not the message path).
@@ -115,6 +143,11 @@ struct Inner {
     /// Signalled by `set_load`: the heartbeat writes the new load now
     /// rather than at the next beat, so operators see drains promptly.
     load_changed: Notify,
+    /// Drain requests of this gateway waiting for the drained one's answer.
+    drains: DrainReplies,
+    /// Earlier processes of this gateway id found dead at start: cleaned up
+    /// as soon as their heartbeat expires, without the reaping delay.
+    predecessors: Mutex<HashSet<String>>,
 }
 
 /// A submitted message, ready for the PUBLISH script, and where its outcome goes.
@@ -163,8 +196,8 @@ struct Cursor {
 
 #[derive(Default)]
 struct Local {
-    /// session id -> member holding a name.
-    names: HashMap<String, Member>,
+    /// session id -> member holding a name, and its resume token's hash.
+    names: HashMap<String, (Member, TokenHash)>,
     /// (room, session id) -> member present in the room.
     presence: HashMap<(String, String), Member>,
 }
@@ -228,6 +261,9 @@ impl RedisBridge {
             leave: Script::from_lua(scripts::LEAVE),
             reap_room: Script::from_lua(scripts::REAP_ROOM),
             delete_if_prefix: Script::from_lua(scripts::DELETE_IF_PREFIX),
+            retag: Script::from_lua(scripts::RETAG),
+            swap: Script::from_lua(scripts::SWAP),
+            take_if_prefix: Script::from_lua(scripts::TAKE_IF_PREFIX),
             subs: Default::default(),
             cursors: Default::default(),
             local: Default::default(),
@@ -235,13 +271,27 @@ impl RedisBridge {
             connections: AtomicU32::new(0),
             draining: AtomicBool::new(false),
             load_changed: Notify::new(),
+            drains: DrainReplies::default(),
+            predecessors: Default::default(),
         });
         if let Err(e) = inner.subscriber.subscribe(inner.keys.control()).await {
             tracing::warn!(error = %e, "subscribing to the control channel failed; retried on reconnect");
         }
         // Announce this gateway before it takes clients, so that the others
-        // (and their admin answers) count its sessions from the start.
+        // (and their admin answers) count its sessions from the start; but
+        // first make sure no live process already serves this gateway id.
         if inner.client.is_connected() {
+            match inner.find_predecessor().await {
+                Ok(Some(dead)) => {
+                    tracing::info!(instance = %dead, "an earlier process of this gateway died; its sessions stay resumable until its heartbeat expires, then are cleaned up");
+                    inner.predecessors.lock().insert(dead);
+                }
+                Ok(None) => {}
+                Err(e @ BridgeError::GatewayIdInUse { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "checking for an earlier process of this gateway failed")
+                }
+            }
             if let Err(e) = beat(&inner).await {
                 tracing::warn!(error = %e, "first heartbeat failed; retried by the heartbeat task");
             }
@@ -276,9 +326,34 @@ impl Inner {
         }
     }
 
-    /// The prefix of every value this session writes: "gateway\tsession\t".
+    /// The prefix of every value this session writes: "instance\tsession\t".
     fn tag(&self, member: &Member) -> String {
-        format!("{}\t{}\t", self.config.gateway_id, member.session_id)
+        tag_of(&self.config.instance, &member.session_id)
+    }
+
+    /// Indexes a session's presence in rooms (its instance's rooms, the
+    /// session's rooms, the room list), in one round trip.
+    async fn index_presence(&self, session: &str, rooms: &[String]) -> Result<()> {
+        let pipeline = self.client.pipeline();
+        let queued = async {
+            let _: () = pipeline
+                .sadd(
+                    self.keys.gateway_rooms(&self.config.instance),
+                    rooms.to_vec(),
+                )
+                .await?;
+            let _: () = pipeline
+                .sadd(self.keys.session_rooms(session), rooms.to_vec())
+                .await?;
+            pipeline
+                .sadd::<(), _, _>(self.keys.rooms(), rooms.to_vec())
+                .await
+        };
+        queued.await.map_err(unavailable)?;
+        for reply in pipeline.try_all::<Value>().await {
+            reply.map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     async fn enter(&self, room: &str, member: &Member) -> Result<Vec<String>> {
@@ -293,16 +368,8 @@ impl Inner {
             )
             .await
             .map_err(unavailable)?;
-        let _: () = self
-            .client
-            .sadd(self.keys.gateway_rooms(&self.config.gateway_id), room)
-            .await
-            .map_err(unavailable)?;
-        let _: () = self
-            .client
-            .sadd(self.keys.rooms(), room)
-            .await
-            .map_err(unavailable)?;
+        self.index_presence(&member.session_id, &[room.to_owned()])
+            .await?;
         let mut names: Vec<String> = values
             .into_iter()
             .map(|v| v.splitn(3, '\t').nth(2).unwrap_or_default().to_owned())
@@ -311,11 +378,11 @@ impl Inner {
         Ok(names)
     }
 
-    async fn claim(&self, member: &Member) -> Result<bool> {
+    async fn claim(&self, member: &Member, resume: &TokenHash) -> Result<bool> {
         let key = self.keys.name(&member.key);
         let tag = self.tag(member);
         // The display name rides along for the admin user list.
-        let value = format!("{tag}{}", member.username);
+        let value = claim_value(&tag, &member.username, resume);
         let set: Option<String> = self
             .client
             .set(&key, value.as_str(), None, Some(SetOptions::NX), false)
@@ -330,12 +397,171 @@ impl Inner {
         let _: () = self
             .client
             .sadd(
-                self.keys.gateway_names(&self.config.gateway_id),
+                self.keys.gateway_names(&self.config.instance),
                 member.key.as_str(),
             )
             .await
             .map_err(unavailable)?;
         Ok(true)
+    }
+
+    /// See [`Bridge::resume_username`]. The presented token's hash is
+    /// compared here, in constant time; the claim then changes hands only if
+    /// it is still exactly what was compared (compare-and-set).
+    async fn resume(
+        &self,
+        member: &Member,
+        presented: &TokenHash,
+        resume: &TokenHash,
+    ) -> Result<Option<Resumed>> {
+        let name = self.keys.name(&member.key);
+        let Some(current) = self
+            .client
+            .get::<Option<String>, _>(&name)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let Some(holder) = Holder::parse(&current) else {
+            return Ok(None);
+        };
+        let matches = holder
+            .resume
+            .and_then(TokenHash::from_stored)
+            .is_some_and(|stored| stored.matches(presented));
+        if !matches || holder.session == member.session_id {
+            return Ok(None);
+        }
+        let previous_tag = tag_of(holder.instance, holder.session);
+        let tag = self.tag(member);
+        let swapped: u64 = self
+            .swap
+            .evalsha_with_reload(
+                &self.client,
+                vec![name],
+                vec![current.clone(), claim_value(&tag, &member.username, resume)],
+            )
+            .await
+            .map_err(unavailable)?;
+        if swapped != 1 {
+            return Ok(None); // Taken over (or freed) by someone else meanwhile.
+        }
+        let _: () = self
+            .client
+            .sadd(
+                self.keys.gateway_names(&self.config.instance),
+                member.key.as_str(),
+            )
+            .await
+            .map_err(unavailable)?;
+        // The earlier session's presence entries, silently re-tagged.
+        let candidates: Vec<String> = self
+            .client
+            .smembers(self.keys.session_rooms(holder.session))
+            .await
+            .map_err(unavailable)?;
+        let value = format!("{tag}{}", member.username);
+        let mut rooms = Vec::new();
+        for room in candidates {
+            let moved: u64 = self
+                .retag
+                .evalsha_with_reload(
+                    &self.client,
+                    vec![self.keys.members(&room)],
+                    vec![member.key.clone(), previous_tag.clone(), value.clone()],
+                )
+                .await
+                .map_err(unavailable)?;
+            if moved == 1 {
+                rooms.push(room);
+            }
+        }
+        rooms.sort();
+        if !rooms.is_empty() {
+            self.index_presence(&member.session_id, &rooms).await?;
+        }
+        let _: () = self
+            .client
+            .del(self.keys.session_rooms(holder.session))
+            .await
+            .map_err(unavailable)?;
+        {
+            let mut local = self.local.lock();
+            for room in &rooms {
+                local
+                    .presence
+                    .insert((room.clone(), member.session_id.clone()), member.clone());
+            }
+        }
+        // The earlier session, wherever it is connected, is closed (4002).
+        let replace = control::Control::Replace {
+            key: member.key.clone(),
+            session_id: holder.session.to_owned(),
+        };
+        let _: u64 = self
+            .client
+            .publish(self.keys.control(), replace.encode())
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(Resumed {
+            previous_session: holder.session.to_owned(),
+            rooms,
+        }))
+    }
+
+    /// Whether an earlier process of this gateway id left a heartbeat, and
+    /// if so whether it is alive: `Ok(Some(instance))` for a dead one, an
+    /// error for a live one (this process must not start).
+    async fn find_predecessor(&self) -> Result<Option<String>> {
+        let me = &self.config.gateway_id;
+        let record: Option<String> = self
+            .client
+            .hget(self.keys.gateways(), me)
+            .await
+            .map_err(unavailable)?;
+        let Some(record) =
+            record.and_then(|r| serde_json::from_str::<admin::StatusRecord>(&r).ok())
+        else {
+            return Ok(None);
+        };
+        let instance = record.instance_or(me).to_owned();
+        if instance == self.config.instance {
+            return Ok(None);
+        }
+        let alive = self.keys.alive(&instance);
+        let Some(first) = self
+            .client
+            .get::<Option<String>, _>(&alive)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(Some(instance));
+        };
+        let ours = self
+            .config
+            .bound
+            .filter(|bound| bound.ip().is_loopback() && bound.port() != 0);
+        if ours.is_some_and(|bound| record.address.parse::<SocketAddr>() == Ok(bound)) {
+            return Ok(Some(instance)); // It served our port on this host: gone.
+        }
+        let until = Instant::now() + PREDECESSOR_WATCH;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now: Option<String> = self.client.get(&alive).await.map_err(unavailable)?;
+            match now {
+                None => break,
+                Some(beat) if beat != first => {
+                    return Err(BridgeError::GatewayIdInUse {
+                        gateway_id: me.clone(),
+                        instance,
+                        address: record.address,
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Some(instance))
     }
 
     /// Messages of `room` with id > `after`, oldest first.
@@ -356,7 +582,7 @@ impl Inner {
     /// Re-writes names and presence after an outage (or after another
     /// gateway wrongly judged this one dead).
     async fn restore(&self) {
-        let (names, presence): (Vec<Member>, Vec<(String, Member)>) = {
+        let (names, presence): (Vec<(Member, TokenHash)>, Vec<(String, Member)>) = {
             let local = self.local.lock();
             (
                 local.names.values().cloned().collect(),
@@ -367,8 +593,8 @@ impl Inner {
                     .collect(),
             )
         };
-        for member in &names {
-            match self.claim(member).await {
+        for (member, resume) in &names {
+            match self.claim(member, resume).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(name = %member.key, "name was claimed elsewhere during an outage")
@@ -449,6 +675,9 @@ impl Inner {
         let Some(room) = self.keys.room_of_channel(channel) else {
             if channel == self.keys.control() {
                 match control::Control::decode(&payload) {
+                    Some(control::Control::Drained { reply_to, told }) => {
+                        self.drains.answer(&reply_to, told);
+                    }
                     Some(control) => {
                         tracing::debug!(?control, "control command");
                         if let Some(command) = control.for_gateway(&self.config.gateway_id) {
@@ -752,58 +981,99 @@ async fn heartbeat(inner: Arc<Inner>) {
                 continue;
             }
         }
-        if since.elapsed() >= REAP_AFTER_CONNECTED {
-            if let Err(e) = reap_dead(&inner).await {
-                tracing::warn!(error = %e, "cleaning up after dead gateways failed");
-            }
+        let settled = since.elapsed() >= REAP_AFTER_CONNECTED;
+        if let Err(e) = reap_dead(&inner, settled).await {
+            tracing::warn!(error = %e, "cleaning up after dead gateways failed");
         }
     }
 }
 
-/// Refreshes the heartbeat key and the status entry; true when there was no
-/// previous heartbeat (first beat, Redis lost its data, or judged dead).
+/// Refreshes the heartbeat key, the status entry and the instance entry,
+/// in one round trip; true when there was no previous heartbeat (first
+/// beat, Redis lost its data, or judged dead).
 async fn beat(inner: &Inner) -> Result<bool, fred::error::Error> {
-    let previous: Option<String> = inner
-        .client
+    let instance = &inner.config.instance;
+    let pipeline = inner.client.pipeline();
+    let _: () = pipeline
         .set(
-            inner.keys.alive(&inner.config.gateway_id),
+            inner.keys.alive(instance),
             now_ms().to_string(),
             Some(Expiration::PX(HEARTBEAT_TTL.as_millis() as i64)),
             None,
             true,
         )
         .await?;
-    write_status(inner).await?;
-    Ok(previous.is_none())
+    let _: () = pipeline
+        .hset(
+            inner.keys.gateways(),
+            (inner.config.gateway_id.as_str(), status_json(inner)?),
+        )
+        .await?;
+    let _: () = pipeline
+        .hset(
+            inner.keys.instances(),
+            (instance.as_str(), inner.config.gateway_id.as_str()),
+        )
+        .await?;
+    let mut replies = pipeline.try_all::<Value>().await.into_iter();
+    let previous = replies.next().unwrap_or(Ok(Value::Null))?;
+    for reply in replies {
+        reply?;
+    }
+    Ok(previous.is_null())
+}
+
+fn status_json(inner: &Inner) -> Result<String, fred::error::Error> {
+    serde_json::to_string(&inner.status_record())
+        .map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Parse, e.to_string()))
 }
 
 /// Writes this gateway's entry of the `gateways` hash (JSON, for admin).
 async fn write_status(inner: &Inner) -> Result<(), fred::error::Error> {
-    let status = serde_json::to_string(&inner.status_record())
-        .map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Parse, e.to_string()))?;
     inner
         .client
         .hset(
             inner.keys.gateways(),
-            (inner.config.gateway_id.as_str(), status),
+            (inner.config.gateway_id.as_str(), status_json(inner)?),
         )
         .await
 }
 
-/// Removes the presence and names of gateways whose heartbeat expired.
-async fn reap_dead(inner: &Inner) -> Result<(), fred::error::Error> {
-    let ids: Vec<String> = inner.client.hkeys(inner.keys.gateways()).await?;
-    for dead in ids.iter().filter(|id| **id != inner.config.gateway_id) {
-        let alive: bool = inner.client.exists(inner.keys.alive(dead)).await?;
-        if alive {
+/// Removes the presence and names of instances whose heartbeat expired:
+/// any such instance once this gateway has `settled` (been connected long
+/// enough for live peers to have beaten), its own dead predecessors at once.
+async fn reap_dead(inner: &Inner, settled: bool) -> Result<(), fred::error::Error> {
+    let instances: HashMap<String, String> = inner.client.hgetall(inner.keys.instances()).await?;
+    let others: Vec<(&String, &String)> = {
+        let predecessors = inner.predecessors.lock();
+        instances
+            .iter()
+            .filter(|(instance, _)| **instance != inner.config.instance)
+            .filter(|(instance, _)| settled || predecessors.contains(*instance))
+            .collect()
+    };
+    if others.is_empty() {
+        return Ok(());
+    }
+    let beats: Vec<Option<String>> = inner
+        .client
+        .mget(
+            others
+                .iter()
+                .map(|(instance, _)| inner.keys.alive(instance))
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    for ((dead, gateway), beat) in others.into_iter().zip(beats) {
+        if beat.is_some() {
             continue;
         }
-        // One reaper per dead gateway.
+        // One reaper per dead instance.
         let won: Option<String> = inner
             .client
             .set(
                 inner.keys.reaper(dead),
-                inner.config.gateway_id.as_str(),
+                inner.config.instance.as_str(),
                 Some(Expiration::PX(30_000)),
                 Some(SetOptions::NX),
                 false,
@@ -812,15 +1082,21 @@ async fn reap_dead(inner: &Inner) -> Result<(), fred::error::Error> {
         if won.is_none() {
             continue;
         }
-        let (removed, names) = reap_gateway(inner, dead).await?;
-        tracing::info!(gateway = %dead, presence = removed, names, "cleaned up after a dead gateway");
+        let (removed, names) = reap_instance(inner, dead, gateway).await?;
+        inner.predecessors.lock().remove(dead);
+        tracing::info!(gateway = %gateway, instance = %dead, presence = removed, names, "cleaned up after a dead gateway");
     }
     Ok(())
 }
 
-/// Removes a gateway's presence entries (publishing `Left`), its name
-/// claims, its indexes and its status entry. Returns (entries, names) removed.
-async fn reap_gateway(inner: &Inner, dead: &str) -> Result<(u64, usize), fred::error::Error> {
+/// Removes an instance's presence entries (publishing `Left`), its name
+/// claims, its indexes, its instance entry and (if still its own) its
+/// gateway's status entry. Returns (entries, names) removed.
+async fn reap_instance(
+    inner: &Inner,
+    dead: &str,
+    gateway: &str,
+) -> Result<(u64, usize), fred::error::Error> {
     let tag = format!("{dead}\t");
     let rooms: Vec<String> = inner
         .client
@@ -842,15 +1118,23 @@ async fn reap_gateway(inner: &Inner, dead: &str) -> Result<(u64, usize), fred::e
         .client
         .smembers(inner.keys.gateway_names(dead))
         .await?;
+    let mut freed = 0;
     for name in &names {
-        let _: u64 = inner
-            .delete_if_prefix
+        let taken: Option<String> = inner
+            .take_if_prefix
             .evalsha_with_reload(
                 &inner.client,
                 vec![inner.keys.name(name)],
                 vec![tag.clone()],
             )
             .await?;
+        if let Some(holder) = taken.as_deref().and_then(Holder::parse) {
+            let _: () = inner
+                .client
+                .del(inner.keys.session_rooms(holder.session))
+                .await?;
+            freed += 1;
+        }
     }
     let _: () = inner
         .client
@@ -859,8 +1143,52 @@ async fn reap_gateway(inner: &Inner, dead: &str) -> Result<(u64, usize), fred::e
             inner.keys.gateway_names(dead),
         ])
         .await?;
-    let _: () = inner.client.hdel(inner.keys.gateways(), dead).await?;
-    Ok((removed, names.len()))
+    let _: () = inner.client.hdel(inner.keys.instances(), dead).await?;
+    // The status entry, unless a newer process of that gateway wrote it.
+    let record: Option<String> = inner.client.hget(inner.keys.gateways(), gateway).await?;
+    let owned = record
+        .and_then(|r| serde_json::from_str::<admin::StatusRecord>(&r).ok())
+        .is_some_and(|r| r.instance_or(gateway) == dead);
+    if owned {
+        let _: () = inner.client.hdel(inner.keys.gateways(), gateway).await?;
+    }
+    Ok((removed, freed))
+}
+
+/// "instance\tsession\t": the prefix of every value a session writes.
+fn tag_of(instance: &str, session: &str) -> String {
+    format!("{instance}\t{session}\t")
+}
+
+/// A name claim's value: the session's tag, its display name, and the hash
+/// of the token that may take the name over.
+fn claim_value(tag: &str, display: &str, resume: &TokenHash) -> String {
+    format!("{tag}{display}\t{}", resume.as_str())
+}
+
+/// A presence or name-claim value, read back:
+/// "instance\tsession\tdisplay name[\tresume hash]" (claims carry the hash;
+/// claims written by older gateways may lack the display name too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Holder<'a> {
+    pub instance: &'a str,
+    pub session: &'a str,
+    pub display: &'a str,
+    pub resume: Option<&'a str>,
+}
+
+impl<'a> Holder<'a> {
+    pub(super) fn parse(value: &'a str) -> Option<Self> {
+        let mut parts = value.splitn(4, '\t');
+        let instance = parts.next().filter(|g| !g.is_empty())?;
+        let session = parts.next()?;
+        Some(Self {
+            instance,
+            session,
+            display: parts.next().unwrap_or_default(),
+            resume: parts.next(),
+        })
+    }
 }
 
 /// Parses an XRANGE/XREVRANGE reply: `[[id, [field, value, ...]], ...]`.
@@ -1063,24 +1391,42 @@ impl Bridge for RedisBridge {
         Ok(())
     }
 
-    async fn claim_username(&self, member: &Member) -> Result<bool> {
+    async fn claim_username(&self, member: &Member, resume: &TokenHash) -> Result<bool> {
         self.inner.check()?;
-        let claimed = self.inner.claim(member).await?;
+        let claimed = self.inner.claim(member, resume).await?;
         if claimed {
             self.inner
                 .local
                 .lock()
                 .names
-                .insert(member.session_id.clone(), member.clone());
+                .insert(member.session_id.clone(), (member.clone(), resume.clone()));
         }
         Ok(claimed)
+    }
+
+    async fn resume_username(
+        &self,
+        member: &Member,
+        presented: &TokenHash,
+        resume: &TokenHash,
+    ) -> Result<Option<Resumed>> {
+        self.inner.check()?;
+        let resumed = self.inner.resume(member, presented, resume).await?;
+        if resumed.is_some() {
+            self.inner
+                .local
+                .lock()
+                .names
+                .insert(member.session_id.clone(), (member.clone(), resume.clone()));
+        }
+        Ok(resumed)
     }
 
     async fn release_username(&self, member: &Member) -> Result<()> {
         let inner = &self.inner;
         inner.local.lock().names.remove(&member.session_id);
         inner.check()?;
-        let _: u64 = inner
+        let released: u64 = inner
             .delete_if_prefix
             .evalsha_with_reload(
                 &inner.client,
@@ -1089,12 +1435,21 @@ impl Bridge for RedisBridge {
             )
             .await
             .map_err(unavailable)?;
+        // Only when the name was still ours: after a resume on this same
+        // gateway, the index entry belongs to the session that took it.
+        if released == 1 {
+            let _: () = inner
+                .client
+                .srem(
+                    inner.keys.gateway_names(&inner.config.instance),
+                    member.key.as_str(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
         let _: () = inner
             .client
-            .srem(
-                inner.keys.gateway_names(&inner.config.gateway_id),
-                member.key.as_str(),
-            )
+            .del(inner.keys.session_rooms(&member.session_id))
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -1132,6 +1487,11 @@ impl Bridge for RedisBridge {
                     payload,
                 ],
             )
+            .await
+            .map_err(unavailable)?;
+        let _: () = inner
+            .client
+            .srem(inner.keys.session_rooms(&member.session_id), room)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -1184,7 +1544,13 @@ impl Bridge for RedisBridge {
 
     async fn gateways(&self) -> Result<Vec<GatewayStatus>> {
         self.inner.check()?;
-        Ok(self.inner.live_gateways().await?.into_values().collect())
+        Ok(self
+            .inner
+            .live_gateways()
+            .await?
+            .gateways
+            .into_values()
+            .collect())
     }
 
     async fn kick(&self, key: &str, room: Option<&str>, reason: &str) -> Result<u32> {
@@ -1197,6 +1563,25 @@ impl Bridge for RedisBridge {
         self.inner.drain_gateway(gateway_id).await
     }
 
+    async fn drained(&self, reply_to: &str, told: u32) {
+        let inner = &self.inner;
+        let answer = control::Control::Drained {
+            reply_to: reply_to.to_owned(),
+            told,
+        };
+        // Through the control channel even when this gateway asked, so
+        // there is one path; a local request is answered locally if Redis
+        // cannot carry it.
+        let published: Result<u64, _> = inner
+            .client
+            .publish(inner.keys.control(), answer.encode())
+            .await;
+        if let Err(e) = published {
+            tracing::warn!(error = %e, "answering a drain request failed");
+            inner.drains.answer(reply_to, told);
+        }
+    }
+
     fn is_available(&self) -> bool {
         self.inner.client.is_connected() && self.inner.subscriber.is_connected()
     }
@@ -1207,14 +1592,15 @@ impl Bridge for RedisBridge {
             return; // Peers clean up after the heartbeat expires.
         }
         let id = inner.config.gateway_id.clone();
+        let instance = inner.config.instance.clone();
         // Stop the heartbeat first so it cannot write the status back.
         for task in &self.tasks {
             task.abort();
         }
         let cleaned = async {
-            let _: () = inner.client.del(inner.keys.alive(&id)).await?;
+            let _: () = inner.client.del(inner.keys.alive(&instance)).await?;
             // Whatever sessions could not remove themselves (e.g. Redis blipped).
-            reap_gateway(inner, &id).await?;
+            reap_instance(inner, &instance, &id).await?;
             Ok::<_, fred::error::Error>(())
         };
         match cleaned.await {
@@ -1295,7 +1681,9 @@ mod tests {
                 url: redis.url(),
                 prefix: "chat".into(),
                 gateway_id: "gw-test".into(),
+                instance: "gw-test~1".into(),
                 address: "127.0.0.1:0".into(),
+                bound: None,
                 history_len: 100,
             },
             recorder.clone(),

@@ -41,7 +41,7 @@ end
 return out
 "#;
 
-/// Enter a room. KEYS: members. ARGV: name key, "gw\tsession\tdisplay",
+/// Enter a room. KEYS: members. ARGV: name key, "instance\tsession\tdisplay",
 /// channel, presence payload. Publishes JOINED when the name is new in the
 /// room. Returns every value of the members hash.
 pub const ENTER: &str = r#"
@@ -53,7 +53,7 @@ return redis.call('HVALS', KEYS[1])
 "#;
 
 /// Leave a room if this session holds the entry. KEYS: members. ARGV: name
-/// key, "gw\tsession\t" prefix, channel, presence payload. Returns 1 if left.
+/// key, "instance\tsession\t" prefix, channel, presence payload. Returns 1 if left.
 pub const LEAVE: &str = r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and string.sub(cur, 1, #ARGV[2]) == ARGV[2] then
@@ -64,8 +64,8 @@ end
 return 0
 "#;
 
-/// Remove every entry of a dead gateway from one room. KEYS: members.
-/// ARGV: "gw\t" prefix, channel, presence payload prefix ("P" tag).
+/// Remove every entry of a dead instance from one room. KEYS: members.
+/// ARGV: "instance\t" prefix, channel, presence payload prefix ("P" tag).
 /// Publishes LEFT for each; the payload is built here from the entry.
 /// Returns the number removed.
 pub const REAP_ROOM: &str = r#"
@@ -90,4 +90,37 @@ if cur and string.sub(cur, 1, #ARGV[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"#;
+
+/// Hand a presence entry to a new session if the old one holds it (a
+/// resume): no event, so the other members see nothing. KEYS: members.
+/// ARGV: name key, old "instance\tsession\t" prefix, new value. Returns 1 if moved.
+pub const RETAG: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and string.sub(cur, 1, #ARGV[2]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+/// Replace a key's value only if it is still exactly ARGV[1]
+/// (compare-and-set). Returns 1 if replaced.
+pub const SWAP: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Delete a key if its value starts with ARGV[1], returning the value
+/// deleted (nil when nothing was).
+pub const TAKE_IF_PREFIX: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return cur
+end
+return false
 "#;
