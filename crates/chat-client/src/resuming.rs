@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_proto::v1::server_frame::Kind;
@@ -165,15 +167,24 @@ pub enum EndReason {
 }
 
 /// A client that reconnects and resumes by itself; see the module docs.
+/// Requests go through its [`ResumingHandle`] ([`Resuming::handle`]), which
+/// can be cloned into other tasks; events are taken from the `Resuming`.
 #[derive(Debug)]
 pub struct Resuming {
-    commands: mpsc::Sender<Command>,
+    handle: ResumingHandle,
     events: mpsc::Receiver<Event>,
     driver: JoinHandle<()>,
     welcome: Welcome,
-    /// Prefix of generated `client_msg_id`s: unique to this client.
-    id_prefix: String,
-    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// The request side of a [`Resuming`] client: cheap to clone. Every
+/// request returns once queued; its outcome arrives as an [`Event`].
+/// `ClientError::Closed` once the client has ended.
+#[derive(Debug, Clone)]
+pub struct ResumingHandle {
+    commands: mpsc::Sender<Command>,
+    /// Prefix of generated `client_msg_id`s (unique to this client) and the counter after it.
+    ids: Arc<(String, AtomicU64)>,
 }
 
 impl Resuming {
@@ -204,12 +215,13 @@ impl Resuming {
             reconnect_at: None,
         };
         Ok(Self {
-            commands: commands_tx,
+            handle: ResumingHandle {
+                commands: commands_tx,
+                ids: Arc::new((id_prefix, AtomicU64::new(0))),
+            },
             events: events_rx,
             driver: tokio::spawn(driver.run(client)),
             welcome,
-            id_prefix,
-            next_id: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -218,6 +230,35 @@ impl Resuming {
         &self.welcome
     }
 
+    /// Where requests go.
+    pub fn handle(&self) -> &ResumingHandle {
+        &self.handle
+    }
+
+    /// The next event; `None` once the client has ended and every event was
+    /// taken. Cancel-safe.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// Closes the connection (1000: the server frees the name and leaves the
+    /// rooms at once) and waits for the driver to finish. Events not yet
+    /// taken are dropped. (Dropping the `Resuming` closes it too, without waiting.)
+    pub async fn close(mut self) {
+        if self.handle.commands.send(Command::Close).await.is_ok() {
+            // Keep taking events so that the driver is never stuck on a full queue.
+            while self.events.recv().await.is_some() {}
+        }
+        let _ = (&mut self.driver).await;
+    }
+}
+
+impl ResumingHandle {
     /// Joins `room` with the default replay; the answer is an [`Event::Joined`]
     /// (or [`Event::Refused`]).
     pub async fn join(&self, room: &str) -> Result<(), ClientError> {
@@ -252,15 +293,13 @@ impl Resuming {
     /// returns: the outcome is an [`Event::Acked`] or [`Event::Refused`]
     /// carrying it. Survives reconnects (re-sent with the same key).
     pub async fn send(&self, room: &str, text: &str) -> Result<String, ClientError> {
-        let n = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let client_msg_id = format!("{}-{n}", self.id_prefix);
+        let (prefix, counter) = &*self.ids;
+        let client_msg_id = format!("{prefix}-{}", counter.fetch_add(1, Relaxed));
         self.send_with_id(room, text, &client_msg_id).await?;
         Ok(client_msg_id)
     }
 
-    /// Like [`Resuming::send`] with a chosen, non-empty idempotency key.
+    /// Like [`ResumingHandle::send`] with a chosen, non-empty idempotency key.
     pub async fn send_with_id(
         &self,
         room: &str,
@@ -273,28 +312,6 @@ impl Resuming {
             client_msg_id: client_msg_id.to_owned(),
         }))
         .await
-    }
-
-    /// The next event; `None` once the client has ended and every event was taken.
-    /// Cancel-safe.
-    pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
-    }
-
-    /// The next event if one is ready.
-    pub fn try_next_event(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
-    }
-
-    /// Closes the connection (1000: the server frees the name and leaves the
-    /// rooms at once) and waits for the driver to finish. Events not yet
-    /// taken are dropped.
-    pub async fn close(mut self) {
-        if self.commands.send(Command::Close).await.is_ok() {
-            // Keep taking events so that the driver is never stuck on a full queue.
-            while self.events.recv().await.is_some() {}
-        }
-        let _ = (&mut self.driver).await;
     }
 
     async fn command(&self, command: Command) -> Result<(), ClientError> {
@@ -445,6 +462,8 @@ impl Driver {
                         }
                     }
                 }
+                // Nobody takes events any more (the Resuming was dropped).
+                () = self.events.closed() => return Served::Stop(EndReason::Closed, Some(client)),
                 frame = client.next_frame(), if reading => {
                     quiet_since = Instant::now();
                     pinged = false;
@@ -693,6 +712,7 @@ impl Driver {
                         }
                     }
                 }
+                () = self.events.closed() => return Err(EndReason::Closed),
                 () = sleep_until(until) => return Ok(()),
             }
         }
@@ -996,14 +1016,14 @@ mod tests {
         });
         let mut client = Resuming::connect(config(&url)).await.unwrap();
         assert_eq!(client.welcome().resume_token, "t1");
-        client.join("r").await.unwrap();
+        client.handle().join("r").await.unwrap();
         let Event::Joined { joined, rejoin } = next(&mut client).await else {
             panic!("expected Joined")
         };
         assert!(!rejoin);
         assert_eq!(joined.history[0].id, "1-0");
         assert!(matches!(next(&mut client).await, Event::Message(m) if m.id == "2-0"));
-        let key = client.send("r", "hello").await.unwrap();
+        let key = client.handle().send("r", "hello").await.unwrap();
         assert!(matches!(
             next(&mut client).await,
             Event::Disconnected { .. }
@@ -1093,7 +1113,7 @@ mod tests {
         let mut client = Resuming::connect(config(&url)).await.unwrap();
         assert_eq!(next(&mut client).await, Event::Ended(EndReason::Replaced));
         assert!(client.next_event().await.is_none(), "nothing after Ended");
-        assert!(client.join("r").await.is_err());
+        assert!(client.handle().join("r").await.is_err());
         // Nobody came back: the listener has no connection waiting.
         let server = script.await.unwrap();
         let pending = tokio::time::timeout(Duration::ZERO, server.listener.accept()).await;
@@ -1140,7 +1160,7 @@ mod tests {
             new
         });
         let mut client = Resuming::connect(config(&url)).await.unwrap();
-        client.join("r").await.unwrap();
+        client.handle().join("r").await.unwrap();
         assert!(matches!(
             next(&mut client).await,
             Event::Joined { rejoin: false, .. }
@@ -1201,10 +1221,10 @@ mod tests {
             next(&mut client).await,
             Event::Disconnected { .. }
         ));
-        client.join_with("r", "5-0", 0).await.unwrap();
-        client.join("gone").await.unwrap();
-        client.leave("gone").await.unwrap();
-        client.send("r", "queued").await.unwrap();
+        client.handle().join_with("r", "5-0", 0).await.unwrap();
+        client.handle().join("gone").await.unwrap();
+        client.handle().leave("gone").await.unwrap();
+        client.handle().send("r", "queued").await.unwrap();
         let (_ws, seen) = script.await.unwrap();
         // Offline, the Join and Leave of "gone" cancel out; after the attempt
         // they go out as they came.

@@ -36,6 +36,9 @@ pub struct Gateway {
     log: PathBuf,
     /// Set once the exit has been observed.
     exit: Option<ExitStatus>,
+    /// The binary and every flag after `--gateway-id`, for [`Gateway::restart`].
+    bin: PathBuf,
+    args: Vec<String>,
 }
 
 impl Gateway {
@@ -61,63 +64,37 @@ impl Gateway {
     ) -> Result<Self, HarnessError> {
         let log = log_path(id).map_err(HarnessError::io("creating the log dir"))?;
         File::create(&log).map_err(HarnessError::io(format!("creating {}", log.display())))?;
-        // Append mode: the gateway's stderr and the stdout copy (see
-        // `read_address`) both write to this file; with separate offsets one
-        // would overwrite the other.
-        let stderr = File::options()
-            .append(true)
-            .open(&log)
-            .map_err(HarnessError::io(format!("opening {}", log.display())))?;
-        let mut command = Command::new(bin.as_ref());
-        command
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--gateway-id",
-                id,
-            ])
-            .args(backend.args())
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(true);
-        isolate_env(&mut command);
-        let mut child = command.spawn().map_err(HarnessError::io(format!(
-            "spawning {}",
-            bin.as_ref().display()
-        )))?;
-        // Shown by libtest only when the test fails.
-        eprintln!("gateway {id}: log at {}", log.display());
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let fail = |reason: String| HarnessError::GatewayStart {
-            reason,
-            log: log.clone(),
-        };
-        let addr =
-            match tokio::time::timeout(START_TIMEOUT, read_address(stdout, log.clone())).await {
-                Ok(Ok(addr)) => addr,
-                Ok(Err(reason)) => {
-                    let status = child
-                        .wait()
-                        .await
-                        .map_err(HarnessError::io("waiting for the gateway"))?;
-                    return Err(fail(format!(
-                        "{reason}; exited with {status}; log tail:\n{}",
-                        log_tail(&log)
-                    )));
-                }
-                Err(_) => return Err(fail(format!("no address printed within {START_TIMEOUT:?}"))),
-            };
+        let mut args = backend.args();
+        args.extend(extra_args.iter().map(|a| (*a).to_owned()));
+        let (child, addr) = spawn(bin.as_ref(), id, &args, &[], &log).await?;
         Ok(Self {
             child,
             addr,
             id: id.to_owned(),
             log,
             exit: None,
+            bin: bin.as_ref().to_owned(),
+            args,
         })
+    }
+
+    /// A crash and a supervisor's restart: SIGKILL, then the same binary
+    /// with the same id, flags, address and admin address, at once. The new
+    /// process's log is appended to the same file.
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+        let admin = crate::admin_addr(self).await?;
+        self.sigkill().await?;
+        let pin = [
+            "--listen".to_owned(),
+            self.addr.to_string(),
+            "--admin-listen".to_owned(),
+            admin.to_string(),
+        ];
+        let (child, addr) = spawn(&self.bin, &self.id, &self.args, &pin, &self.log).await?;
+        self.child = child;
+        self.addr = addr;
+        self.exit = None;
+        Ok(())
     }
 
     /// The address it listens on.
@@ -232,6 +209,66 @@ impl Gateway {
         let pid = i32::try_from(pid).map_err(|_| HarnessError::Signal(nix::Error::EINVAL))?;
         kill(Pid::from_raw(pid), signal)?;
         Ok(())
+    }
+}
+
+/// Starts `bin` with loopback addresses on port 0, `--gateway-id id`,
+/// `args` and `pin` (later flags win), its stderr appended to `log`, and
+/// waits for its address.
+async fn spawn(
+    bin: &Path,
+    id: &str,
+    args: &[String],
+    pin: &[String],
+    log: &Path,
+) -> Result<(Child, SocketAddr), HarnessError> {
+    // Append mode: the gateway's stderr and the stdout copy (see
+    // `read_address`) both write to this file; with separate offsets one
+    // would overwrite the other.
+    let stderr = File::options()
+        .append(true)
+        .open(log)
+        .map_err(HarnessError::io(format!("opening {}", log.display())))?;
+    let mut command = Command::new(bin);
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--gateway-id",
+            id,
+        ])
+        .args(args)
+        .args(pin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true);
+    isolate_env(&mut command);
+    let mut child = command
+        .spawn()
+        .map_err(HarnessError::io(format!("spawning {}", bin.display())))?;
+    // Shown by libtest only when the test fails.
+    eprintln!("gateway {id}: log at {}", log.display());
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let fail = |reason: String| HarnessError::GatewayStart {
+        reason,
+        log: log.to_owned(),
+    };
+    match tokio::time::timeout(START_TIMEOUT, read_address(stdout, log.to_owned())).await {
+        Ok(Ok(addr)) => Ok((child, addr)),
+        Ok(Err(reason)) => {
+            let status = child
+                .wait()
+                .await
+                .map_err(HarnessError::io("waiting for the gateway"))?;
+            Err(fail(format!(
+                "{reason}; exited with {status}; log tail:\n{}",
+                log_tail(log)
+            )))
+        }
+        Err(_) => Err(fail(format!("no address printed within {START_TIMEOUT:?}"))),
     }
 }
 

@@ -25,6 +25,7 @@ mod error;
 mod eventually;
 mod gateway;
 mod http;
+mod member;
 mod redis;
 
 pub use admin::{admin_addr, chat_admin_bin};
@@ -36,4 +37,5 @@ pub use error::HarnessError;
 pub use eventually::{eventually, try_eventually, Attempt};
 pub use gateway::{run_to_exit, Gateway};
 pub use http::{http_get, metric_value, raw_ws_handshake, ws_upgrade_status};
+pub use member::{Audit, Member, Seen};
 pub use redis::{RedisServer, RespValue};
