@@ -28,6 +28,8 @@ pub struct Seen {
     pub resumptions: Vec<Resumption>,
     /// The gateway of the current (or last) connection.
     pub gateway: String,
+    /// The resume token of the current (or last) session.
+    pub token: String,
     /// False between a Disconnected and the Resumed that ends it.
     pub connected: bool,
     pub ended: Option<EndReason>,
@@ -86,6 +88,7 @@ impl Member {
         let welcome = client.welcome().clone();
         let seen = Arc::new(Mutex::new(Seen {
             gateway: welcome.gateway_id.clone(),
+            token: welcome.resume_token.clone(),
             connected: true,
             ..Seen::default()
         }));
@@ -157,6 +160,7 @@ fn record(seen: &mut Seen, event: Event) {
         }
         Event::Resumed(resumption) => {
             seen.gateway = resumption.welcome.gateway_id.clone();
+            seen.token = resumption.welcome.resume_token.clone();
             seen.connected = true;
             seen.resumptions.push(resumption);
         }
