@@ -958,3 +958,54 @@ async fn admin_flags_are_checked_at_startup() {
         "{out:?}"
     );
 }
+
+/// A drain right after connections opened counts them: the answer comes from
+/// the drained gateway (what it told), not from its last heartbeat.
+#[tokio::test]
+async fn a_drain_reports_the_connections_the_gateway_actually_told() {
+    let cluster = redis_cluster(&["--drain-timeout-ms", "3000"]).await;
+    let g0 = cluster.gateway(0).id().to_owned();
+    let admin1 = admin(cluster.gateway(1)).await;
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        clients.push(member(cluster.gateway(0), &format!("u{i}"), &[]).await);
+    }
+    let drained = admin1
+        .clone()
+        .drain_gateway(DrainGatewayRequest { gateway_id: g0 })
+        .await
+        .unwrap();
+    assert_eq!(drained.into_inner().connections, 8);
+    for client in &mut clients {
+        client
+            .wait_for(|f| matches!(f.kind, Some(server_frame::Kind::Reconnect(_))).then_some(()))
+            .await
+            .unwrap();
+    }
+}
+
+/// After a gateway crashes, no listing shows its sessions once it has been
+/// cleaned up, even though a new process took its id at once.
+#[tokio::test]
+async fn listings_drop_a_crashed_process_sessions_after_the_cleanup() {
+    let mut cluster = redis_cluster(&[]).await;
+    let admin0 = admin(cluster.gateway(0)).await;
+    let _ann = member(cluster.gateway(1), "Ann", &["crash"]).await;
+    let _obs = member(cluster.gateway(0), "Obs", &["crash"]).await;
+    eventually(WAIT, || async { users(&admin0, "").await.len() == 2 }).await;
+    cluster.gateway_mut(1).restart().await.unwrap();
+    eventually(WAIT, || async {
+        let users = users(&admin0, "").await;
+        let rooms = rooms(&admin0).await;
+        users.len() == 1 && users[0].0 == "Obs" && rooms == [("crash".to_owned(), 1)]
+    })
+    .await;
+    let listed = gateways(&admin0).await;
+    assert_eq!(
+        listed.len(),
+        2,
+        "the restarted gateway is listed once: {listed:?}"
+    );
+    let g1 = cluster.gateway(1).id();
+    assert!(listed.iter().any(|g| g.0 == g1 && g.1 == 0), "{listed:?}");
+}

@@ -15,6 +15,7 @@ pub mod hello;
 pub mod history;
 pub mod http;
 pub mod keepalive;
+pub mod resume;
 pub mod rooms;
 pub mod send;
 pub mod slow;
@@ -90,6 +91,8 @@ macro_rules! instantiate {
             http::api_rooms_lists_rooms_with_members,
             http::zero_valued_flags_are_refused_with_exit_64,
             drain::sigterm_drains_reconnect_503_close_1001_exit_0,
+            resume::a_token_takes_a_live_session_over_without_presence_flicker,
+            resume::wrong_spent_and_foreign_tokens_are_ignored,
         );
     };
     (@cases $kind:expr; $($module:ident :: $case:ident),* $(,)?) => {
