@@ -14,6 +14,7 @@ use crate::wire::Frame;
 
 /// WebSocket close codes the server uses (see the contract's header).
 pub mod close_code {
+    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const UNSUPPORTED: u16 = 1003;
     pub const POLICY: u16 = 1008;

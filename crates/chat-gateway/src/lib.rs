@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{AdminToken, Config, LogFormat};
+pub use session::RECONNECT_GRACE;
 
 /// Serves on `listener` (and the admin API on `admin_listener`, when given)
 /// until `shutdown` resolves (or a drain is requested), then drains: health

@@ -44,6 +44,13 @@ use crate::wire::Frame;
 /// before the gateway stops reading its frames until one is answered.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// How long a session that ended without saying goodbye (a dropped
+/// connection, a page reload, a drain's reconnect) keeps its name and
+/// presence, so that the client's next session can take them over with its
+/// resume token before anyone sees it leave. Within the contract's "a name
+/// is free again within 5 s after its connection closes".
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(3);
+
 /// Typing notices a connection may send: a second's worth, then dropped.
 const TYPING_PER_SECOND: u32 = 5;
 const TYPING_BURST: u32 = 10;
@@ -80,13 +87,20 @@ where
         inherited: HashSet::new(),
         inherited_until: None,
         in_flight: VecDeque::new(),
+        client_close: None,
     };
-    async {
+    let linger = async {
         let end = session.pump(ws, inbox).await;
         tracing::debug!(?end, "connection ended");
-        session.cleanup().await;
+        if session.may_come_back(&end) {
+            session.detach();
+            true
+        } else {
+            session.cleanup().await;
+            false
+        }
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
     let open = {
         let mut conns = shared.conns.lock();
@@ -95,6 +109,17 @@ where
     };
     shared.bridge.set_load(open as u32, shared.is_draining());
     shared.metrics.connections_open.fetch_sub(1, Relaxed);
+    if linger {
+        // Leaves its rooms and frees its name later, unless a resume took
+        // them over meanwhile (then leaving and releasing change nothing).
+        tokio::spawn(
+            async move {
+                tokio::time::sleep(RECONNECT_GRACE).await;
+                session.cleanup().await;
+            }
+            .instrument(span),
+        );
+    }
 }
 
 /// Why a Send is not submitted.
@@ -148,6 +173,8 @@ struct Session {
     /// Answers go out in this order, and any other request waits until it
     /// is empty, so replies keep the order of the requests.
     in_flight: VecDeque<InFlight>,
+    /// The code of the client's close frame, if it sent one.
+    client_close: Option<u16>,
 }
 
 /// A submitted Send waiting for its outcome.
@@ -202,7 +229,10 @@ impl Session {
                         Some(Ok(Message::Text(_))) => {
                             conn.close(close_code::UNSUPPORTED);
                         }
-                        Some(Ok(Message::Close(_))) => {}
+                        Some(Ok(Message::Close(frame))) => {
+                            self.client_close =
+                                Some(frame.map_or(1005, |frame| u16::from(frame.code)));
+                        }
                         Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                         Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))
                         | Some(Err(WsError::Capacity(_))) => {
@@ -759,6 +789,33 @@ impl Session {
                 self.leave_room(&room).await;
                 self.reply(0, server_frame::Kind::Left(Left { room }));
             }
+        }
+    }
+
+    /// Whether the client may come back for this session's name and
+    /// presence (see [`RECONNECT_GRACE`]): it did not close normally (1000),
+    /// and was not put out (kicked, replaced, or a protocol violation).
+    fn may_come_back(&self, end: &End) -> bool {
+        if self.member.is_none() {
+            return false;
+        }
+        if self.shared.is_draining() {
+            return true; // Told to reconnect.
+        }
+        match end {
+            End::ServerClosed(code) => {
+                matches!(*code, close_code::POLICY | close_code::GOING_AWAY)
+            }
+            End::ClientClosed => self.client_close != Some(close_code::NORMAL),
+            End::Idle | End::Io(_) => true,
+        }
+    }
+
+    /// Takes the ended connection out of its rooms on this gateway, at once;
+    /// its presence and name stay in the cluster until [`Session::cleanup`].
+    fn detach(&mut self) {
+        for room in &self.rooms {
+            self.shared.hub.remove(room, self.conn.id);
         }
     }
 

@@ -93,6 +93,7 @@ macro_rules! instantiate {
             drain::sigterm_drains_reconnect_503_close_1001_exit_0,
             resume::a_token_takes_a_live_session_over_without_presence_flicker,
             resume::wrong_spent_and_foreign_tokens_are_ignored,
+            resume::a_dropped_connection_keeps_its_place_for_its_token_for_a_while,
         );
     };
     (@cases $kind:expr; $($module:ident :: $case:ident),* $(,)?) => {

@@ -101,6 +101,52 @@ pub async fn a_token_takes_a_live_session_over_without_presence_flicker(
     Ok(())
 }
 
+pub async fn a_dropped_connection_keeps_its_place_for_its_token_for_a_while(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
+    use chat_gateway::RECONNECT_GRACE;
+    let server = start(kind, &[]).await?;
+    let mut observer = server.client("Obs").await?;
+    observer.join("a").await?;
+    let mut ann = server.connect().await?;
+    let token = ann.hello("Ann").await?.resume_token;
+    ann.join("a").await?;
+    next_presence(&mut observer).await?;
+
+    // Dropped (no close frame), back at once with the token: nobody noticed.
+    drop(ann);
+    let (mut again, welcome) = hello_with_token(&server, "Ann", &token).await?;
+    welcome.context("the token takes the name back")?;
+    ensure!(again.join("a").await?.members == ["Ann", "Obs"]);
+    marker(&mut again, "a", "back", &mut [&mut observer]).await?;
+
+    // A normal close (1000) is a goodbye: shown leaving at once.
+    let closed = Instant::now();
+    again.close().await?;
+    let left = next_presence(&mut observer).await?;
+    ensure!(left.username == "Ann" && left.kind() == presence_change::Kind::Left);
+    ensure!(
+        closed.elapsed() < RECONNECT_GRACE,
+        "LEFT {:?} after a normal close",
+        closed.elapsed()
+    );
+
+    // Dropped and not back: shown leaving once the grace has passed.
+    let mut bob = server.client("Bob").await?;
+    bob.join("a").await?;
+    next_presence(&mut observer).await?;
+    drop(bob);
+    let dropped = Instant::now();
+    let left = next_presence(&mut observer).await?;
+    ensure!(left.username == "Bob" && left.kind() == presence_change::Kind::Left);
+    ensure!(
+        dropped.elapsed() >= RECONNECT_GRACE - Duration::from_millis(200),
+        "LEFT {:?} after the drop, before the grace ended",
+        dropped.elapsed()
+    );
+    Ok(())
+}
+
 pub async fn wrong_spent_and_foreign_tokens_are_ignored(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut ann = server.connect().await?;
