@@ -582,16 +582,15 @@ impl Inner {
     /// Re-writes names and presence after an outage (or after another
     /// gateway wrongly judged this one dead).
     async fn restore(&self) {
-        let (names, presence): (Vec<(Member, TokenHash)>, Vec<(String, Member)>) = {
+        let (names, presence) = {
             let local = self.local.lock();
-            (
-                local.names.values().cloned().collect(),
-                local
-                    .presence
-                    .iter()
-                    .map(|((room, _), m)| (room.clone(), m.clone()))
-                    .collect(),
-            )
+            let names: Vec<(Member, TokenHash)> = local.names.values().cloned().collect();
+            let presence: Vec<(String, Member)> = local
+                .presence
+                .iter()
+                .map(|((room, _), m)| (room.clone(), m.clone()))
+                .collect();
+            (names, presence)
         };
         for (member, resume) in &names {
             match self.claim(member, resume).await {
