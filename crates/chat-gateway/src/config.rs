@@ -72,6 +72,37 @@ pub struct Config {
     #[arg(long, env = "CHAT_HISTORY_LEN", default_value_t = 1000)]
     pub history_len: u32,
 
+    /// Largest WebSocket message a client may send, in bytes (at least
+    /// 16384; the largest legitimate frame is about 4 KiB); larger ones are
+    /// closed with 1009.
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 65_536)]
+    pub max_frame_bytes: u32,
+
+    /// Milliseconds a connection has after the upgrade to say Hello before
+    /// it is closed with 1008.
+    #[arg(long, env = "CHAT_HELLO_TIMEOUT_MS", default_value_t = 10_000)]
+    pub hello_timeout_ms: u64,
+
+    /// Failed Hellos (invalid or taken names) a connection may send; the
+    /// next one closes it with 1008.
+    #[arg(long, env = "CHAT_MAX_FAILED_HELLOS", default_value_t = 10)]
+    pub max_failed_hellos: u32,
+
+    /// Sustained rate of Join, Leave and FetchHistory per connection (one
+    /// bucket for the three; its burst is twice --max-rooms).
+    #[arg(long, env = "CHAT_ROOM_OPS_PER_SECOND", default_value_t = 10)]
+    pub room_ops_per_second: u32,
+
+    /// A room with no members and no message for this long is dropped
+    /// (history included): `90s`, `30m`, `24h`, `7d`, or seconds.
+    #[arg(long, env = "CHAT_ROOM_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub room_ttl: Duration,
+
+    /// Rooms the embedded bridge keeps at most; beyond it the longest idle
+    /// empty rooms are dropped first.
+    #[arg(long, env = "CHAT_MAX_ROOMS_RETAINED", default_value_t = 10_000)]
+    pub max_rooms_retained: u32,
+
     /// Frames queued for one connection before it counts as too slow (closed with 1008).
     #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 4096)]
     pub outbound_queue: u32,
@@ -155,6 +186,11 @@ impl Config {
             ("--messages-per-second", u64::from(self.messages_per_second)),
             ("--message-burst", u64::from(self.message_burst)),
             ("--history-len", u64::from(self.history_len)),
+            ("--hello-timeout-ms", self.hello_timeout_ms),
+            ("--max-failed-hellos", u64::from(self.max_failed_hellos)),
+            ("--room-ops-per-second", u64::from(self.room_ops_per_second)),
+            ("--room-ttl", self.room_ttl.as_secs()),
+            ("--max-rooms-retained", u64::from(self.max_rooms_retained)),
             ("--outbound-queue", u64::from(self.outbound_queue)),
             ("--max-connections", u64::from(self.max_connections)),
             (
@@ -169,6 +205,11 @@ impl Config {
             if value == 0 {
                 return Err(format!("{flag} must be at least 1"));
             }
+        }
+        if self.max_frame_bytes < MIN_FRAME_BYTES {
+            return Err(format!(
+                "--max-frame-bytes must be at least {MIN_FRAME_BYTES}"
+            ));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}']) {
             return Err("--redis-prefix must be non-empty and must not contain { or }".into());
@@ -203,6 +244,35 @@ impl Config {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
     }
+
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_millis(self.hello_timeout_ms)
+    }
+}
+
+/// The smallest `--max-frame-bytes` (the contract's floor).
+pub const MIN_FRAME_BYTES: u32 = 16_384;
+
+/// `90s`, `30m`, `24h`, `7d`, or plain seconds.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => raw.split_at(at),
+        None => (raw, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 90s, 30m, 24h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{raw:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{raw:?} is too long"))
 }
 
 #[cfg(test)]
@@ -229,6 +299,28 @@ mod tests {
             "127.0.0.1:7000",
         ]);
         assert_eq!(config.admin_listen.port(), 7000);
+    }
+
+    #[test]
+    fn durations_take_a_unit_and_frames_have_a_floor() {
+        assert_eq!(parse(&[]).room_ttl, Duration::from_secs(86_400));
+        for (raw, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("30m", 1800),
+            ("2h", 7200),
+            ("7d", 604_800),
+        ] {
+            assert_eq!(parse_duration(raw), Ok(Duration::from_secs(secs)), "{raw}");
+        }
+        for bad in ["", "h", "5w", "1.5h", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse(&[]).max_frame_bytes, 65_536);
+        let err = parse(&["--max-frame-bytes", "1000"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("--max-frame-bytes"), "{err}");
     }
 
     #[test]
