@@ -28,6 +28,9 @@ pub enum Command {
     Fanout(FanoutArgs),
     /// Many idle members joined to rooms: connect rate, failures, memory per connection.
     Connections(ConnectionsArgs),
+    /// A gateway crashes under chatting members (it starts its own gateways and chat-lb):
+    /// how fast its members are back, by token, and whether anything was lost.
+    Failover(FailoverArgs),
     /// Fixed-size TCP ping-pongs against an echo server, directly or through a balancer.
     Pingpong(PingpongArgs),
     /// A TCP echo server (also answering `GET /healthz` so balancers see it as healthy).
@@ -151,6 +154,72 @@ pub struct ConnectionsArgs {
     /// Source addresses to spread connections over, e.g. 127.0.0.1-127.0.0.40.
     #[arg(long, env = "CHAT_BENCH_LOCAL_IPS")]
     pub local_ips: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct FailoverArgs {
+    /// Redis URL for the gateways (best a fresh server).
+    #[arg(
+        long,
+        env = "CHAT_BENCH_REDIS",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis: String,
+    /// Members, each its own connection through chat-lb.
+    #[arg(long, env = "CHAT_BENCH_MEMBERS", default_value_t = 900)]
+    pub members: usize,
+    /// Members who share a home room (--members must be a multiple).
+    #[arg(long, env = "CHAT_BENCH_ROOM_SIZE", default_value_t = 30)]
+    pub room_size: usize,
+    /// Rooms each member is in: its home room and the next ones.
+    #[arg(long, env = "CHAT_BENCH_ROOMS_PER_MEMBER", default_value_t = 2)]
+    pub rooms_per_member: usize,
+    /// Messages per second per room, its home members taking turns.
+    #[arg(long, env = "CHAT_BENCH_RATE", default_value_t = 1.0)]
+    pub rate: f64,
+    /// Chatting before the crash.
+    #[arg(long, env = "CHAT_BENCH_WARMUP", value_parser = parse_secs, default_value = "3s")]
+    #[serde(serialize_with = "secs")]
+    pub warmup: Duration,
+    /// Chatting after the crash.
+    #[arg(long, env = "CHAT_BENCH_DURATION", value_parser = parse_secs, default_value = "10s")]
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    /// Restart the killed gateway at once with the same --gateway-id and
+    /// address, as a supervisor would.
+    #[arg(long, env = "CHAT_BENCH_RESTART")]
+    pub restart: bool,
+    /// After the chatting, how long to wait for outstanding acks and deliveries.
+    #[arg(long, env = "CHAT_BENCH_DRAIN_TIMEOUT", value_parser = parse_secs, default_value = "10s")]
+    #[serde(serialize_with = "secs")]
+    pub drain_timeout: Duration,
+    /// Connection set-ups in progress at once.
+    #[arg(long, env = "CHAT_BENCH_CONNECT_CONCURRENCY", default_value_t = 64)]
+    pub connect_concurrency: usize,
+    /// Source addresses to spread connections over, e.g. 127.0.0.1-127.0.0.40
+    /// (the gateways limit connections per client address).
+    #[arg(long, env = "CHAT_BENCH_LOCAL_IPS")]
+    pub local_ips: Option<String>,
+    /// The gateway binary (default: chat-gateway next to chat-bench).
+    #[arg(long, env = "CHAT_BENCH_CHAT_GATEWAY_BIN", value_name = "FILE")]
+    pub chat_gateway_bin: Option<PathBuf>,
+    /// The balancer binary (default: chat-lb next to chat-bench).
+    #[arg(long, env = "CHAT_BENCH_CHAT_LB_BIN", value_name = "FILE")]
+    pub chat_lb_bin: Option<PathBuf>,
+    /// One more flag for every gateway (repeatable), e.g. --gateway-arg=--history-len=5000.
+    #[arg(
+        long = "gateway-arg",
+        env = "CHAT_BENCH_GATEWAY_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
+    pub gateway_args: Vec<String>,
+    /// Folder for the gateways' and chat-lb's logs (default: discarded).
+    #[arg(long, env = "CHAT_BENCH_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
     #[command(flatten)]
     #[serde(skip)]
     pub output: OutputArgs,
@@ -363,5 +432,29 @@ mod tests {
         assert_eq!(params["duration"], 3.0);
         assert_eq!(params["window_release"], "ack");
         assert!(params.get("output").is_none());
+    }
+
+    #[test]
+    fn failover_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "chat-bench",
+            "failover",
+            "--redis",
+            "redis://127.0.0.1:1",
+            "--members",
+            "60",
+            "--restart",
+            "--gateway-arg=--history-len=5000",
+            "--gateway-arg",
+            "--max-rooms=8",
+        ])
+        .unwrap();
+        let Command::Failover(args) = cli.command else {
+            panic!("not failover")
+        };
+        assert_eq!(args.members, 60);
+        assert!(args.restart);
+        assert_eq!(args.gateway_args, ["--history-len=5000", "--max-rooms=8"]);
+        assert_eq!(args.warmup, Duration::from_secs(3));
     }
 }

@@ -2,8 +2,10 @@
 //! writes its report (table or JSON on stdout, optional JSON file and SVG).
 
 mod cli;
+mod cluster;
 mod connections;
 mod echo;
+mod failover;
 mod fanout;
 mod floor;
 mod latency;
@@ -87,6 +89,10 @@ async fn run(command: Command) -> Result<()> {
         Command::Connections(args) => {
             let output = args.output.clone();
             emit(&connections::run(args).await?, &output)
+        }
+        Command::Failover(args) => {
+            let output = args.output.clone();
+            emit(&failover::run(args).await?, &output)
         }
         Command::Pingpong(args) => {
             let output = args.output.clone();

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use chat_test_support::{BackendKind, Gateway};
+use chat_test_support::{BackendKind, Gateway, RedisServer};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
@@ -166,6 +166,45 @@ async fn idle_connections_are_clean_and_measured() {
         report["rss_per_connection_bytes"]["gateway"].is_f64(),
         "{report:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_of_a_restarted_gateway_is_clean() {
+    // The scenario starts its own gateways and chat-lb, next to chat-bench.
+    sibling("chat-gateway");
+    sibling("chat-lb");
+    let redis = RedisServer::start().await.unwrap();
+    let report = bench(&format!(
+        "failover --redis {} --members 60 --room-size 20 --warmup 1s --duration 2s --restart",
+        redis.url()
+    ))
+    .await;
+    check_common(&report, "failover");
+    let n = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {report:#}"))
+    };
+    assert_eq!(n("members"), 60);
+    assert_eq!(report["restarted"], true);
+    let hit = n("on_killed_gateway");
+    assert!(hit > 0, "chat-lb put nobody on the first gateway");
+    assert_eq!(n("resumed"), hit);
+    assert_eq!(n("resumed_by_token"), hit);
+    assert_eq!(report["latency"]["count"], hit);
+    assert!(n("acked") > 0);
+    assert_eq!(n("received"), n("expected_deliveries"));
+    for zero in [
+        "locked_out",
+        "presence_flicker",
+        "lost",
+        "duplicates",
+        "out_of_order",
+        "rooms_listed_wrong",
+        "unexpected_disconnects",
+    ] {
+        assert_eq!(n(zero), 0, "{zero}");
+    }
 }
 
 /// Starts a process and returns it with the first stdout line containing `marker`.
