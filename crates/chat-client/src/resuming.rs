@@ -772,7 +772,11 @@ impl Driver {
                 }
                 Some(Kind::Error(error)) => {
                     let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
-                    if matches!(code, ErrorCode::Unavailable | ErrorCode::Internal) {
+                    // Passing troubles: the next connection tries again.
+                    if matches!(
+                        code,
+                        ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::RateLimited
+                    ) {
                         return Err(Failed::Retry { name_taken: false });
                     }
                     self.rooms.remove(&room);
