@@ -42,6 +42,13 @@ pub struct MemoryBridge {
     draining: AtomicBool,
     /// Drain requests waiting for this gateway's answer.
     drains: DrainReplies,
+    /// A room with no members, no subscribers and no activity for this long
+    /// is dropped (history included).
+    room_ttl: Duration,
+    /// Rooms kept at most: beyond it, the longest idle droppable rooms go.
+    max_rooms: usize,
+    /// When rooms were last swept for expiry.
+    last_sweep: Mutex<Instant>,
 }
 
 /// Who holds a name, and the hash of the token that may take it over.
@@ -66,6 +73,8 @@ struct RoomState {
     /// (sender key, client_msg_id) -> original outcome, with expiry order.
     dedupe: HashMap<(String, String), (Accepted, Instant)>,
     dedupe_order: VecDeque<(Instant, (String, String))>,
+    /// The last publish, entry or exit (for expiry).
+    last_activity: Option<Instant>,
 }
 
 impl MemoryBridge {
@@ -82,7 +91,19 @@ impl MemoryBridge {
             connections: AtomicU32::new(0),
             draining: AtomicBool::new(false),
             drains: DrainReplies::default(),
+            room_ttl: Duration::from_secs(24 * 60 * 60),
+            max_rooms: 10_000,
+            last_sweep: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Drops rooms with no members, no subscribers and no activity for
+    /// `room_ttl`, and keeps at most `max_rooms` (dropping the longest idle
+    /// droppable rooms first; rooms in use are never dropped).
+    pub fn with_room_limits(mut self, room_ttl: Duration, max_rooms: usize) -> Self {
+        self.room_ttl = room_ttl;
+        self.max_rooms = max_rooms.max(1);
+        self
     }
 
     /// Names the gateway this bridge serves (id and client address), as
@@ -103,18 +124,65 @@ impl MemoryBridge {
     }
 
     fn room(&self, room: &str) -> Arc<Mutex<RoomState>> {
-        if let Some(state) = self.rooms.read().get(room) {
-            return state.clone();
+        if let Some(state) = self.existing_room(room) {
+            return state;
         }
-        self.rooms
-            .write()
-            .entry(room.to_owned())
-            .or_default()
-            .clone()
+        let mut rooms = self.rooms.write();
+        let now = Instant::now();
+        if rooms.len() >= self.max_rooms || self.sweep_due(now) {
+            self.sweep(&mut rooms, now);
+        }
+        let state = rooms.entry(room.to_owned()).or_default();
+        state.lock().last_activity.get_or_insert(now);
+        state.clone()
     }
 
+    /// The room, unless it does not exist or has expired (then it is dropped).
     fn existing_room(&self, room: &str) -> Option<Arc<Mutex<RoomState>>> {
-        self.rooms.read().get(room).cloned()
+        let state = self.rooms.read().get(room).cloned()?;
+        if !state.lock().expired(Instant::now(), self.room_ttl) {
+            return Some(state);
+        }
+        let mut rooms = self.rooms.write();
+        if rooms
+            .get(room)
+            .is_some_and(|s| s.lock().expired(Instant::now(), self.room_ttl))
+        {
+            rooms.remove(room);
+        }
+        None
+    }
+
+    fn sweep_due(&self, now: Instant) -> bool {
+        let mut last = self.last_sweep.lock();
+        if now.duration_since(*last) < Duration::from_secs(1) {
+            return false;
+        }
+        *last = now;
+        true
+    }
+
+    /// Drops expired rooms, then the longest idle droppable ones while
+    /// there are too many (a new room is about to be added).
+    fn sweep(&self, rooms: &mut HashMap<String, Arc<Mutex<RoomState>>>, now: Instant) {
+        rooms.retain(|_, state| !state.lock().expired(now, self.room_ttl));
+        if rooms.len() < self.max_rooms {
+            return;
+        }
+        let mut idle: Vec<(Instant, String)> = rooms
+            .iter()
+            .filter_map(|(name, state)| {
+                let state = state.lock();
+                state
+                    .droppable()
+                    .then(|| (state.last_activity.unwrap_or(now), name.clone()))
+            })
+            .collect();
+        idle.sort();
+        let excess = rooms.len() + 1 - self.max_rooms;
+        for (_, name) in idle.into_iter().take(excess) {
+            rooms.remove(&name);
+        }
     }
 
     fn emit(&self, state: &RoomState, event: BridgeEvent) {
@@ -131,6 +199,22 @@ fn now_ms() -> u64 {
 }
 
 impl RoomState {
+    /// Nobody is in it or listening to it.
+    fn droppable(&self) -> bool {
+        self.members.is_empty() && self.subscribers == 0
+    }
+
+    fn expired(&self, now: Instant, ttl: Duration) -> bool {
+        self.droppable()
+            && self
+                .last_activity
+                .is_some_and(|at| now.duration_since(at) >= ttl)
+    }
+
+    fn touch(&mut self) {
+        self.last_activity = Some(Instant::now());
+    }
+
     fn expire_dedupe(&mut self, now: Instant) {
         while let Some((at, _)) = self.dedupe_order.front() {
             if *at > now {
@@ -180,6 +264,7 @@ impl Bridge for MemoryBridge {
             }
         }
 
+        state.touch();
         let sent_at_ms = now_ms();
         let id = state.last_id.successor_at(sent_at_ms);
         state.last_id = id;
@@ -364,6 +449,7 @@ impl Bridge for MemoryBridge {
     async fn enter_room(&self, room: &str, member: &Member) -> Result<Vec<String>> {
         let state = self.room(room);
         let mut state = state.lock();
+        state.touch();
         let entry = state
             .members
             .entry(member.key.clone())
@@ -402,6 +488,7 @@ impl Bridge for MemoryBridge {
             return Ok(());
         }
         let (username, _) = state.members.remove(&member.key).expect("present");
+        state.touch();
         self.emit(
             &state,
             BridgeEvent::Presence {
@@ -795,6 +882,60 @@ mod tests {
                 .await
                 .unwrap(),
             None
+        );
+    }
+
+    fn system(room: &str, text: &str) -> NewMessage {
+        NewMessage {
+            room: room.into(),
+            sender_key: String::new(),
+            username: String::new(),
+            text: text.into(),
+            client_msg_id: String::new(),
+            system: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unused_room_expires_and_one_in_use_does_not() {
+        let recorder = Arc::new(Recorder::default());
+        let bridge = MemoryBridge::new(10, recorder).with_room_limits(Duration::ZERO, 100);
+        bridge.publish(system("quiet", "hi")).await.unwrap();
+        assert!(
+            bridge.recent("quiet", 10).await.unwrap().is_empty(),
+            "dropped"
+        );
+        let ann = member("s1", "Ann");
+        bridge.enter_room("busy", &ann).await.unwrap();
+        bridge.publish(system("busy", "hi")).await.unwrap();
+        assert_eq!(bridge.recent("busy", 10).await.unwrap().len(), 1, "in use");
+        bridge.subscribe("heard").await.unwrap();
+        bridge.publish(system("heard", "hi")).await.unwrap();
+        assert_eq!(
+            bridge.recent("heard", 10).await.unwrap().len(),
+            1,
+            "listened to"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_room_cap_drops_the_longest_idle_room_nobody_uses() {
+        let recorder = Arc::new(Recorder::default());
+        let bridge = MemoryBridge::new(10, recorder).with_room_limits(Duration::from_secs(3600), 2);
+        bridge.publish(system("old", "1")).await.unwrap();
+        let ann = member("s1", "Ann");
+        bridge.enter_room("used", &ann).await.unwrap();
+        bridge.publish(system("new", "2")).await.unwrap();
+        assert_eq!(bridge.rooms.read().len(), 2);
+        assert!(
+            bridge.recent("old", 10).await.unwrap().is_empty(),
+            "evicted"
+        );
+        assert_eq!(bridge.recent("new", 10).await.unwrap().len(), 1);
+        assert_eq!(
+            bridge.rooms().await.unwrap().len(),
+            1,
+            "the room in use stays"
         );
     }
 }

@@ -61,7 +61,8 @@ pub async fn run(
     let bridge: Arc<dyn Bridge> = match &config.redis {
         None => Arc::new(
             MemoryBridge::new(config.history_len as usize, sink)
-                .with_gateway(gateway_id.clone(), address),
+                .with_gateway(gateway_id.clone(), address)
+                .with_room_limits(config.room_ttl, config.max_rooms_retained as usize),
         ),
         Some(url) => {
             let redis = RedisConfig {
@@ -72,6 +73,7 @@ pub async fn run(
                 address,
                 bound: Some(bound),
                 history_len: config.history_len as usize,
+                room_ttl: config.room_ttl,
             };
             Arc::new(RedisBridge::connect(redis, sink).await?)
         }

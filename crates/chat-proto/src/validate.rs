@@ -23,6 +23,8 @@ pub enum NameError {
     ForbiddenChar(u32),
     #[error("name has leading or trailing whitespace")]
     SurroundingWhitespace,
+    #[error("name has no visible character")]
+    Invisible,
 }
 
 /// A username as accepted: `display` is shown to people, `key` identifies the
@@ -37,6 +39,9 @@ pub struct Username {
 pub fn normalize_username(raw: &str) -> Result<Username, NameError> {
     let display: String = raw.trim().nfc().collect();
     check_name_chars(&display, MAX_USERNAME_CHARS)?;
+    if !display.chars().any(is_visible) {
+        return Err(NameError::Invisible);
+    }
     let key: String = display.to_lowercase().nfc().collect();
     Ok(Username { display, key })
 }
@@ -50,6 +55,23 @@ pub fn normalize_room(raw: &str) -> Result<String, NameError> {
     let room: String = raw.nfc().collect();
     check_name_chars(&room, MAX_ROOM_CHARS)?;
     Ok(room)
+}
+
+/// Whether a character shows as something: not White_Space, not
+/// Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties, e.g.
+/// U+3164 HANGUL FILLER, U+115F, U+FFA0) and not U+2800 BRAILLE PATTERN
+/// BLANK. A name of only such characters looks blank.
+pub fn is_visible(c: char) -> bool {
+    !(c.is_whitespace() || c == '\u{2800}' || is_default_ignorable(c))
+}
+
+/// Default_Ignorable_Code_Point, from Unicode 15.1's DerivedCoreProperties.txt.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F..=0x1160 | 0x17B4..=0x17B5
+        | 0x180B..=0x180F | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F
+        | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
 }
 
 fn check_name_chars(name: &str, max: usize) -> Result<(), NameError> {
@@ -102,6 +124,32 @@ pub fn check_client_msg_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_show_as_blank_are_refused() {
+        for blank in [
+            "\u{3164}",
+            "\u{115F}\u{1160}",
+            "\u{FFA0}",
+            "\u{2800}\u{2800}",
+            "\u{3164} \u{2800}",
+            "\u{034F}",
+        ] {
+            assert_eq!(
+                normalize_username(blank),
+                Err(NameError::Invisible),
+                "{blank:?}"
+            );
+        }
+        for fine in ["a\u{3164}", "\u{2800}x", "Zoë", "李", "_"] {
+            assert!(normalize_username(fine).is_ok(), "{fine:?}");
+        }
+        // Format characters were refused before, and still are, first.
+        assert_eq!(
+            normalize_username("\u{200B}"),
+            Err(NameError::ForbiddenChar(0x200B))
+        );
+    }
 
     #[test]
     fn username_is_trimmed_and_keyed_case_insensitively() {

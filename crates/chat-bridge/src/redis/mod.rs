@@ -104,6 +104,9 @@ pub struct RedisConfig {
     pub bound: Option<SocketAddr>,
     /// Messages kept per room.
     pub history_len: usize,
+    /// A room with no members and no message for this long is dropped
+    /// (its keys expire).
+    pub room_ttl: Duration,
 }
 
 /// Bridge on a shared Redis.
@@ -331,6 +334,20 @@ impl Inner {
         tag_of(&self.config.instance, &member.session_id)
     }
 
+    /// The keys whose lifetime follows the room's presence: members, then
+    /// stream and trimmed (the ENTER, LEAVE and REAP_ROOM scripts' KEYS).
+    fn room_state_keys(&self, room: &str) -> Vec<String> {
+        vec![
+            self.keys.members(room),
+            self.keys.stream(room),
+            self.keys.trimmed(room),
+        ]
+    }
+
+    fn room_ttl_ms(&self) -> String {
+        self.config.room_ttl.as_millis().max(1).to_string()
+    }
+
     /// Indexes a session's presence in rooms (its instance's rooms, the
     /// session's rooms, the room list), in one round trip.
     async fn index_presence(&self, session: &str, rooms: &[String]) -> Result<()> {
@@ -363,7 +380,7 @@ impl Inner {
             .enter
             .evalsha_with_reload(
                 &self.client,
-                vec![self.keys.members(room)],
+                self.room_state_keys(room),
                 vec![member.key.clone(), value, self.keys.channel(room), payload],
             )
             .await
@@ -688,6 +705,7 @@ impl Inner {
             }
             return false;
         };
+        let room = room.as_ref();
         match wire::decode(room, &payload) {
             Some(wire::Payload::Messages(messages)) => {
                 for (id, msg) in messages {
@@ -857,17 +875,19 @@ impl Inner {
     fn publish_args(&self, jobs: &[PublishJob], call: &[usize]) -> Vec<Value> {
         let room = &jobs[call[0]].room;
         let history_len = self.config.history_len;
-        let mut args = Vec::with_capacity(6 + 3 * call.len());
+        let mut args = Vec::with_capacity(8 + 3 * call.len());
         args.push(Value::from(self.publish.sha1().clone()));
-        args.push(Value::from((2 + call.len()) as i64));
+        args.push(Value::from((3 + call.len()) as i64));
         args.push(Value::from(self.keys.stream(room)));
         args.push(Value::from(self.keys.trimmed(room)));
+        args.push(Value::from(self.keys.members(room)));
         for &i in call {
             args.push(Value::from(jobs[i].dedupe.as_str()));
         }
         args.push(Value::from(history_len as i64));
         args.push(Value::from(self.keys.channel(room)));
         args.push(Value::from((history_len / 64).max(1) as i64));
+        args.push(Value::from(self.room_ttl_ms()));
         for &i in call {
             let job = &jobs[i];
             args.push(Value::from(if job.idempotent {
@@ -909,7 +929,7 @@ fn script_calls(jobs: &[PublishJob]) -> Vec<Vec<usize>> {
     calls
 }
 
-/// The PUBLISH script's reply for `n` messages: {duplicate (0/1), id} each.
+/// The PUBLISH script's reply for `n` messages: {outcome, id or error} each.
 fn accepted_all(value: Value, n: usize) -> Result<Vec<Result<Accepted>>> {
     let flat: Vec<Value> = value
         .convert()
@@ -922,17 +942,24 @@ fn accepted_all(value: Value, n: usize) -> Result<Vec<Result<Accepted>>> {
     }
     let mut flat = flat.into_iter();
     let mut out = Vec::with_capacity(n);
-    while let (Some(duplicate), Some(id)) = (flat.next(), flat.next()) {
-        out.push(accepted(duplicate, id));
+    while let (Some(outcome), Some(id)) = (flat.next(), flat.next()) {
+        out.push(accepted(outcome, id));
     }
     Ok(out)
 }
 
 /// One message's part of the PUBLISH script's reply.
-fn accepted(duplicate: Value, id: Value) -> Result<Accepted> {
+fn accepted(outcome: Value, id: Value) -> Result<Accepted> {
     let corrupt = |e: fred::error::Error| BridgeError::Corrupt(format!("publish reply: {e}"));
-    let duplicate: i64 = duplicate.convert().map_err(corrupt)?;
+    let outcome: i64 = outcome.convert().map_err(corrupt)?;
     let id: String = id.convert().map_err(corrupt)?;
+    if outcome == 2 {
+        // Refused by Redis (out of memory, say); nothing was stored.
+        return Err(BridgeError::Unavailable(format!(
+            "redis refused the message: {id}"
+        )));
+    }
+    let duplicate = outcome;
     let id: MessageId = id
         .parse()
         .map_err(|_| BridgeError::Corrupt(format!("stream id {id:?}")))?;
@@ -1107,8 +1134,13 @@ async fn reap_instance(
             .reap_room
             .evalsha_with_reload(
                 &inner.client,
-                vec![inner.keys.members(room)],
-                vec![tag.clone(), inner.keys.channel(room), "PL".to_owned()],
+                inner.room_state_keys(room),
+                vec![
+                    tag.clone(),
+                    inner.keys.channel(room),
+                    "PL".to_owned(),
+                    inner.room_ttl_ms(),
+                ],
             )
             .await?;
         removed += n;
@@ -1478,12 +1510,13 @@ impl Bridge for RedisBridge {
             .leave
             .evalsha_with_reload(
                 &inner.client,
-                vec![inner.keys.members(room)],
+                inner.room_state_keys(room),
                 vec![
                     member.key.clone(),
                     inner.tag(member),
                     inner.keys.channel(room),
                     payload,
+                    inner.room_ttl_ms(),
                 ],
             )
             .await
@@ -1684,6 +1717,7 @@ mod tests {
                 address: "127.0.0.1:0".into(),
                 bound: None,
                 history_len: 100,
+                room_ttl: Duration::from_secs(3600),
             },
             recorder.clone(),
         )

@@ -4,70 +4,100 @@
 /// append; then publish the accepted ones as one `B` payload (see `wire`)
 /// and trim once. Atomic, and one script call and one pub/sub message for
 /// many messages (each costs more than the commands in it).
-/// KEYS: stream, trimmed, then one dedupe key per message.
-/// ARGV: history_len, channel, trim batch, then per message: dedupe ttl
-/// seconds ("" = no dedupe) and payload.
-/// Returns {duplicate (0/1), id} per message, flattened.
+///
+/// Each message's commands run under `pcall`: one that Redis refuses is
+/// answered with its error and changes nothing for the others, and every
+/// message that was appended is in the one PUBLISH (stored means published).
+/// A room with no members expires `room ttl` after its last message.
+/// KEYS: stream, trimmed, members, then one dedupe key per message.
+/// ARGV: history_len, channel, trim batch, room ttl ms, then per message:
+/// dedupe ttl seconds ("" = no dedupe) and payload.
+/// Returns {outcome, id or error} per message, flattened: outcome 0 =
+/// accepted, 1 = duplicate (id of the original), 2 = refused (error text).
 pub const PUBLISH: &str = r#"
+local function failed(reply)
+  return type(reply) == 'table' and reply.err
+end
 local out = {}
 local published = {}
 local n = 0
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   n = n + 1
-  local ttl, payload, dedupe = ARGV[i], ARGV[i + 1], KEYS[2 + n]
+  local ttl, payload, dedupe = ARGV[i], ARGV[i + 1], KEYS[3 + n]
   local prev = false
-  if ttl ~= '' then prev = redis.call('GET', dedupe) end
-  if prev then
+  if ttl ~= '' then prev = redis.pcall('GET', dedupe) end
+  if failed(prev) then
+    out[#out + 1] = 2
+    out[#out + 1] = prev.err
+  elseif prev then
     out[#out + 1] = 1
     out[#out + 1] = prev
   else
-    local id = redis.call('XADD', KEYS[1], '*', 'm', payload)
-    if ttl ~= '' then redis.call('SET', dedupe, id, 'EX', tonumber(ttl)) end
-    published[#published + 1] = id .. '\n' .. #payload .. '\n' .. payload
-    out[#out + 1] = 0
-    out[#out + 1] = id
+    local id = redis.pcall('XADD', KEYS[1], '*', 'm', payload)
+    if failed(id) then
+      out[#out + 1] = 2
+      out[#out + 1] = id.err
+    else
+      if ttl ~= '' then redis.pcall('SET', dedupe, id, 'EX', tonumber(ttl)) end
+      published[#published + 1] = id .. '\n' .. #payload .. '\n' .. payload
+      out[#out + 1] = 0
+      out[#out + 1] = id
+    end
   end
 end
 if #published > 0 then
   redis.call('PUBLISH', ARGV[2], 'B' .. table.concat(published))
-end
-local keep = tonumber(ARGV[1])
-local len = redis.call('XLEN', KEYS[1])
-if len >= keep + tonumber(ARGV[3]) then
-  local gone = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - keep)
-  redis.call('SET', KEYS[2], gone[#gone][1])
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)
+  local keep = tonumber(ARGV[1])
+  local len = redis.call('XLEN', KEYS[1])
+  if len >= keep + tonumber(ARGV[3]) then
+    local gone = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - keep)
+    redis.call('SET', KEYS[2], gone[#gone][1])
+    redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)
+  end
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  end
 end
 return out
 "#;
 
-/// Enter a room. KEYS: members. ARGV: name key, "instance\tsession\tdisplay",
-/// channel, presence payload. Publishes JOINED when the name is new in the
-/// room. Returns every value of the members hash.
+/// Enter a room. KEYS: members, stream, trimmed. ARGV: name key,
+/// "instance\tsession\tdisplay", channel, presence payload. Publishes JOINED
+/// when the name is new in the room; a room with members does not expire.
+/// Returns every value of the members hash.
 pub const ENTER: &str = r#"
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if new == 1 then
   redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
+redis.call('PERSIST', KEYS[2])
+redis.call('PERSIST', KEYS[3])
 return redis.call('HVALS', KEYS[1])
 "#;
 
-/// Leave a room if this session holds the entry. KEYS: members. ARGV: name
-/// key, "instance\tsession\t" prefix, channel, presence payload. Returns 1 if left.
+/// Leave a room if this session holds the entry. KEYS: members, stream,
+/// trimmed. ARGV: name key, "instance\tsession\t" prefix, channel, presence
+/// payload, room ttl ms. The last one out starts the room's expiry.
+/// Returns 1 if left.
 pub const LEAVE: &str = r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and string.sub(cur, 1, #ARGV[2]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('PUBLISH', ARGV[3], ARGV[4])
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+    redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  end
   return 1
 end
 return 0
 "#;
 
-/// Remove every entry of a dead instance from one room. KEYS: members.
-/// ARGV: "instance\t" prefix, channel, presence payload prefix ("P" tag).
-/// Publishes LEFT for each; the payload is built here from the entry.
-/// Returns the number removed.
+/// Remove every entry of a dead instance from one room. KEYS: members,
+/// stream, trimmed. ARGV: "instance\t" prefix, channel, presence payload
+/// prefix ("P" tag), room ttl ms. Publishes LEFT for each; the payload is
+/// built here from the entry. Returns the number removed.
 pub const REAP_ROOM: &str = r#"
 local all = redis.call('HGETALL', KEYS[1])
 local n = 0
@@ -79,6 +109,10 @@ for i = 1, #all, 2 do
     redis.call('PUBLISH', ARGV[2], ARGV[3] .. key .. '\n' .. display)
     n = n + 1
   end
+end
+if n > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
 end
 return n
 "#;
