@@ -1,7 +1,7 @@
 //! Gateway configuration: one clap struct, every flag also an environment variable.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -115,11 +115,65 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
     pub max_connections_per_ip: u32,
 
-    /// Expect a PROXY protocol v2 header on every connection (set when behind
-    /// `chat-lb --send-proxy-v2`): logs and per-address limits then use the
-    /// real client address. Without it, a PROXY header is refused as garbage.
+    /// Expect a PROXY protocol v2 header on every connection from a peer in
+    /// --proxy-protocol-from (set when behind `chat-lb --send-proxy-v2`):
+    /// logs and per-address limits then use the real client address. Other
+    /// peers are served as themselves and closed if they send a PROXY
+    /// header. Without this flag, a PROXY header is refused as garbage.
     #[arg(long, env = "CHAT_PROXY_PROTOCOL")]
     pub proxy_protocol: bool,
+
+    /// Peers whose PROXY header is believed (CIDR or address; repeat the
+    /// flag or separate with commas). Only with --proxy-protocol.
+    #[arg(
+        long,
+        env = "CHAT_PROXY_PROTOCOL_FROM",
+        value_delimiter = ',',
+        default_values = LOOPBACK
+    )]
+    pub proxy_protocol_from: Vec<Cidr>,
+
+    /// Clients allowed to read /metrics (CIDR or address; repeat the flag
+    /// or separate with commas); others get 404. Behind chat-lb the real
+    /// client address counts.
+    #[arg(
+        long,
+        env = "CHAT_METRICS_ALLOW",
+        value_delimiter = ',',
+        default_values = LOOPBACK
+    )]
+    pub metrics_allow: Vec<Cidr>,
+
+    /// Milliseconds a client has to send a complete HTTP request head: from
+    /// the connection's start (PROXY header included) for the first request,
+    /// and for every later one; then the connection is closed.
+    #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Milliseconds an HTTP connection may stay open after its last response
+    /// without a new request (keep-alive idle timeout).
+    #[arg(long, env = "CHAT_KEEP_ALIVE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub keep_alive_timeout_ms: u64,
+
+    /// TCP connections open at once from one client address (an IPv6 /64),
+    /// WebSockets included; more are closed at accept, before HTTP
+    /// [default: --max-connections-per-ip + 64].
+    #[arg(long, env = "CHAT_MAX_SOCKETS_PER_IP")]
+    pub max_sockets_per_ip: Option<u32>,
+
+    /// New TCP connections a second from one client address (an IPv6 /64),
+    /// sustained (token bucket); more are closed at accept.
+    #[arg(long, env = "CHAT_CONNECTION_RATE_PER_IP", default_value_t = 100)]
+    pub connection_rate_per_ip: u32,
+
+    /// New TCP connections one client address may open in a burst.
+    #[arg(long, env = "CHAT_CONNECTION_BURST_PER_IP", default_value_t = 200)]
+    pub connection_burst_per_ip: u32,
+
+    /// `GET /api/rooms` requests a second from one client address (burst:
+    /// twice as many); more get 429.
+    #[arg(long, env = "CHAT_API_ROOMS_PER_SECOND", default_value_t = 5)]
+    pub api_rooms_per_second: u32,
 
     /// Directory of the built web client (index.html, app.js, ...).
     #[arg(long, env = "CHAT_WEB_ROOT", default_value = "web/dist")]
@@ -197,6 +251,21 @@ impl Config {
                 "--max-connections-per-ip",
                 u64::from(self.max_connections_per_ip),
             ),
+            ("--header-read-timeout-ms", self.header_read_timeout_ms),
+            ("--keep-alive-timeout-ms", self.keep_alive_timeout_ms),
+            ("--max-sockets-per-ip", u64::from(self.max_sockets_per_ip())),
+            (
+                "--connection-rate-per-ip",
+                u64::from(self.connection_rate_per_ip),
+            ),
+            (
+                "--connection-burst-per-ip",
+                u64::from(self.connection_burst_per_ip),
+            ),
+            (
+                "--api-rooms-per-second",
+                u64::from(self.api_rooms_per_second),
+            ),
             ("--ping-interval-secs", self.ping_interval_secs),
             ("--idle-timeout-secs", self.idle_timeout_secs),
             ("--drain-timeout-ms", self.drain_timeout_ms),
@@ -247,6 +316,91 @@ impl Config {
 
     pub fn hello_timeout(&self) -> Duration {
         Duration::from_millis(self.hello_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn keep_alive_timeout(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_timeout_ms)
+    }
+
+    /// `--max-sockets-per-ip`, or room for every WebSocket of one address
+    /// plus a few plain requests.
+    pub fn max_sockets_per_ip(&self) -> u32 {
+        self.max_sockets_per_ip
+            .unwrap_or(self.max_connections_per_ip.saturating_add(64))
+    }
+
+    /// Whether `peer` may send a PROXY header.
+    pub fn proxy_trusted(&self, peer: IpAddr) -> bool {
+        self.proxy_protocol_from
+            .iter()
+            .any(|net| net.contains(peer))
+    }
+
+    /// Whether `client` may read `/metrics`.
+    pub fn metrics_allowed(&self, client: IpAddr) -> bool {
+        self.metrics_allow.iter().any(|net| net.contains(client))
+    }
+}
+
+/// The default of the address lists: loopback only.
+const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+/// An address block, `10.0.0.0/8` or `2001:db8::/32`; a bare address is
+/// the block of that one address. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`,
+/// what a dual-stack listener reports for IPv4 clients) match IPv4 blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let raw = raw.trim();
+        let bad = || format!("{raw:?} is not an address or a CIDR block like 10.0.0.0/8");
+        let (addr, prefix) = match raw.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (raw, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -321,6 +475,63 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.contains("--max-frame-bytes"), "{err}");
+    }
+
+    #[test]
+    fn address_lists_default_to_loopback_and_take_blocks() {
+        let config = parse(&[]);
+        for ip in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+            let ip = ip.parse().unwrap();
+            assert!(config.proxy_trusted(ip), "{ip}");
+            assert!(config.metrics_allowed(ip), "{ip}");
+        }
+        for ip in ["10.0.0.1", "::2", "2001:db8::1"] {
+            let ip = ip.parse().unwrap();
+            assert!(!config.proxy_trusted(ip), "{ip}");
+            assert!(!config.metrics_allowed(ip), "{ip}");
+        }
+        // Repeated or comma-separated, and replacing the default.
+        let config = parse(&[
+            "--metrics-allow",
+            "10.1.0.0/16,192.0.2.7",
+            "--metrics-allow",
+            "2001:db8::/32",
+        ]);
+        let allowed = |ip: &str| config.metrics_allowed(ip.parse().unwrap());
+        assert!(allowed("10.1.200.3") && allowed("192.0.2.7") && allowed("2001:db8:5::1"));
+        assert!(!allowed("10.2.0.1") && !allowed("192.0.2.8") && !allowed("127.0.0.1"));
+        assert!(allowed("::ffff:10.1.0.9"));
+        assert!("0.0.0.0/0"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "host",
+            "10.0.0.0/-1",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_socket_cap_follows_the_websocket_cap_unless_set() {
+        assert_eq!(parse(&[]).max_sockets_per_ip(), 1024 + 64);
+        assert_eq!(
+            parse(&["--max-connections-per-ip", "2"]).max_sockets_per_ip(),
+            66
+        );
+        assert_eq!(
+            parse(&["--max-sockets-per-ip", "5"]).max_sockets_per_ip(),
+            5
+        );
+        let err = parse(&["--max-sockets-per-ip", "0"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("--max-sockets-per-ip"), "{err}");
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! HTTP routes: the web client, the WebSocket upgrade, health, metrics, room list.
+//! HTTP routes: the web client, the WebSocket upgrade, health, metrics, room
+//! list; the security headers every response carries.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::path::{Component, Path};
-use std::sync::atomic::Ordering::Relaxed;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -12,25 +15,39 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::state::{IpSlot, Shared};
+use crate::state::{IpSlot, Shared, SocketSlot};
+
+/// The Content-Security-Policy of every response: scripts, styles, images
+/// and connections (the WebSocket included) from this origin only, and no
+/// framing.
+const CSP: &str = "default-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+
+/// How often, at most, `/api/rooms` asks the bridge.
+const ROOMS_REFRESH: Duration = Duration::from_secs(1);
+
+/// Rooms `/api/rooms` lists at most (the busiest).
+pub const MAX_LISTED_ROOMS: usize = 50;
 
 pub type Body = Full<Bytes>;
 
-/// Routes one request.
+/// Routes one request from `client` (the real address behind a PROXY
+/// header). `socket` is the connection's slot, kept by a WebSocket for its life.
 pub async fn serve(
     req: Request<Incoming>,
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    client: SocketAddr,
+    socket: Arc<SocketSlot>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let response = match (req.method(), path.as_str()) {
-        (&Method::GET, "/ws") => upgrade(req, shared, peer),
+        (&Method::GET, "/ws") => upgrade(req, shared, client, socket),
         (&Method::GET, "/healthz") => health(&shared),
-        (&Method::GET, "/metrics") => text(
+        (&Method::GET, "/metrics") if shared.config.metrics_allowed(client.ip()) => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics.render(
@@ -39,7 +56,23 @@ pub async fn serve(
                 shared.is_draining(),
             ),
         ),
-        (&Method::GET, "/api/rooms") => rooms(&shared).await,
+        (&Method::GET, "/metrics") => {
+            // The same answer as for a path that does not exist.
+            shared.metrics.metrics_refused.fetch_add(1, Relaxed);
+            not_found()
+        }
+        (&Method::GET, "/api/rooms") => rooms(&shared, client.ip()).await,
+        // The page asks for no icon (its CSP would refuse a data: URL):
+        // an empty answer keeps browsers from asking again.
+        (&Method::GET | &Method::HEAD, "/favicon.ico") => {
+            let mut response = Response::new(Body::default());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=86400"),
+            );
+            response
+        }
         (&Method::GET | &Method::HEAD, _) => static_file(&shared.config.web_root, &path).await,
         _ => text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -47,7 +80,31 @@ pub async fn serve(
             "method not allowed\n".into(),
         ),
     };
-    Ok(response)
+    Ok(with_security_headers(response))
+}
+
+/// What every response carries, whatever route or error produced it.
+fn with_security_headers(mut response: Response<Body>) -> Response<Body> {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    // For browsers that predate `frame-ancestors`.
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into())
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -85,34 +142,148 @@ struct RoomEntry {
     members: u32,
 }
 
-async fn rooms(shared: &Shared) -> Response<Body> {
-    match shared.bridge.rooms().await {
-        Ok(rooms) => {
-            let body = RoomsBody {
-                rooms: rooms
-                    .into_iter()
-                    .map(|r| RoomEntry {
-                        name: r.name,
-                        members: r.member_count,
-                    })
-                    .collect(),
-            };
-            text(
-                StatusCode::OK,
-                "application/json",
-                serde_json::to_string(&body).unwrap_or_default(),
-            )
-        }
-        Err(e) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
+/// `/api/rooms`: the snapshot, to addresses within their rate.
+async fn rooms(shared: &Shared, client: IpAddr) -> Response<Body> {
+    if !shared.per_ip.allow_rooms_api(&shared.config, client) {
+        shared.metrics.rooms_api_limited.fetch_add(1, Relaxed);
+        let mut response = text(
+            StatusCode::TOO_MANY_REQUESTS,
             "application/json",
-            serde_json::json!({ "error": e.to_string() }).to_string(),
-        ),
+            r#"{"error":"rate limited"}"#.into(),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    let snapshot = shared.per_ip.rooms.get(shared).await;
+    let mut response = Response::new(Full::new(snapshot.body.clone()));
+    *response.status_mut() = snapshot.status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The `/api/rooms` answer, rebuilt from the bridge at most once a second
+/// however many ask: while it is fresh, or while another request rebuilds
+/// it, everyone gets the snapshot as it is.
+pub struct RoomsCache {
+    /// The last answer; `None` until the first rebuild ends.
+    snapshot: watch::Sender<Option<Arc<RoomsSnapshot>>>,
+    /// Set while one request rebuilds it.
+    refreshing: AtomicBool,
+}
+
+/// One answer of `/api/rooms`.
+pub struct RoomsSnapshot {
+    /// When its rebuild started: it is fresh for a second from then.
+    started: Instant,
+    status: StatusCode,
+    body: Bytes,
+}
+
+impl Default for RoomsCache {
+    fn default() -> Self {
+        Self {
+            snapshot: watch::Sender::new(None),
+            refreshing: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Clears `refreshing` however the rebuild ends (a client that hangs up
+/// drops the request's future half-way).
+struct Rebuilding<'a>(&'a AtomicBool);
+
+impl Drop for Rebuilding<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Release);
+    }
+}
+
+impl RoomsCache {
+    async fn get(&self, shared: &Shared) -> Arc<RoomsSnapshot> {
+        loop {
+            let current = self.snapshot.borrow().clone();
+            if let Some(snapshot) = &current {
+                if snapshot.started.elapsed() < ROOMS_REFRESH {
+                    return snapshot.clone();
+                }
+            }
+            if self
+                .refreshing
+                .compare_exchange(false, true, AcqRel, Acquire)
+                .is_ok()
+            {
+                let _rebuilding = Rebuilding(&self.refreshing);
+                let fresh = Arc::new(RoomsSnapshot::build(shared).await);
+                self.snapshot.send_replace(Some(fresh.clone()));
+                return fresh;
+            }
+            if let Some(older) = current {
+                return older;
+            }
+            // The very first rebuild is under way: wait for it, and look
+            // again now and then in case its request was dropped.
+            let mut ready = self.snapshot.subscribe();
+            let _ =
+                tokio::time::timeout(Duration::from_millis(50), ready.wait_for(Option::is_some))
+                    .await;
+        }
+    }
+}
+
+impl RoomsSnapshot {
+    /// Asks the bridge once; keeps the busiest rooms. Errors are logged, not shown.
+    async fn build(shared: &Shared) -> Self {
+        let started = Instant::now();
+        shared.metrics.rooms_api_refreshes.fetch_add(1, Relaxed);
+        match shared.bridge.rooms().await {
+            Ok(mut rooms) => {
+                rooms.sort_by(|a, b| {
+                    b.member_count
+                        .cmp(&a.member_count)
+                        .then_with(|| a.name.cmp(&b.name))
+                });
+                rooms.truncate(MAX_LISTED_ROOMS);
+                let body = RoomsBody {
+                    rooms: rooms
+                        .into_iter()
+                        .map(|r| RoomEntry {
+                            name: r.name,
+                            members: r.member_count,
+                        })
+                        .collect(),
+                };
+                Self {
+                    started,
+                    status: StatusCode::OK,
+                    body: serde_json::to_vec(&body).unwrap_or_default().into(),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listing rooms for /api/rooms failed");
+                Self {
+                    started,
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    body: Bytes::from_static(br#"{"error":"unavailable"}"#),
+                }
+            }
+        }
     }
 }
 
 /// Answers the WebSocket handshake and hands the upgraded connection to a session.
-fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) -> Response<Body> {
+fn upgrade(
+    mut req: Request<Incoming>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    socket: Arc<SocketSlot>,
+) -> Response<Body> {
     if shared.is_draining() {
         shared.metrics.connections_refused.fetch_add(1, Relaxed);
         return text(
@@ -166,6 +337,7 @@ fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr) ->
                 .await;
                 crate::session::run(ws, shared, peer).await;
                 drop(ip_slot);
+                drop(socket);
             }
             Err(e) => tracing::debug!(%peer, error = %e, "websocket upgrade failed"),
         }
@@ -205,38 +377,56 @@ fn header_has_token(value: Option<&HeaderValue>, token: &str) -> bool {
     })
 }
 
+/// A file of the web root: no dotfiles, nothing a symlink leads to outside
+/// the root, nothing but regular files, and no path in any answer.
 async fn static_file(root: &Path, path: &str) -> Response<Body> {
     let relative = match path.trim_start_matches('/') {
         "" => "index.html",
         other => other,
     };
     let relative = Path::new(relative);
-    if !relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)))
-    {
-        return text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
+    if !is_plain_relative(relative) {
+        return not_found();
     }
-    let full = root.join(relative);
-    match tokio::fs::read(&full).await {
+    let Some(file) = resolve_in_root(root, relative).await else {
+        if relative == Path::new("index.html") {
+            tracing::warn!(web_root = %root.display(), "no index.html in the web root");
+            return text(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "web client not built: run `npm --prefix web ci && npm --prefix web run build`\n"
+                    .into(),
+            );
+        }
+        return not_found();
+    };
+    match tokio::fs::read(&file).await {
         Ok(bytes) => {
             let mut response = Response::new(Full::new(Bytes::from(bytes)));
-            let h = response.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&full)));
-            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-            h.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'"),
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type(relative)),
             );
             response
         }
-        Err(_) if relative == Path::new("index.html") => text(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            format!("web client not built: run `npm --prefix web ci && npm --prefix web run build` (looked in {})\n", root.display()),
-        ),
-        Err(_) => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        Err(_) => not_found(),
     }
+}
+
+/// Only plain names, none of them hidden (`.git`, `.env`, `..`).
+fn is_plain_relative(path: &Path) -> bool {
+    path.components()
+        .all(|c| matches!(c, Component::Normal(name) if !name.as_encoded_bytes().starts_with(b".")))
+}
+
+/// `root/relative` with every symlink resolved, if that is a regular file
+/// still inside the (resolved) root and not hidden there either.
+async fn resolve_in_root(root: &Path, relative: &Path) -> Option<PathBuf> {
+    let root = tokio::fs::canonicalize(root).await.ok()?;
+    let file = tokio::fs::canonicalize(root.join(relative)).await.ok()?;
+    let inside = file.strip_prefix(&root).ok()?;
+    let regular = tokio::fs::metadata(&file).await.ok()?.is_file();
+    (regular && is_plain_relative(inside)).then_some(file)
 }
 
 fn content_type(path: &Path) -> &'static str {

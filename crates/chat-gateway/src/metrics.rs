@@ -20,6 +20,27 @@ pub struct Metrics {
     pub messages_duplicate: AtomicU64,
     pub slow_consumers_dropped: AtomicU64,
     pub sessions_resumed: AtomicU64,
+    /// TCP connections open (accepted and admitted, WebSockets included).
+    pub tcp_open: AtomicI64,
+    /// Connections closed at accept: their address had `--max-sockets-per-ip` open.
+    pub refused_address_cap: AtomicU64,
+    /// Connections closed at accept: their address was over its connection rate.
+    pub refused_address_rate: AtomicU64,
+    /// Connections closed for a PROXY header from a peer not in `--proxy-protocol-from`.
+    pub refused_proxy_untrusted: AtomicU64,
+    /// Connections closed for a missing or malformed PROXY header from a trusted peer.
+    pub refused_proxy_invalid: AtomicU64,
+    /// Connections closed because a request head (or PROXY header) was not
+    /// complete within `--header-read-timeout-ms`.
+    pub header_timeouts: AtomicU64,
+    /// Idle HTTP connections closed after `--keep-alive-timeout-ms`.
+    pub keepalive_closed: AtomicU64,
+    /// `/metrics` requests from addresses outside `--metrics-allow` (answered 404).
+    pub metrics_refused: AtomicU64,
+    /// `/api/rooms` requests over their address's rate (answered 429).
+    pub rooms_api_limited: AtomicU64,
+    /// Times the `/api/rooms` snapshot was rebuilt from the bridge.
+    pub rooms_api_refreshes: AtomicU64,
     errors: [AtomicU64; ERROR_CODES],
 }
 
@@ -94,6 +115,42 @@ impl Metrics {
             self.sessions_resumed.load(Relaxed).into(),
         );
         metric(
+            "chat_tcp_connections_open",
+            "gauge",
+            "TCP connections open (WebSockets included).",
+            self.tcp_open.load(Relaxed).into(),
+        );
+        metric(
+            "chat_http_header_timeouts_total",
+            "counter",
+            "Connections closed because a request head or PROXY header did not arrive in time.",
+            self.header_timeouts.load(Relaxed).into(),
+        );
+        metric(
+            "chat_http_keepalive_closed_total",
+            "counter",
+            "Idle keep-alive HTTP connections closed.",
+            self.keepalive_closed.load(Relaxed).into(),
+        );
+        metric(
+            "chat_metrics_refused_total",
+            "counter",
+            "/metrics requests from addresses not allowed (404).",
+            self.metrics_refused.load(Relaxed).into(),
+        );
+        metric(
+            "chat_api_rooms_limited_total",
+            "counter",
+            "/api/rooms requests over their address's rate (429).",
+            self.rooms_api_limited.load(Relaxed).into(),
+        );
+        metric(
+            "chat_api_rooms_refreshes_total",
+            "counter",
+            "Times the /api/rooms snapshot was rebuilt.",
+            self.rooms_api_refreshes.load(Relaxed).into(),
+        );
+        metric(
             "chat_bridge_up",
             "gauge",
             "1 when the cluster backend (Redis) is reachable.",
@@ -105,6 +162,19 @@ impl Metrics {
             "1 while the gateway drains.",
             i128::from(draining),
         );
+        let _ = writeln!(out, "# HELP chat_tcp_refused_total TCP connections closed before HTTP, by reason.\n# TYPE chat_tcp_refused_total counter");
+        for (reason, counter) in [
+            ("address_cap", &self.refused_address_cap),
+            ("address_rate", &self.refused_address_rate),
+            ("proxy_untrusted", &self.refused_proxy_untrusted),
+            ("proxy_invalid", &self.refused_proxy_invalid),
+        ] {
+            let _ = writeln!(
+                out,
+                "chat_tcp_refused_total{{reason=\"{reason}\"}} {}",
+                counter.load(Relaxed)
+            );
+        }
         let _ = writeln!(out, "# HELP chat_errors_total Error frames sent, by code.\n# TYPE chat_errors_total counter");
         for (index, counter) in self.errors.iter().enumerate().skip(1) {
             let Ok(code) = ErrorCode::try_from(index as i32) else {

@@ -1,10 +1,13 @@
 //! PROXY protocol v2 (binary) header, read before HTTP when `--proxy-protocol`
-//! is set, so that logs and per-address limits see the real client address
-//! behind chat-lb. Without the flag a PROXY header is just garbage to hyper.
+//! is set and the peer is in `--proxy-protocol-from`, so that logs and
+//! per-address limits see the real client address behind chat-lb. Other
+//! peers must not send one. Without the flag a PROXY header is just garbage
+//! to hyper.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::net::TcpStream;
 
 /// The 12-byte signature every v2 header starts with.
 pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -22,6 +25,15 @@ pub enum ProxyError {
     BadVersion(u8),
     #[error("PROXY header body of {0} bytes is too long or too short for its family")]
     BadLength(usize),
+}
+
+/// Whether `stream` starts like a PROXY v2 header: its first byte is the
+/// signature's CR, which no HTTP request starts with. Waits for that byte
+/// without consuming it; `false` if the peer closes first.
+pub async fn starts_like_header(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    Ok(n == 1 && first[0] == SIGNATURE[0])
 }
 
 /// Reads one v2 header from `stream`. Returns the client's address for a

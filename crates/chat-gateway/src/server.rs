@@ -1,28 +1,31 @@
-//! The accept loop and the drain.
+//! The accept loop and the drain. Before any HTTP: a connection's address
+//! (the real one behind a trusted PROXY header) must be within its socket
+//! cap and connection rate, and every HTTP connection lives under deadlines
+//! (request head, keep-alive idle), so idle sockets cannot pile up.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chat_proto::v1::{server_frame, Reconnect};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::conn::close_code;
 use crate::hub::encode_push;
 use crate::proxy;
-use crate::state::Shared;
-
-/// How long a connection may take to send its PROXY header.
-const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::state::{Refusal, Shared, SocketSlot};
 
 /// Accepts connections until a drain starts, then drains and returns.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    // Room for every WebSocket plus some plain HTTP requests (health, metrics).
+    // Sockets before they become WebSockets (which do not hold a permit):
+    // room for every WebSocket's handshake plus some plain HTTP requests.
     let permits = Arc::new(Semaphore::new(shared.config.max_connections as usize + 256));
     let accept = accept_loop(listener, shared.clone(), permits);
     tokio::pin!(accept);
@@ -60,43 +63,258 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, permits: Arc<Se
                 continue;
             }
         };
+        let accepted = Instant::now();
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut stream = stream;
-            let peer = if shared.config.proxy_protocol {
-                let header =
-                    tokio::time::timeout(PROXY_HEADER_TIMEOUT, proxy::read_header(&mut stream))
-                        .await;
-                match header {
-                    Ok(Ok(Some(client))) => client,
-                    // LOCAL (the balancer's own health check): the peer is the balancer.
-                    Ok(Ok(None)) => peer,
+        // A peer that cannot speak for anyone else is checked here, before
+        // a task or a buffer exists for it; a trusted proxy's connection
+        // once its header names the client.
+        let proxied = shared.config.proxy_protocol && shared.config.proxy_trusted(peer.ip());
+        let slot = if proxied {
+            None
+        } else {
+            match shared.per_ip.admit(&shared, peer.ip()) {
+                Ok(slot) => Some(slot),
+                Err(refusal) => {
+                    refused(&shared, peer, refusal);
+                    continue;
+                }
+            }
+        };
+        tokio::spawn(connection(
+            stream,
+            peer,
+            accepted,
+            slot,
+            shared.clone(),
+            permit,
+        ));
+    }
+}
+
+fn refused(shared: &Shared, client: SocketAddr, refusal: Refusal) {
+    let counter = match refusal {
+        Refusal::AddressCap => &shared.metrics.refused_address_cap,
+        Refusal::AddressRate => &shared.metrics.refused_address_rate,
+    };
+    counter.fetch_add(1, Relaxed);
+    tracing::debug!(%client, ?refusal, "connection closed at accept");
+}
+
+/// One accepted connection: its PROXY header (if any), then HTTP. `slot`
+/// is already taken for a peer that speaks for itself.
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
+    slot: Option<SocketSlot>,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+) {
+    let metrics = &shared.metrics;
+    // The PROXY header and the first request head share one deadline.
+    let deadline = accepted + shared.config.header_read_timeout();
+    let (client, slot) = match slot {
+        Some(slot) => {
+            if shared.config.proxy_protocol {
+                match tokio::time::timeout_at(deadline, proxy::starts_like_header(&stream)).await {
+                    Ok(Ok(false)) => {}
+                    Ok(Ok(true)) => {
+                        metrics.refused_proxy_untrusted.fetch_add(1, Relaxed);
+                        tracing::debug!(%peer, "closed: a PROXY header from a peer not in --proxy-protocol-from");
+                        return;
+                    }
                     Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "refused a connection without a valid PROXY header");
+                        tracing::debug!(%peer, error = %e, "connection failed before HTTP");
                         return;
                     }
                     Err(_) => {
-                        tracing::debug!(%peer, "no PROXY header in time");
+                        metrics.header_timeouts.fetch_add(1, Relaxed);
+                        tracing::debug!(%peer, "closed: nothing sent in time");
                         return;
                     }
                 }
-            } else {
-                peer
-            };
-            let service = service_fn(move |req| crate::http::serve(req, shared.clone(), peer));
-            let conn = hyper::server::conn::http1::Builder::new()
-                // A client that sends its request and then shuts its write side
-                // still gets the answer.
-                .half_close(true)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
             }
-            drop(permit);
-        });
+            (peer, slot)
+        }
+        None => {
+            let client = match tokio::time::timeout_at(deadline, proxy::read_header(&mut stream))
+                .await
+            {
+                Ok(Ok(Some(client))) => client,
+                // LOCAL (the balancer's own health check): the peer is the balancer.
+                Ok(Ok(None)) => peer,
+                Ok(Err(e)) => {
+                    metrics.refused_proxy_invalid.fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, error = %e, "refused a connection without a valid PROXY header");
+                    return;
+                }
+                Err(_) => {
+                    metrics.header_timeouts.fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, "no PROXY header in time");
+                    return;
+                }
+            };
+            match shared.per_ip.admit(&shared, client.ip()) {
+                Ok(slot) => (client, slot),
+                Err(refusal) => {
+                    refused(&shared, client, refusal);
+                    return;
+                }
+            }
+        }
+    };
+    serve_http(stream, client, slot, &shared, deadline).await;
+    drop(permit);
+}
+
+/// Serves HTTP on one connection until it ends or is upgraded, under three
+/// deadlines: the first request head by `first_request` (hyper's header
+/// timer bounds every later head too), `--keep-alive-timeout-ms` of
+/// idleness after a response, and one more header timeout for a
+/// connection told to close to finish its last response.
+async fn serve_http(
+    stream: TcpStream,
+    client: SocketAddr,
+    slot: SocketSlot,
+    shared: &Arc<Shared>,
+    first_request: Instant,
+) {
+    let slot = Arc::new(slot);
+    let activity = Arc::new(Activity::default());
+    let service = {
+        let (shared, activity) = (shared.clone(), activity.clone());
+        service_fn(move |req| {
+            let busy = activity.begin();
+            let (shared, slot) = (shared.clone(), slot.clone());
+            async move {
+                let response = crate::http::serve(req, shared, client, slot).await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_read_timeout())
+        // A client that sends its request and then shuts its write side
+        // still gets the answer.
+        .half_close(true)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let metrics = &shared.metrics;
+    let keep_alive = shared.config.keep_alive_timeout();
+    let mut closing_since = None;
+    loop {
+        let due = match closing_since {
+            Some(since) => Some((Due::Close, since + shared.config.header_read_timeout())),
+            None => activity.due(first_request, keep_alive),
+        };
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    if e.is_timeout() {
+                        metrics.header_timeouts.fetch_add(1, Relaxed);
+                    }
+                    tracing::debug!(%client, error = %e, "http connection ended with an error");
+                }
+                return;
+            }
+            _ = activity.changed.notified() => {}
+            _ = tokio::time::sleep_until(due.map_or_else(Instant::now, |(_, at)| at)), if due.is_some() => {
+                // Look again: a request may have begun meanwhile.
+                let now = Instant::now();
+                let current = match closing_since {
+                    Some(_) => due,
+                    None => activity.due(first_request, keep_alive),
+                };
+                match current {
+                    Some((Due::FirstRequest, at)) if at <= now => {
+                        metrics.header_timeouts.fetch_add(1, Relaxed);
+                        tracing::debug!(%client, "closed: no request head in time");
+                        return;
+                    }
+                    Some((Due::KeepAlive, at)) if at <= now => {
+                        metrics.keepalive_closed.fetch_add(1, Relaxed);
+                        // Closes an idle connection at once, or after the
+                        // response being written.
+                        conn.as_mut().graceful_shutdown();
+                        closing_since = Some(now);
+                    }
+                    Some((Due::Close, at)) if at <= now => {
+                        tracing::debug!(%client, "closed: its last response was not read in time");
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// What comes due on an HTTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// No request head yet.
+    FirstRequest,
+    /// Idle after a response.
+    KeepAlive,
+    /// Told to close, still writing.
+    Close,
+}
+
+/// A connection's requests, as its service sees them.
+#[derive(Default)]
+struct Activity {
+    /// Plain mutex: a few fields set or read, no await.
+    state: Mutex<ActivityState>,
+    /// Woken when a request begins or ends.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct ActivityState {
+    requests: u64,
+    in_flight: u32,
+    last_done: Option<Instant>,
+}
+
+/// One request being answered; its end is noted on drop.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        {
+            let mut state = self.state.lock();
+            state.requests += 1;
+            state.in_flight += 1;
+        }
+        self.changed.notify_one();
+        Busy(self.clone())
+    }
+
+    /// The next deadline: none while a request is being answered.
+    fn due(&self, first_request: Instant, keep_alive: Duration) -> Option<(Due, Instant)> {
+        let state = self.state.lock();
+        if state.requests == 0 {
+            Some((Due::FirstRequest, first_request))
+        } else if state.in_flight > 0 {
+            None
+        } else {
+            state.last_done.map(|at| (Due::KeepAlive, at + keep_alive))
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        {
+            let mut state = self.0.state.lock();
+            state.in_flight -= 1;
+            state.last_done = Some(Instant::now());
+        }
+        self.0.changed.notify_one();
     }
 }
 

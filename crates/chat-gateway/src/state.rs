@@ -1,10 +1,10 @@
 //! State shared by every connection of one gateway.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chat_bridge::Bridge;
 use chat_proto::v1::Limits;
@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::conn::ConnHandle;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::ratelimit::TokenBucket;
 
 /// Everything a connection needs from its gateway.
 pub struct Shared {
@@ -32,9 +33,10 @@ pub struct Shared {
     /// remove, or to copy the handles out, never across an await.
     pub conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
     pub next_conn: AtomicU64,
-    /// Open WebSocket connections per client address (the real one behind
-    /// a PROXY header). Plain mutex: an increment or a decrement, no await.
-    pub per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// The edge's state: per client address (the real one behind a PROXY
+    /// header; an IPv6 /64) its open sockets and WebSockets and its rates,
+    /// and the `/api/rooms` snapshot.
+    pub per_ip: Edge,
     /// Set once draining starts: health 503, upgrades refused.
     pub draining: AtomicBool,
     /// Cancelled to start a drain (SIGTERM, or an operator's request).
@@ -76,36 +78,236 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// A client address as the per-address limits see it: an IPv4 address, or
+/// the /64 of an IPv6 address (one subscriber usually holds a whole /64, so
+/// keying on the exact address would give each one 2^64 budgets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddrKey {
+    V4(Ipv4Addr),
+    V6Net64(u64),
+}
+
+impl AddrKey {
+    pub fn of(ip: IpAddr) -> Self {
+        // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Self::V4(v4),
+            IpAddr::V6(v6) => Self::V6Net64((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+/// Why a new connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its address already has `--max-sockets-per-ip` open.
+    AddressCap,
+    /// Its address opened connections faster than `--connection-rate-per-ip`.
+    AddressRate,
+}
+
+/// The HTTP edge's shared state: one entry per client address, and the
+/// `/api/rooms` snapshot.
+#[derive(Default)]
+pub struct Edge {
+    /// Plain mutex: held to look up and update one entry (or, rarely, to
+    /// sweep idle ones), never across an await.
+    table: Mutex<AddrTable>,
+    /// The room list served by `/api/rooms`.
+    pub rooms: crate::http::RoomsCache,
+}
+
+#[derive(Default)]
+struct AddrTable {
+    entries: HashMap<AddrKey, AddrEntry>,
+    /// Entries are swept when there are this many (doubling with the live
+    /// ones), so an address that left costs nothing for long.
+    sweep_at: usize,
+}
+
+/// What the edge knows about one client address.
+struct AddrEntry {
+    /// TCP connections open (WebSockets included): `--max-sockets-per-ip`.
+    sockets: u32,
+    /// WebSockets open: `--max-connections-per-ip`.
+    websockets: u32,
+    /// New connections: `--connection-rate-per-ip` / `--connection-burst-per-ip`.
+    connects: TokenBucket,
+    /// `/api/rooms` requests, made on the first one.
+    rooms_api: Option<TokenBucket>,
+    /// When every bucket here is full again at the latest; from then on an
+    /// entry without connections is the same as no entry and can go.
+    settled_at: Instant,
+}
+
+impl AddrEntry {
+    fn new(config: &Config, now: Instant) -> Self {
+        Self {
+            sockets: 0,
+            websockets: 0,
+            connects: TokenBucket::new(
+                config.connection_rate_per_ip,
+                config.connection_burst_per_ip,
+            ),
+            rooms_api: None,
+            settled_at: now,
+        }
+    }
+
+    /// Takes a token from `bucket`, noting when it will be full again.
+    fn take(
+        bucket: &mut TokenBucket,
+        settled_at: &mut Instant,
+        rate: u32,
+        burst: u32,
+        now: Instant,
+    ) -> bool {
+        let refill = Duration::from_secs_f64(f64::from(burst) / f64::from(rate.max(1)));
+        *settled_at = (*settled_at).max(now + refill);
+        bucket.try_take()
+    }
+
+    fn is_idle(&self, now: Instant) -> bool {
+        self.sockets == 0 && self.websockets == 0 && now >= self.settled_at
+    }
+}
+
+impl AddrTable {
+    fn entry(&mut self, key: AddrKey, config: &Config) -> &mut AddrEntry {
+        let now = Instant::now();
+        if self.entries.len() >= self.sweep_at {
+            self.entries.retain(|_, e| !e.is_idle(now));
+            self.sweep_at = (self.entries.len() * 2).max(1024);
+        }
+        self.entries
+            .entry(key)
+            .or_insert_with(|| AddrEntry::new(config, now))
+    }
+
+    /// Drops the entry of `key` if it no longer holds anything.
+    fn release(&mut self, key: AddrKey) {
+        if self
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.is_idle(Instant::now()))
+        {
+            self.entries.remove(&key);
+        }
+    }
+}
+
+impl Edge {
+    /// Admits a new TCP connection from `ip`, or says why not: one token of
+    /// its address's connection rate, then one of its socket slots.
+    pub fn admit(&self, shared: &Arc<Shared>, ip: IpAddr) -> Result<SocketSlot, Refusal> {
+        let config = &shared.config;
+        let key = AddrKey::of(ip);
+        let mut table = self.table.lock();
+        let entry = table.entry(key, config);
+        let now = Instant::now();
+        if !AddrEntry::take(
+            &mut entry.connects,
+            &mut entry.settled_at,
+            config.connection_rate_per_ip,
+            config.connection_burst_per_ip,
+            now,
+        ) {
+            return Err(Refusal::AddressRate);
+        }
+        if entry.sockets >= config.max_sockets_per_ip() {
+            return Err(Refusal::AddressCap);
+        }
+        entry.sockets += 1;
+        shared.metrics.tcp_open.fetch_add(1, Relaxed);
+        Ok(SocketSlot {
+            shared: shared.clone(),
+            key,
+        })
+    }
+
+    /// Whether `ip` may make one more `/api/rooms` request now.
+    pub fn allow_rooms_api(&self, config: &Config, ip: IpAddr) -> bool {
+        let key = AddrKey::of(ip);
+        let rate = config.api_rooms_per_second;
+        let burst = rate.saturating_mul(2);
+        let mut table = self.table.lock();
+        let entry = table.entry(key, config);
+        let bucket = entry
+            .rooms_api
+            .get_or_insert_with(|| TokenBucket::new(rate, burst));
+        let allowed = AddrEntry::take(bucket, &mut entry.settled_at, rate, burst, Instant::now());
+        table.release(key);
+        allowed
+    }
+}
+
+/// One open TCP connection counted against its client address, from accept
+/// (after the PROXY header) until the socket closes, WebSocket included:
+/// shared by the HTTP connection and the session it may become.
+pub struct SocketSlot {
+    shared: Arc<Shared>,
+    key: AddrKey,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.shared.metrics.tcp_open.fetch_sub(1, Relaxed);
+        let mut table = self.shared.per_ip.table.lock();
+        if let Some(entry) = table.entries.get_mut(&self.key) {
+            entry.sockets -= 1;
+        }
+        table.release(self.key);
+    }
+}
+
 /// One open WebSocket counted against its client address; uncounted on drop.
 pub struct IpSlot {
     shared: Arc<Shared>,
-    ip: IpAddr,
+    key: AddrKey,
 }
 
 impl IpSlot {
-    /// Takes a slot for `ip`, or `None` when it already has `--max-connections-per-ip`.
+    /// Takes a slot for `ip`, or `None` when its address already has
+    /// `--max-connections-per-ip`.
     pub fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
-        let mut per_ip = shared.per_ip.lock();
-        let open = per_ip.entry(ip).or_insert(0);
-        if *open >= shared.config.max_connections_per_ip {
+        let key = AddrKey::of(ip);
+        let mut table = shared.per_ip.table.lock();
+        let entry = table.entry(key, &shared.config);
+        if entry.websockets >= shared.config.max_connections_per_ip {
+            table.release(key);
             return None;
         }
-        *open += 1;
+        entry.websockets += 1;
         Some(Self {
             shared: shared.clone(),
-            ip,
+            key,
         })
     }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut per_ip = self.shared.per_ip.lock();
-        if let Some(open) = per_ip.get_mut(&self.ip) {
-            *open -= 1;
-            if *open == 0 {
-                per_ip.remove(&self.ip);
-            }
+        let mut table = self.shared.per_ip.table.lock();
+        if let Some(entry) = table.entries.get_mut(&self.key) {
+            entry.websockets -= 1;
         }
+        table.release(self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_share_their_64_and_mapped_ipv4_is_ipv4() {
+        let key = |s: &str| AddrKey::of(s.parse().unwrap());
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
     }
 }
