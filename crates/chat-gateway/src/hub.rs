@@ -7,12 +7,20 @@
 //! await, and fan-out for a room happens in the room's delivery order because
 //! the bridge delivers one room's events sequentially.
 //!
+//! Presence is coalesced ([`PresenceGate`]): however fast one user joins and
+//! leaves a room, the members here get at most [`PRESENCE_PER_SECOND`]
+//! changes about that user in that room per second, and the last one they
+//! get always matches the truth.
+//!
 //! Operator commands arriving through the bridge are not room events: they
 //! are passed on to the gateway's control task (`control.rs`), which can see
 //! every connection.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chat_bridge::{BridgeEvent, ControlCommand, EventSink, PresenceKind};
 use chat_proto::v1::{presence_change, server_frame, PresenceChange, ServerFrame, TypingNotice};
@@ -24,9 +32,20 @@ use crate::conn::ConnHandle;
 use crate::metrics::Metrics;
 use crate::wire::Frame;
 
+/// Presence changes about one user in one room that members get per second.
+pub const PRESENCE_PER_SECOND: usize = 2;
+const PRESENCE_WINDOW: Duration = Duration::from_secs(1);
+/// Gates kept before idle ones are swept.
+const GATES_BEFORE_SWEEP: usize = 1024;
+
 /// Local rooms of one gateway.
 pub struct Hub {
     rooms: RwLock<HashMap<String, Arc<Mutex<Vec<Slot>>>>>,
+    /// (room, user key) -> its presence gate. Held while a change is fanned
+    /// out, so the changes about one user in one room go out in order.
+    presence: Mutex<HashMap<(String, String), PresenceGate>>,
+    /// This hub, for the tasks that release held presence changes.
+    me: Weak<Hub>,
     metrics: Arc<Metrics>,
     /// To the control task. Unbounded because `deliver` must not block or
     /// await, and operator commands are rare enough not to pile up.
@@ -63,13 +82,131 @@ pub fn encode_push(kind: server_frame::Kind) -> Frame {
     })
 }
 
+/// The presence changes about one user in one room that went out lately,
+/// and the newest one held back.
+#[derive(Debug, Default)]
+pub struct PresenceGate {
+    /// When the last changes went out, oldest first (at most `PRESENCE_PER_SECOND`).
+    sent: Vec<Instant>,
+    /// The last change that went out.
+    last_sent: Option<PresenceKind>,
+    /// The newest change not sent yet, and whether a release is scheduled.
+    held: Option<(String, PresenceKind)>,
+}
+
+/// What to do with a presence change.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gated {
+    /// Send it now.
+    Send,
+    /// Held; release it at this instant (a release is now scheduled).
+    HoldUntil(Instant),
+    /// Held; a release is already scheduled.
+    Held,
+}
+
+impl PresenceGate {
+    fn room_in_window(&mut self, now: Instant) -> bool {
+        self.sent
+            .retain(|at| now.duration_since(*at) < PRESENCE_WINDOW);
+        self.sent.len() < PRESENCE_PER_SECOND
+    }
+
+    fn record(&mut self, now: Instant, kind: PresenceKind) {
+        self.sent.push(now);
+        self.last_sent = Some(kind);
+    }
+
+    /// A new change about the user.
+    pub fn offer(&mut self, now: Instant, username: String, kind: PresenceKind) -> Gated {
+        if self.held.is_some() {
+            self.held = Some((username, kind));
+            return Gated::Held;
+        }
+        if self.room_in_window(now) {
+            self.record(now, kind);
+            return Gated::Send;
+        }
+        self.held = Some((username, kind));
+        Gated::HoldUntil(self.sent[0] + PRESENCE_WINDOW)
+    }
+
+    /// The held change to send now, if it changes what members last got
+    /// (a join and a leave held back cancel out).
+    pub fn release(&mut self, now: Instant) -> Option<(String, PresenceKind)> {
+        let (username, kind) = self.held.take()?;
+        if self.last_sent == Some(kind) {
+            return None;
+        }
+        self.room_in_window(now);
+        self.record(now, kind);
+        Some((username, kind))
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        self.held.is_none()
+            && self
+                .sent
+                .last()
+                .is_none_or(|at| now.duration_since(*at) >= PRESENCE_WINDOW)
+    }
+}
+
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, control: mpsc::Sender<ControlCommand>) -> Self {
-        Self {
+    pub fn new(metrics: Arc<Metrics>, control: mpsc::Sender<ControlCommand>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             rooms: RwLock::new(HashMap::new()),
+            presence: Mutex::new(HashMap::new()),
+            me: me.clone(),
             metrics,
             control,
+        })
+    }
+
+    /// Passes a presence change through its gate (see [`PresenceGate`]).
+    fn presence(&self, room: String, key: String, username: String, kind: PresenceKind) {
+        let now = Instant::now();
+        let mut gates = self.presence.lock();
+        if gates.len() >= GATES_BEFORE_SWEEP {
+            gates.retain(|_, gate| !gate.idle(now));
         }
+        let gate = gates.entry((room.clone(), key.clone())).or_default();
+        match gate.offer(now, username.clone(), kind) {
+            Gated::Send => self.fan_out_presence(&room, &key, username, kind),
+            Gated::Held => {}
+            Gated::HoldUntil(at) => {
+                let me = self.me.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    if let Some(hub) = me.upgrade() {
+                        hub.release_presence(room, key);
+                    }
+                });
+            }
+        }
+    }
+
+    fn release_presence(&self, room: String, key: String) {
+        let mut gates = self.presence.lock();
+        let Some(gate) = gates.get_mut(&(room.clone(), key.clone())) else {
+            return;
+        };
+        if let Some((username, kind)) = gate.release(Instant::now()) {
+            self.fan_out_presence(&room, &key, username, kind);
+        }
+    }
+
+    fn fan_out_presence(&self, room: &str, key: &str, username: String, kind: PresenceKind) {
+        let kind = match kind {
+            PresenceKind::Joined => presence_change::Kind::Joined,
+            PresenceKind::Left => presence_change::Kind::Left,
+        };
+        let frame = encode_push(server_frame::Kind::Presence(PresenceChange {
+            room: room.to_owned(),
+            username,
+            kind: kind as i32,
+        }));
+        self.fan_out(room, frame, None, Some(key));
     }
 
     fn room(&self, room: &str) -> Option<Arc<Mutex<Vec<Slot>>>> {
@@ -195,18 +332,7 @@ impl EventSink for Hub {
                 key,
                 username,
                 kind,
-            } => {
-                let kind = match kind {
-                    PresenceKind::Joined => presence_change::Kind::Joined,
-                    PresenceKind::Left => presence_change::Kind::Left,
-                };
-                let frame = encode_push(server_frame::Kind::Presence(PresenceChange {
-                    room: room.clone(),
-                    username,
-                    kind: kind as i32,
-                }));
-                self.fan_out(&room, frame, None, Some(&key));
-            }
+            } => self.presence(room, key, username, kind),
             BridgeEvent::Typing {
                 room,
                 key,
@@ -233,5 +359,50 @@ impl EventSink for Hub {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, ms: u64) -> Instant {
+        start + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn two_changes_a_second_go_out_and_the_rest_collapse_to_the_truth() {
+        use PresenceKind::{Joined, Left};
+        let t0 = Instant::now();
+        let mut gate = PresenceGate::default();
+        assert_eq!(gate.offer(at(t0, 0), "a".into(), Joined), Gated::Send);
+        assert_eq!(gate.offer(at(t0, 10), "a".into(), Left), Gated::Send);
+        assert_eq!(
+            gate.offer(at(t0, 20), "a".into(), Joined),
+            Gated::HoldUntil(at(t0, 1000))
+        );
+        for i in 0..1000 {
+            let kind = if i % 2 == 0 { Left } else { Joined };
+            assert_eq!(gate.offer(at(t0, 30), "a".into(), kind), Gated::Held);
+        }
+        // The flood ended on Joined: members last got Left, so they get Joined.
+        assert_eq!(gate.release(at(t0, 1000)), Some(("a".into(), Joined)));
+        // A flood that ends where members already are sends nothing.
+        // (Sent at 10 and 1000: the next one may go at 1010.)
+        assert_eq!(
+            gate.offer(at(t0, 1001), "a".into(), Left),
+            Gated::HoldUntil(at(t0, 1010))
+        );
+        assert_eq!(gate.release(at(t0, 1010)), Some(("a".into(), Left)));
+        assert_eq!(
+            gate.offer(at(t0, 1012), "a".into(), Joined),
+            Gated::HoldUntil(at(t0, 2000))
+        );
+        assert_eq!(gate.offer(at(t0, 1013), "a".into(), Left), Gated::Held);
+        assert_eq!(gate.release(at(t0, 2000)), None);
+        // Quiet again: changes go out at once.
+        assert_eq!(gate.offer(at(t0, 3100), "a".into(), Joined), Gated::Send);
+        assert!(!gate.idle(at(t0, 3200)));
+        assert!(gate.idle(at(t0, 4200)));
     }
 }

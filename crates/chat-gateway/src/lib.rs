@@ -56,7 +56,7 @@ pub async fn run(
     let address = config.advertise.clone().unwrap_or(bound.to_string());
     let metrics = Arc::new(metrics::Metrics::default());
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(256);
-    let hub = Arc::new(hub::Hub::new(metrics.clone(), control_tx));
+    let hub = hub::Hub::new(metrics.clone(), control_tx);
     let sink: Arc<dyn EventSink> = hub.clone();
     let bridge: Arc<dyn Bridge> = match &config.redis {
         None => Arc::new(

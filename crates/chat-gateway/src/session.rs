@@ -78,6 +78,13 @@ where
             shared.limits.message_burst,
         ),
         typing_bucket: TokenBucket::new(TYPING_PER_SECOND, TYPING_BURST),
+        room_ops_bucket: TokenBucket::new(
+            shared.config.room_ops_per_second,
+            shared.limits.max_rooms.saturating_mul(2),
+        ),
+        hello_deadline: Instant::now() + shared.config.hello_timeout(),
+        failed_hellos: 0,
+        policy_reason: None,
         shared: shared.clone(),
         conn: conn.clone(),
         session_id,
@@ -169,6 +176,15 @@ struct Session {
     inherited_until: Option<Instant>,
     send_bucket: TokenBucket,
     typing_bucket: TokenBucket,
+    /// Join, Leave and FetchHistory share this bucket.
+    room_ops_bucket: TokenBucket,
+    /// Without a Welcome by then, the connection is closed (1008).
+    hello_deadline: Instant,
+    /// Hellos refused so far (invalid or taken names).
+    failed_hellos: u32,
+    /// Why the session closed the connection with 1008, when it was not a
+    /// slow consumer (the close frame says so, and queued frames still go).
+    policy_reason: Option<&'static str>,
     /// Sends submitted to the bridge and not answered yet, oldest first.
     /// Answers go out in this order, and any other request waits until it
     /// is empty, so replies keep the order of the requests.
@@ -242,6 +258,9 @@ impl Session {
                         Some(Err(e)) => break End::Io(e),
                     }
                 }
+                () = until(self.member.is_none().then_some(self.hello_deadline)), if self.member.is_none() => {
+                    self.close_for_policy("no Hello in time");
+                }
                 () = until(self.inherited_until), if self.inherited_until.is_some() => {
                     self.settle().await;
                     self.leave_inherited().await;
@@ -267,13 +286,17 @@ impl Session {
             let _ = tokio::time::timeout(Duration::from_secs(2), self.settle()).await;
             // Flush what is already queued (an Error KICKED, a Reconnect) first,
             // but never wait long on a client that does not read.
+            let reason = self
+                .policy_reason
+                .filter(|_| code == close_code::POLICY)
+                .unwrap_or_else(|| close_reason(code));
             let frame = CloseFrame {
                 code: CloseCode::from(code),
-                reason: close_reason(code).into(),
+                reason: reason.into(),
             };
             // A slow consumer's queue is dropped; otherwise what is already
             // queued (an Error KICKED, a Reconnect) goes out before the close.
-            let flush_queue = code != close_code::POLICY;
+            let flush_queue = code != close_code::POLICY || self.policy_reason.is_some();
             let goodbye = async {
                 ws.flush().await?;
                 while rx.try_recv_many(&mut batch) > 0 {
@@ -387,6 +410,19 @@ impl Session {
                 "the first frame must be Hello",
             );
         }
+        let room_op = matches!(
+            kind,
+            client_frame::Kind::Join(_)
+                | client_frame::Kind::Leave(_)
+                | client_frame::Kind::FetchHistory(_)
+        );
+        if room_op && !self.room_ops_bucket.try_take() {
+            return self.error(
+                r,
+                ErrorCode::RateLimited,
+                "too many joins, leaves or history requests, slow down",
+            );
+        }
         match kind {
             client_frame::Kind::Hello(_) => unreachable!("handled above"),
             client_frame::Kind::Join(join) => self.join(r, join).await,
@@ -415,7 +451,7 @@ impl Session {
         let name = match normalize_username(&hello.username) {
             Ok(name) => name,
             Err(e) => {
-                return self.error(
+                return self.hello_refused(
                     r,
                     ErrorCode::InvalidUsername,
                     format!("invalid username: {e}"),
@@ -445,7 +481,7 @@ impl Session {
             match bridge.claim_username(&member, token.hash()).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    return self.error(
+                    return self.hello_refused(
                         r,
                         ErrorCode::UsernameTaken,
                         format!("the name {:?} is taken", member.username),
@@ -476,6 +512,24 @@ impl Session {
             }),
         );
         self.member = Some(member);
+    }
+
+    /// Answers a refused Hello; past `--max-failed-hellos` the connection
+    /// is closed (1008) after the answer.
+    fn hello_refused(&mut self, r: u64, code: ErrorCode, message: String) {
+        self.error(r, code, message);
+        self.failed_hellos += 1;
+        if self.failed_hellos > self.shared.config.max_failed_hellos {
+            self.close_for_policy("too many refused Hellos");
+        }
+    }
+
+    /// Closes the connection with 1008 for `reason`, after what is queued.
+    fn close_for_policy(&mut self, reason: &'static str) {
+        if self.conn.close(close_code::POLICY) {
+            self.policy_reason = Some(reason);
+            tracing::debug!(reason, "closing the connection (1008)");
+        }
     }
 
     fn member(&self) -> &Member {

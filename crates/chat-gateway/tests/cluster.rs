@@ -622,3 +622,150 @@ async fn an_undecodable_room_payload_is_recovered_from_the_stream() {
         .expect("connection");
     assert!(extra.is_none(), "nothing twice: {extra:?}");
 }
+
+/// Issue 14's attack, exactly: a room named `lobby}:dedupe:5:alice:z` and a
+/// Send with client_msg_id `z}:members` used to write into the room `lobby`'s
+/// keys (WRONGTYPE half-way through a batch: stored but never published, and
+/// other people's Sends refused). Names are encoded into keys now: every
+/// Send is acked and delivered live, and `lobby`'s keys keep their types.
+#[tokio::test]
+async fn no_room_name_or_message_id_can_reach_another_rooms_keys() {
+    use chat_proto::v1::{client_frame, Send};
+    let cluster = cluster(1).await;
+    let mut bob = member(&cluster, 0, "bob", "lobby").await;
+    let mut carol = member(&cluster, 0, "carol", "lobby").await;
+    bob.wait_for(presence_of).await.unwrap();
+    let forged_rooms = [
+        "lobby}:dedupe:5:alice:z",
+        "lobby}:stream",
+        "}lobby",
+        "{lobby}",
+    ];
+    let mut alice = cluster.gateway(0).client("alice").await.unwrap();
+    for room in forged_rooms {
+        alice.join(room).await.unwrap();
+    }
+    let rounds = 20;
+    let (mut alice_refs, mut bob_refs) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        for room in forged_rooms {
+            let send = Send {
+                room: room.to_owned(),
+                text: format!("poison {i}"),
+                client_msg_id: format!("z}}:members{i}"),
+            };
+            alice_refs.push(alice.start(client_frame::Kind::Send(send)).await.unwrap());
+        }
+        let send = Send {
+            room: "lobby".to_owned(),
+            text: format!("b{i}"),
+            client_msg_id: format!("k{i}"),
+        };
+        bob_refs.push(bob.start(client_frame::Kind::Send(send)).await.unwrap());
+    }
+    for (client, refs) in [(&mut alice, alice_refs), (&mut bob, bob_refs)] {
+        for r in refs {
+            let reply = client.wait_reply(r).await.unwrap();
+            assert!(
+                matches!(reply.kind, Some(server_frame::Kind::Ack(_))),
+                "every Send is acked: {reply:?}"
+            );
+        }
+    }
+    let got = collect(&mut carol, rounds).await;
+    let texts: Vec<String> = got.into_iter().map(|(_, text)| text).collect();
+    let expected: Vec<String> = (0..rounds).map(|i| format!("b{i}")).collect();
+    assert_eq!(texts, expected, "delivered live, in order");
+    use chat_test_support::RespValue;
+    for (key, kind) in [
+        ("chat:{lobby}:members", "hash"),
+        ("chat:{lobby}:stream", "stream"),
+    ] {
+        assert_eq!(
+            redis_cmd(&cluster, &["TYPE", key]).await,
+            RespValue::Simple(kind.to_owned()),
+            "{key}"
+        );
+    }
+}
+
+/// Random room names and message ids made of `{`, `}`, `:`, `*` and letters:
+/// every Send is acked and delivered live to another member.
+#[tokio::test]
+async fn random_names_made_of_key_syntax_are_all_delivered() {
+    let cluster = cluster(1).await;
+    let mut seed: u64 = std::env::var("CHAT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(chat_client::now_ms);
+    eprintln!("seed {seed} (set CHAT_TEST_SEED to replay)");
+    let mut next = move || {
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut x = seed;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    };
+    let alphabet = ['{', '}', ':', '*', 'a', 'b', 'z'];
+    let mut word = |max: u64| -> String {
+        let len = 1 + next() % max;
+        (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect()
+    };
+    let mut sender = cluster.gateway(0).client("sender").await.unwrap();
+    let mut listener = cluster.gateway(0).client("listener").await.unwrap();
+    for i in 0..20 {
+        let room = word(12);
+        let id = word(20);
+        listener.join(&room).await.unwrap();
+        sender.join(&room).await.unwrap();
+        let text = format!("m{i}");
+        let ack = sender
+            .send_with_id(&room, &text, &id)
+            .await
+            .unwrap_or_else(|e| panic!("room {room:?}, id {id:?}: {e}"));
+        let message = listener
+            .wait_for(|f| match &f.kind {
+                Some(server_frame::Kind::Message(m)) if m.room == room => Some(m.clone()),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!((message.id, message.text), (ack.id, text), "room {room:?}");
+        sender.leave(&room).await.unwrap();
+        listener.leave(&room).await.unwrap();
+    }
+}
+
+/// Rooms nobody is in expire `--room-ttl` after their last message; a room
+/// with members does not.
+#[tokio::test]
+async fn an_empty_room_expires_after_the_room_ttl() {
+    use chat_test_support::RespValue;
+    let args: Vec<&str> = FAST.iter().copied().chain(["--room-ttl", "2s"]).collect();
+    let cluster = Cluster::start(BIN, 1, BackendKind::Redis, &args)
+        .await
+        .unwrap();
+    let mut ann = member(&cluster, 0, "ann", "kept").await;
+    ann.send("kept", "still here").await.unwrap();
+    ann.join("gone").await.unwrap();
+    ann.send("gone", "soon gone").await.unwrap();
+    assert_eq!(
+        redis_cmd(&cluster, &["PTTL", "chat:{gone}:stream"]).await,
+        RespValue::Integer(-1),
+        "no expiry while someone is in the room"
+    );
+    ann.leave("gone").await.unwrap();
+    eventually(Duration::from_secs(10), || async {
+        redis_cmd(&cluster, &["EXISTS", "chat:{gone}:stream"]).await == RespValue::Integer(0)
+    })
+    .await;
+    let mut bob = cluster.gateway(0).client("bob").await.unwrap();
+    assert!(bob.join("gone").await.unwrap().history.is_empty());
+    assert_eq!(bob.join("kept").await.unwrap().history.len(), 1);
+    assert_eq!(
+        redis_cmd(&cluster, &["PTTL", "chat:{kept}:stream"]).await,
+        RespValue::Integer(-1)
+    );
+}

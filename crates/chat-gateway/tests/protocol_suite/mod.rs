@@ -13,6 +13,7 @@ pub mod drain;
 pub mod frames;
 pub mod hello;
 pub mod history;
+pub mod hostile;
 pub mod http;
 pub mod keepalive;
 pub mod resume;
@@ -94,6 +95,9 @@ macro_rules! instantiate {
             resume::a_token_takes_a_live_session_over_without_presence_flicker,
             resume::wrong_spent_and_foreign_tokens_are_ignored,
             resume::a_dropped_connection_keeps_its_place_for_its_token_for_a_while,
+            hostile::a_connection_without_hello_is_closed_at_the_deadline,
+            hostile::refused_hellos_are_capped,
+            hostile::a_join_leave_flood_is_limited_and_coalesced_for_the_others,
         );
     };
     (@cases $kind:expr; $($module:ident :: $case:ident),* $(,)?) => {
