@@ -18,20 +18,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::metrics::{self, Stats};
-use crate::pool::Pool;
+use crate::connection::Shared;
+use crate::metrics;
 
 /// A scraper that sends no complete request head within this time is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves admin requests until `stop` is cancelled; open admin connections are then aborted
 /// (they are short scrapes, nothing to drain).
-pub(crate) async fn serve(
-    listener: TcpListener,
-    pool: Arc<Pool>,
-    stats: Arc<Stats>,
-    stop: CancellationToken,
-) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -46,10 +41,10 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let (pool, stats) = (Arc::clone(&pool), Arc::clone(&stats));
+        let shared = Arc::clone(&shared);
         connections.spawn(async move {
             let service = service_fn(move |request| {
-                let response = respond(&request, &pool, &stats);
+                let response = respond(&request, &shared);
                 async move { Ok::<_, Infallible>(response) }
             });
             let result = http1::Builder::new()
@@ -64,7 +59,7 @@ pub(crate) async fn serve(
     }
 }
 
-fn respond(request: &Request<Incoming>, pool: &Pool, stats: &Stats) -> Response<Full<Bytes>> {
+fn respond(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let text = |status, body: String, content_type: &'static str| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
@@ -84,10 +79,10 @@ fn respond(request: &Request<Incoming>, pool: &Pool, stats: &Stats) -> Response<
     match request.uri().path() {
         "/metrics" => text(
             StatusCode::OK,
-            metrics::render(pool, stats),
+            metrics::render(&shared.pool, &shared.stats, &shared.sources),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
-        "/healthz" if stats.draining.load(Ordering::Relaxed) => {
+        "/healthz" if shared.stats.draining.load(Ordering::Relaxed) => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into(), PLAIN)
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into(), PLAIN),

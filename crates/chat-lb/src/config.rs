@@ -22,6 +22,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Close a connection after this long without bytes in either direction; `None` never does.
     pub idle_timeout: Option<Duration>,
+    /// A client that has sent nothing this long after it was accepted is closed. No backend
+    /// connection is opened before the client's first byte, so a silent client never costs a
+    /// backend anything.
+    pub client_first_byte_timeout: Duration,
+    /// Connection caps and rates per client source.
+    pub per_source: SourceLimits,
     /// After a shutdown request, how long established connections may keep relaying.
     pub drain_timeout: Duration,
     /// Write a PROXY protocol v2 header to the backend before relaying.
@@ -32,6 +38,39 @@ pub struct Config {
     /// Relay threads, each with its own event loop; a connection stays on one for its life.
     /// Defaults to one per core.
     pub threads: usize,
+}
+
+/// Limits per client source (an IPv4 address or an IPv6 /64), checked at accept; a zero turns
+/// a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceLimits {
+    /// Connections one source may hold at once (including ones still waiting for their
+    /// first byte); 0 means no cap.
+    pub max_connections: u32,
+    /// New connections a second one source may open, sustained; 0 means no rate limit.
+    pub rate: u32,
+    /// New connections one source may open at once before the rate applies (the bucket's size).
+    pub burst: u32,
+}
+
+impl Default for SourceLimits {
+    /// Generous: a whole office or carrier NAT behind one address can hold as many
+    /// connections as the gateway allows one address (1024) and reconnect all of them at
+    /// once after a gateway restart; a single host cannot hold more, nor open more than 200
+    /// a second for long.
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            rate: 200,
+            burst: 1024,
+        }
+    }
+}
+
+impl SourceLimits {
+    pub(crate) fn is_off(self) -> bool {
+        self.max_connections == 0 && self.rate == 0
+    }
 }
 
 /// Active health check settings.
@@ -67,6 +106,8 @@ impl Default for Config {
             health: HealthConfig::default(),
             max_connections: 100_000,
             idle_timeout: None,
+            client_first_byte_timeout: Duration::from_secs(5),
+            per_source: SourceLimits::default(),
             drain_timeout: Duration::from_secs(10),
             send_proxy_v2: false,
             buffer_size: 16 * 1024,
@@ -113,6 +154,7 @@ impl Config {
         positive("connect-timeout", self.connect_timeout)?;
         positive("health-interval", self.health.interval)?;
         positive("health-timeout", self.health.timeout)?;
+        positive("client-first-byte-timeout", self.client_first_byte_timeout)?;
         if let Some(idle) = self.idle_timeout {
             positive("idle-timeout", idle)?;
         }
@@ -129,6 +171,9 @@ impl Config {
         at_least_one("fall", self.health.fall.into())?;
         at_least_one("rise", self.health.rise.into())?;
         at_least_one("max-connections", self.max_connections as u64)?;
+        if self.per_source.rate != 0 {
+            at_least_one("conn-burst-per-source", self.per_source.burst.into())?;
+        }
         if !(512..=1 << 20).contains(&self.buffer_size) {
             return Err(ConfigError::Invalid {
                 field: "buffer-size",
@@ -203,6 +248,10 @@ pub struct FileConfig {
     pub rise: Option<u32>,
     pub max_connections: Option<usize>,
     pub idle_timeout: Option<String>,
+    pub client_first_byte_timeout: Option<String>,
+    pub max_conns_per_source: Option<u32>,
+    pub conn_rate_per_source: Option<u32>,
+    pub conn_burst_per_source: Option<u32>,
     pub drain_timeout: Option<String>,
     pub send_proxy_v2: Option<bool>,
     pub buffer_size: Option<usize>,
@@ -260,12 +309,22 @@ impl FileConfig {
         if let Some(value) = duration("idle-timeout", self.idle_timeout)? {
             config.idle_timeout = Some(value);
         }
+        if let Some(value) = duration("client-first-byte-timeout", self.client_first_byte_timeout)?
+        {
+            config.client_first_byte_timeout = value;
+        }
         if let Some(value) = duration("drain-timeout", self.drain_timeout)? {
             config.drain_timeout = value;
         }
         config.health.fall = self.fall.unwrap_or(config.health.fall);
         config.health.rise = self.rise.unwrap_or(config.health.rise);
         config.max_connections = self.max_connections.unwrap_or(config.max_connections);
+        let per_source = &mut config.per_source;
+        per_source.max_connections = self
+            .max_conns_per_source
+            .unwrap_or(per_source.max_connections);
+        per_source.rate = self.conn_rate_per_source.unwrap_or(per_source.rate);
+        per_source.burst = self.conn_burst_per_source.unwrap_or(per_source.burst);
         config.send_proxy_v2 = self.send_proxy_v2.unwrap_or(config.send_proxy_v2);
         config.buffer_size = self.buffer_size.unwrap_or(config.buffer_size);
         config.threads = self.threads.unwrap_or(config.threads);

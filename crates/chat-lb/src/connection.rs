@@ -1,7 +1,8 @@
-//! One client connection: choose a backend (with failover), optionally announce the client
-//! with a PROXY header, then relay until both sides are done.
+//! One client connection: wait for the client's first byte, choose a backend (with failover),
+//! optionally announce the client with a PROXY header, then relay until both sides are done.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::proxy_protocol;
 use crate::relay::{self, Meters, Outcome};
+use crate::sources::Sources;
 
 /// What every connection needs; shared by all of them.
 #[derive(Debug)]
@@ -32,11 +34,16 @@ pub(crate) struct Shared {
     /// The most bytes one relay read moves (see `relay::relay`).
     pub(crate) buffer_size: usize,
     pub(crate) idle_timeout: Option<Duration>,
+    /// How long an accepted client may stay silent before it is closed.
+    pub(crate) client_first_byte_timeout: Duration,
+    /// Connections held and opened per client source; admitted by the accept loop, given
+    /// back by each connection's [`Slot`].
+    pub(crate) sources: Sources,
 }
 
-/// Serves one accepted client, holding `slot` until it ends. `cancel` fires when the drain
-/// deadline has passed. Runs on the relay thread the client was handed to; the client
-/// socket joins that thread's event loop here.
+/// Serves one accepted client, holding `slot` (and through it what every connection shares)
+/// until it ends. `cancel` fires when the drain deadline has passed. Runs on the relay thread
+/// the client was handed to; the client socket joins that thread's event loop here.
 ///
 /// A plain function returning an `async move` block rather than an `async fn`: an `async fn`
 /// keeps a second copy of its arguments in the task for its whole life (rust-lang/rust#62958),
@@ -48,14 +55,13 @@ pub(crate) struct Shared {
 pub(crate) fn serve(
     client: std::net::TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
     slot: Slot,
+    cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         // Given back when the connection ends, whichever way it ends.
-        let _slot = slot;
-        let (shared, cancel) = (&*shared, &cancel);
+        let slot = slot;
+        let (shared, cancel) = (slot.shared(), &cancel);
         let mut client = match TcpStream::from_std(client) {
             Ok(client) => client,
             Err(err) => {
@@ -68,11 +74,48 @@ pub(crate) fn serve(
             debug!(error = %err, "client closed before relaying");
             return;
         }
+        // Nothing is opened towards a backend before the client has spoken: a client that
+        // connects and says nothing costs a backend nothing and is closed at the deadline.
+        // The byte is peeked at, not read: the relay reads it like any other, unchanged.
+        // Boxed (like the connect below) so its timer is freed instead of staying in every
+        // connection's task for its whole life.
+        let timeout = shared.client_first_byte_timeout;
+        match Box::pin(first_byte(&client, timeout, cancel, &shared.stats)).await {
+            FirstByte::Arrived => {}
+            FirstByte::Closed => {
+                debug!("client closed before sending anything");
+                return;
+            }
+            FirstByte::Failed(err) => {
+                debug!(error = %err, "client failed before sending anything");
+                return;
+            }
+            FirstByte::TimedOut => {
+                shared
+                    .stats
+                    .first_byte_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(?timeout, "client sent nothing in time; connection closed");
+                return;
+            }
+            FirstByte::Cancelled => {
+                debug!("drain deadline passed before the client spoke; connection closed");
+                return;
+            }
+        }
         // Boxed so the connect timer is freed once connected instead of staying in every
         // connection's task for its whole life.
         let (backend, mut upstream) = match Box::pin(connect(shared)).await {
             Ok(connected) => connected,
-            Err(tried) => {
+            Err(NotConnected::LocalError(err)) => {
+                shared
+                    .stats
+                    .rejected_local_error
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(error = %err, "cannot open a backend connection here; connection closed");
+                return;
+            }
+            Err(NotConnected::NoneAccepted { tried }) => {
                 shared
                     .stats
                     .rejected_no_backend
@@ -125,16 +168,61 @@ pub(crate) fn serve(
         match outcome {
             Outcome::Closed => debug!("connection closed"),
             Outcome::Failed(err) => debug!(error = %err, "connection ended with an error"),
-            Outcome::Idle => debug!("idle timeout; connection closed"),
+            Outcome::Idle => {
+                shared.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                debug!("idle timeout; connection closed");
+            }
             Outcome::Cancelled => debug!("drain deadline passed; connection closed"),
         }
     }
 }
 
+/// How the first byte wait ended.
+enum FirstByte {
+    /// At least one byte is waiting to be read.
+    Arrived,
+    /// The client closed (EOF) without sending anything.
+    Closed,
+    Failed(io::Error),
+    TimedOut,
+    /// The drain deadline passed.
+    Cancelled,
+}
+
+/// Waits until `client` has sent a byte (without taking it), closed, or `timeout` passed.
+async fn first_byte(
+    client: &TcpStream,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    stats: &Stats,
+) -> FirstByte {
+    stats.awaiting_first_byte.fetch_add(1, Ordering::Relaxed);
+    let _waiting = DecrementOnDrop(&stats.awaiting_first_byte);
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        peeked = tokio::time::timeout(timeout, client.peek(&mut byte)) => match peeked {
+            Ok(Ok(0)) => FirstByte::Closed,
+            Ok(Ok(_)) => FirstByte::Arrived,
+            Ok(Err(err)) => FirstByte::Failed(err),
+            Err(_) => FirstByte::TimedOut,
+        },
+        () = cancel.cancelled() => FirstByte::Cancelled,
+    }
+}
+
+/// Why no backend connection was made.
+enum NotConnected {
+    /// Every healthy backend (this many) was tried and none accepted.
+    NoneAccepted { tried: usize },
+    /// This process could not open a connection at all (see [`is_local_error`]); the other
+    /// backends were not tried, they would fail the same way.
+    LocalError(io::Error),
+}
+
 /// Tries the healthy backends in round-robin order until one accepts. A failed or timed-out
-/// attempt marks that backend down at once (passive check) and moves on to the next one.
-/// Fails with the number of backends tried.
-async fn connect(shared: &Shared) -> Result<(Arc<Backend>, TcpStream), usize> {
+/// attempt marks that backend down at once (passive check) and moves on to the next one,
+/// unless it failed for want of local resources, which says nothing about the backend.
+async fn connect(shared: &Shared) -> Result<(Arc<Backend>, TcpStream), NotConnected> {
     let candidates = shared.pool.candidates();
     let tried = candidates.len();
     for backend in candidates {
@@ -146,6 +234,13 @@ async fn connect(shared: &Shared) -> Result<(Arc<Backend>, TcpStream), usize> {
                     Ok(()) => return Ok((backend, stream)),
                     Err(err) => err.to_string(),
                 },
+                Ok(Err(err)) if is_local_error(&err) => {
+                    shared
+                        .stats
+                        .local_connect_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(NotConnected::LocalError(err));
+                }
                 Ok(Err(err)) => err.to_string(),
                 Err(_) => format!("timed out after {:?}", shared.connect_timeout),
             };
@@ -160,7 +255,21 @@ async fn connect(shared: &Shared) -> Result<(Arc<Backend>, TcpStream), usize> {
             debug!(backend = backend.addr(), %error, "connect failed");
         }
     }
-    Err(tried)
+    Err(NotConnected::NoneAccepted { tried })
+}
+
+/// A connect error caused by this process or host running out of something (file
+/// descriptors, ephemeral ports, memory), not by the backend. A flood of clients can cause
+/// these; holding them against a healthy backend would let the flood take it out of rotation.
+pub(crate) fn is_local_error(err: &io::Error) -> bool {
+    // EMFILE and ENFILE have these numbers on Linux, the BSDs and macOS alike; std gives them
+    // no `ErrorKind` of their own.
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(
+        err.kind(),
+        io::ErrorKind::AddrNotAvailable | io::ErrorKind::OutOfMemory
+    ) || matches!(err.raw_os_error(), Some(ENFILE | EMFILE))
 }
 
 /// Keeps a gauge right on every exit path.

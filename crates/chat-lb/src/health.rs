@@ -2,7 +2,14 @@
 //!
 //! This is the control path, so a hand-written HTTP/1.1 request and status-line parse is
 //! enough; the data path never looks at the bytes it relays.
+//!
+//! Each check opens its own connection, straight to the backend: it never waits behind client
+//! connections (it takes no client slot and no per-source place), and silent clients cost the
+//! backends nothing (see `connection::first_byte`), so a flood of them cannot fill a backend
+//! and fail its checks. A check that fails because this process ran out of something (a flood
+//! can use up its file descriptors) is not held against the backend.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +22,8 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, Observation, Transition};
 use crate::config::HealthConfig;
+use crate::connection::is_local_error;
+use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::proxy_protocol;
 
@@ -26,6 +35,7 @@ const MAX_STATUS_LINE: usize = 1024;
 /// next round.
 pub(crate) async fn run(
     pool: Arc<Pool>,
+    stats: Arc<Stats>,
     config: HealthConfig,
     send_proxy_v2: bool,
     stop: CancellationToken,
@@ -41,11 +51,22 @@ pub(crate) async fn run(
         let mut round = JoinSet::new();
         for backend in pool.snapshot().iter() {
             let backend = Arc::clone(backend);
+            let stats = Arc::clone(&stats);
             let config = config.clone();
             round.spawn(async move {
-                let (observation, detail) =
-                    check(backend.addr(), config.timeout, send_proxy_v2).await;
-                record(&backend, observation, &detail, &config);
+                match check(backend.addr(), config.timeout, send_proxy_v2).await {
+                    Checked::Observed(observation, detail) => {
+                        record(&backend, observation, &detail, &config);
+                    }
+                    Checked::LocalError(err) => {
+                        stats.local_connect_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(
+                            backend = backend.addr(),
+                            error = %err,
+                            "cannot open a health check connection here; check skipped"
+                        );
+                    }
+                }
             });
         }
         // Dropping the set on cancellation aborts the checks still in flight.
@@ -66,13 +87,21 @@ fn record(backend: &Backend, observation: Observation, detail: &str, config: &He
     }
 }
 
+/// What one check found.
+enum Checked {
+    /// The observation and a description for the logs.
+    Observed(Observation, String),
+    /// This process could not open the connection; nothing was learnt about the backend.
+    LocalError(std::io::Error),
+}
+
 /// One check: connect, send the request, read the status line, all within `timeout`.
-/// Returns the observation and a description for the logs.
-async fn check(addr: &str, timeout: Duration, send_proxy_v2: bool) -> (Observation, String) {
+async fn check(addr: &str, timeout: Duration, send_proxy_v2: bool) -> Checked {
     match time::timeout(timeout, probe(addr, send_proxy_v2)).await {
-        Ok(Ok(status)) => (classify(status), format!("status {status}")),
-        Ok(Err(err)) => (Observation::Failed, err.to_string()),
-        Err(_) => (Observation::Failed, format!("timed out after {timeout:?}")),
+        Ok(Ok(status)) => Checked::Observed(classify(status), format!("status {status}")),
+        Ok(Err(err)) if is_local_error(&err) => Checked::LocalError(err),
+        Ok(Err(err)) => Checked::Observed(Observation::Failed, err.to_string()),
+        Err(_) => Checked::Observed(Observation::Failed, format!("timed out after {timeout:?}")),
     }
 }
 

@@ -18,8 +18,11 @@ mod relay;
 mod server;
 mod shards;
 mod signal;
+mod sources;
 
-pub use config::{parse_duration, validate_backend, Config, ConfigError, FileConfig, HealthConfig};
+pub use config::{
+    parse_duration, validate_backend, Config, ConfigError, FileConfig, HealthConfig, SourceLimits,
+};
 pub use error::Error;
 pub use server::run;
 pub use signal::Signals;

@@ -1,10 +1,11 @@
-//! The accept loop: connection slots, back-off on accept errors, one task per connection.
+//! The accept loop: connection slots, per-source admission, back-off on accept errors, one
+//! task per connection.
 
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -13,8 +14,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::connection::{self, Shared};
-use crate::metrics::Stats;
 use crate::shards::Shards;
+use crate::sources::{Refusal, Source};
 
 /// First and longest pause after an accept error such as EMFILE.
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -81,11 +82,35 @@ impl Listener {
                 drop(stream);
                 continue;
             };
-            self.spawn(stream, peer, permit);
+            // Before anything else is spent on the client; a refused one gives its slot back.
+            let source = Source::of(peer.ip());
+            if let Err(refusal) = self.shared.sources.admit(source, Instant::now()) {
+                let (counter, limit) = match refusal {
+                    Refusal::Cap => (&stats.rejected_source_cap, "max-conns-per-source"),
+                    Refusal::Rate => (&stats.rejected_source_rate, "conn-rate-per-source"),
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, %source, limit, "per-source limit reached; connection closed");
+                drop(stream);
+                continue;
+            }
+            self.spawn(stream, peer, source, permit);
         }
     }
 
-    fn spawn(&self, stream: TcpStream, peer: std::net::SocketAddr, permit: OwnedSemaphorePermit) {
+    fn spawn(
+        &self,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        source: Source,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let slot = Slot {
+            shared: Arc::clone(&self.shared),
+            source,
+            _permit: permit,
+        };
+        slot.shared.stats.active.fetch_add(1, Ordering::Relaxed);
         // Handed over as a plain socket: it joins the event loop of the thread it goes to.
         let stream = match stream.into_std() {
             Ok(stream) => stream,
@@ -95,13 +120,7 @@ impl Listener {
             }
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::clone(&self.shared);
         let cancel = self.cancel.clone();
-        shared.stats.active.fetch_add(1, Ordering::Relaxed);
-        let slot = Slot {
-            stats: Arc::clone(&shared.stats),
-            _permit: permit,
-        };
         // The connection's task is made on its relay thread, by a small hand-over task: memory
         // a thread allocates comes from that thread's malloc arena, and a long-lived task
         // allocated here but used and freed there left both arenas fragmented (about 130
@@ -112,8 +131,7 @@ impl Listener {
         self.connections.spawn_on(
             async move {
                 let span = info_span!("connection", id, %peer);
-                connections
-                    .spawn(connection::serve(stream, peer, shared, cancel, slot).instrument(span));
+                connections.spawn(connection::serve(stream, peer, slot, cancel).instrument(span));
             },
             self.shards.next(),
         );
@@ -144,15 +162,24 @@ impl Listener {
 }
 
 /// A connection's slot: held by its task until the connection ends, then gives back the permit
-/// and lowers the active-connections gauge.
+/// and the source's place, and lowers the active-connections gauge. It also carries what every
+/// connection shares, so the task holds one `Arc` for both.
 pub(crate) struct Slot {
-    stats: Arc<Stats>,
+    shared: Arc<Shared>,
+    source: Source,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.shared.sources.release(self.source, Instant::now());
     }
 }
 

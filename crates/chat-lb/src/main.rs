@@ -59,9 +59,26 @@ struct Cli {
     /// Connections relayed at once; more are closed right after accept (default 100000).
     #[arg(long, env = "CHAT_LB_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
-    /// Close a connection after this long without traffic (default: never).
+    /// Close a client that has sent nothing this long after connecting (default 5s). No backend
+    /// connection is opened before a client's first byte, so silent clients cost backends nothing.
+    #[arg(long, env = "CHAT_LB_CLIENT_FIRST_BYTE_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    client_first_byte_timeout: Option<Duration>,
+    /// Close a relayed connection after this long without a byte either way (default: never).
+    /// Keep it well above the backend's keep-alive interval (the gateway pings every 25s).
     #[arg(long, env = "CHAT_LB_IDLE_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     idle_timeout: Option<Duration>,
+    /// Connections one client source (an IPv4 address or an IPv6 /64) may hold at once, silent
+    /// ones included; more are closed right after accept. 0 turns the cap off (default 1024).
+    #[arg(long, env = "CHAT_LB_MAX_CONNS_PER_SOURCE", value_name = "N")]
+    max_conns_per_source: Option<u32>,
+    /// New connections a second one client source may open, sustained (a token bucket); more
+    /// are closed right after accept. 0 turns the limit off (default 200).
+    #[arg(long, env = "CHAT_LB_CONN_RATE_PER_SOURCE", value_name = "N")]
+    conn_rate_per_source: Option<u32>,
+    /// New connections one client source may open at once before --conn-rate-per-source
+    /// applies: the bucket's size (default 1024).
+    #[arg(long, env = "CHAT_LB_CONN_BURST_PER_SOURCE", value_name = "N")]
+    conn_burst_per_source: Option<u32>,
     /// On SIGTERM/SIGINT, how long established connections may go on (default 10s).
     #[arg(long, env = "CHAT_LB_DRAIN_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     drain_timeout: Option<Duration>,
@@ -173,6 +190,15 @@ fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
     config.connect_timeout = cli.connect_timeout.unwrap_or(config.connect_timeout);
     config.max_connections = cli.max_connections.unwrap_or(config.max_connections);
     config.idle_timeout = cli.idle_timeout.or(config.idle_timeout);
+    config.client_first_byte_timeout = cli
+        .client_first_byte_timeout
+        .unwrap_or(config.client_first_byte_timeout);
+    let per_source = &mut config.per_source;
+    per_source.max_connections = cli
+        .max_conns_per_source
+        .unwrap_or(per_source.max_connections);
+    per_source.rate = cli.conn_rate_per_source.unwrap_or(per_source.rate);
+    per_source.burst = cli.conn_burst_per_source.unwrap_or(per_source.burst);
     config.drain_timeout = cli.drain_timeout.unwrap_or(config.drain_timeout);
     config.send_proxy_v2 |= cli.send_proxy_v2;
     config.buffer_size = cli.buffer_size.unwrap_or(config.buffer_size);

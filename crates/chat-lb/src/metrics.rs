@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::backend::Backend;
 use crate::pool::Pool;
+use crate::sources::Sources;
 
 /// Counters that belong to no single backend. Relaxed atomics: each is read on its own.
 #[derive(Debug, Default)]
@@ -17,6 +18,22 @@ pub(crate) struct Stats {
     pub(crate) rejected_max_connections: AtomicU64,
     /// Closed because no healthy backend accepted a connection.
     pub(crate) rejected_no_backend: AtomicU64,
+    /// Closed right after accept because their source already held `max-conns-per-source`.
+    pub(crate) rejected_source_cap: AtomicU64,
+    /// Closed right after accept because their source's `conn-rate-per-source` bucket was empty.
+    pub(crate) rejected_source_rate: AtomicU64,
+    /// Closed because a connect to a backend failed for want of local resources (no file
+    /// descriptor, no ephemeral port, no memory): nothing was learnt about the backend.
+    pub(crate) rejected_local_error: AtomicU64,
+    /// Accepted clients still waiting for their first byte (no backend connection yet).
+    pub(crate) awaiting_first_byte: AtomicU64,
+    /// Clients closed because they sent nothing within `client-first-byte-timeout`.
+    pub(crate) first_byte_timeouts: AtomicU64,
+    /// Relayed connections closed because nothing moved for `idle-timeout`.
+    pub(crate) idle_timeouts: AtomicU64,
+    /// Backend connects (clients' or health checks') that failed for want of local resources;
+    /// they count neither for nor against the backend.
+    pub(crate) local_connect_errors: AtomicU64,
     /// `accept` failures other than a client giving up (EMFILE and the like).
     pub(crate) accept_errors: AtomicU64,
     pub(crate) reloads_ok: AtomicU64,
@@ -30,7 +47,7 @@ fn get(counter: &AtomicU64) -> u64 {
 }
 
 /// Renders every metric; backends removed by a reload are no longer listed.
-pub(crate) fn render(pool: &Pool, stats: &Stats) -> String {
+pub(crate) fn render(pool: &Pool, stats: &Stats, sources: &Sources) -> String {
     let backends = pool.snapshot();
     let mut out = String::with_capacity(2048 + backends.len() * 1024);
     let mut m = Writer { out: &mut out };
@@ -56,10 +73,50 @@ pub(crate) fn render(pool: &Pool, stats: &Stats) -> String {
         &[("reason", "max_connections")],
         get(&stats.rejected_max_connections),
     );
+    for (reason, counter) in [
+        ("no_backend", &stats.rejected_no_backend),
+        ("max_conns_per_source", &stats.rejected_source_cap),
+        ("conn_rate_per_source", &stats.rejected_source_rate),
+        ("local_error", &stats.rejected_local_error),
+    ] {
+        m.value(
+            "chat_lb_connections_rejected_total",
+            &[("reason", reason)],
+            get(counter),
+        );
+    }
+    m.global(
+        "chat_lb_awaiting_first_byte",
+        "gauge",
+        "Clients accepted that have not sent a byte yet (no backend connection is open for them).",
+        get(&stats.awaiting_first_byte),
+    );
+    m.header(
+        "chat_lb_timeouts_total",
+        "counter",
+        "Client connections closed by a deadline, by deadline.",
+    );
     m.value(
-        "chat_lb_connections_rejected_total",
-        &[("reason", "no_backend")],
-        get(&stats.rejected_no_backend),
+        "chat_lb_timeouts_total",
+        &[("timeout", "client_first_byte")],
+        get(&stats.first_byte_timeouts),
+    );
+    m.value(
+        "chat_lb_timeouts_total",
+        &[("timeout", "idle")],
+        get(&stats.idle_timeouts),
+    );
+    m.global(
+        "chat_lb_sources_tracked",
+        "gauge",
+        "Client sources (IPv4 addresses, IPv6 /64s) with open connections or a partly used rate bucket.",
+        sources.tracked() as u64,
+    );
+    m.global(
+        "chat_lb_local_connect_errors_total",
+        "counter",
+        "Backend connects (for clients or health checks) that failed for want of local resources (EMFILE and the like); not held against the backend.",
+        get(&stats.local_connect_errors),
     );
     m.global(
         "chat_lb_accept_errors_total",
@@ -218,8 +275,15 @@ mod tests {
             .store(42, Ordering::Relaxed);
         let stats = Stats::default();
         stats.rejected_max_connections.store(3, Ordering::Relaxed);
-        let text = render(&pool, &stats);
+        stats.rejected_source_rate.store(4, Ordering::Relaxed);
+        stats.first_byte_timeouts.store(5, Ordering::Relaxed);
+        let sources = Sources::new(crate::config::SourceLimits::default());
+        let text = render(&pool, &stats, &sources);
         assert!(text.contains("chat_lb_connections_rejected_total{reason=\"max_connections\"} 3\n"));
+        assert!(text
+            .contains("chat_lb_connections_rejected_total{reason=\"conn_rate_per_source\"} 4\n"));
+        assert!(text.contains("chat_lb_timeouts_total{timeout=\"client_first_byte\"} 5\n"));
+        assert!(text.contains("chat_lb_sources_tracked 0\n"));
         assert!(text.contains("chat_lb_backend_up{backend=\"127.0.0.1:1\"} 1\n"));
         assert!(text.contains(
             "chat_lb_backend_bytes_total{backend=\"127.0.0.1:2\",direction=\"to_client\"} 42\n"

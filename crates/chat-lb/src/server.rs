@@ -17,6 +17,7 @@ use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::shards::Shards;
 use crate::signal::{Reload, Signals};
+use crate::sources::Sources;
 use crate::{admin, health, Error};
 
 /// Balances connections accepted on `listener` over the configured backends and serves
@@ -42,38 +43,37 @@ pub async fn run(
     let stats = Arc::new(Stats::default());
     let Signals { shutdown, reload } = signals;
 
-    // Health checks, admin endpoint and reloads live until the last connection is gone.
-    let background = TaskTracker::new();
-    let stop = CancellationToken::new();
-    background.spawn(health::run(
-        Arc::clone(&pool),
-        config.health.clone(),
-        config.send_proxy_v2,
-        stop.clone(),
-    ));
-    background.spawn(admin::serve(
-        admin,
-        Arc::clone(&pool),
-        Arc::clone(&stats),
-        stop.clone(),
-    ));
-    background.spawn(reloads(
-        reload,
-        config.config_file.clone(),
-        Arc::clone(&pool),
-        Arc::clone(&stats),
-        stop.clone(),
-    ));
-
     let shared = Arc::new(Shared {
-        pool,
+        pool: Arc::clone(&pool),
         stats: Arc::clone(&stats),
         connect_timeout: config.connect_timeout,
         health: config.health.clone(),
         send_proxy_v2: config.send_proxy_v2,
         buffer_size: config.buffer_size,
         idle_timeout: config.idle_timeout,
+        client_first_byte_timeout: config.client_first_byte_timeout,
+        sources: Sources::new(config.per_source),
     });
+
+    // Health checks, admin endpoint and reloads live until the last connection is gone.
+    let background = TaskTracker::new();
+    let stop = CancellationToken::new();
+    background.spawn(health::run(
+        Arc::clone(&pool),
+        Arc::clone(&stats),
+        config.health.clone(),
+        config.send_proxy_v2,
+        stop.clone(),
+    ));
+    background.spawn(admin::serve(admin, Arc::clone(&shared), stop.clone()));
+    background.spawn(reloads(
+        reload,
+        config.config_file.clone(),
+        pool,
+        Arc::clone(&stats),
+        stop.clone(),
+    ));
+
     let connections = TaskTracker::new();
     let drain_deadline = CancellationToken::new();
     // Dropped at the end of `run`, once every connection is gone.
