@@ -75,7 +75,7 @@ pub struct Config {
     /// Largest WebSocket message a client may send, in bytes (at least
     /// 16384; the largest legitimate frame is about 4 KiB); larger ones are
     /// closed with 1009.
-    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 65_536)]
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = chat_proto::MAX_FRAME_BYTES as u32)]
     pub max_frame_bytes: u32,
 
     /// Milliseconds a connection has after the upgrade to say Hello before
@@ -405,7 +405,7 @@ impl fmt::Display for Cidr {
 }
 
 /// The smallest `--max-frame-bytes` (the contract's floor).
-pub const MIN_FRAME_BYTES: u32 = 16_384;
+pub const MIN_FRAME_BYTES: u32 = chat_proto::MIN_FRAME_BYTES as u32;
 
 /// `90s`, `30m`, `24h`, `7d`, or plain seconds.
 fn parse_duration(raw: &str) -> Result<Duration, String> {

@@ -332,7 +332,7 @@ fn upgrade(
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(ws_config()),
+                    Some(ws_config(shared.config.max_frame_bytes as usize)),
                 )
                 .await;
                 crate::session::run(ws, shared, peer).await;
@@ -354,17 +354,18 @@ fn upgrade(
     response
 }
 
-/// Frames and messages over 1 MiB are refused (close 1009). The read buffer
+/// Frames and messages over `max_frame_bytes` (`--max-frame-bytes`, 64 KiB
+/// by default) are refused (close 1009). The read buffer
 /// is sized for small chat frames so an idle connection stays cheap: it is
 /// zero-filled on the first read and so always resident, and it grows for a
 /// big frame (1 KiB still holds several client frames per read). Writes
 /// collect up to 32 KiB before a syscall, and the session flushes after each
 /// batch, so a busy connection writes many frames per syscall while an idle
 /// one allocates nothing.
-fn ws_config() -> WebSocketConfig {
+fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(chat_proto::MAX_FRAME_BYTES))
-        .max_frame_size(Some(chat_proto::MAX_FRAME_BYTES))
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
         .read_buffer_size(1024)
         .write_buffer_size(32 * 1024)
         .max_write_buffer_size(4 << 20)

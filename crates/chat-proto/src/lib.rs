@@ -11,6 +11,7 @@ mod validate;
 pub use id::{MessageId, ParseIdError};
 pub use limits::{
     clamp_page_limit, DEFAULT_PAGE_LIMIT, MAX_CLIENT_MSG_ID_BYTES, MAX_FRAME_BYTES, MAX_PAGE_LIMIT,
+    MIN_FRAME_BYTES,
 };
 pub use validate::{
     check_client_msg_id, check_text, normalize_room, normalize_username, NameError, TextError,

@@ -1,7 +1,11 @@
 //! Fixed protocol limits (the configurable ones travel in `Welcome.limits`).
 
-/// A reassembled WebSocket message larger than this is closed with 1009.
-pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// A reassembled WebSocket message larger than this is closed with 1009:
+/// the default of the gateway's `--max-frame-bytes` (the largest legitimate
+/// frame is about 4 KiB).
+pub const MAX_FRAME_BYTES: usize = 65_536;
+/// The smallest frame limit a server may set.
+pub const MIN_FRAME_BYTES: usize = 16_384;
 /// `Send.client_msg_id` longer than this (in UTF-8 bytes) is INVALID_ARGUMENT.
 pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
 /// `Join.history_limit` / `FetchHistory.limit` of 0 means this.

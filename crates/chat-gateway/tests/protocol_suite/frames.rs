@@ -94,7 +94,8 @@ pub async fn oversized_message_is_closed_1009(kind: BackendKind) -> anyhow::Resu
     let mut b = clients.pop().expect("bob");
     let mut a = clients.pop().expect("alice");
 
-    // Exactly 1 MiB is allowed (and undecodable here: BAD_FRAME, still open).
+    // Exactly the limit (64 KiB by default) is allowed (and undecodable
+    // here: BAD_FRAME, still open).
     a.send_raw(binary(vec![0xff; MAX_FRAME_BYTES])).await?;
     assert_eq!(
         error_of(&a.next_event().await?),
