@@ -423,6 +423,13 @@ impl Driver {
                 }
                 Served::Moved(old) => (Instant::now(), Some(old)),
             };
+            // A Leave the old connection never answered took effect anyway:
+            // the next session does not join that room.
+            for awaiting in std::mem::take(&mut self.refs).into_values() {
+                if let Awaiting::Leave { room } = awaiting {
+                    self.pending.push_back(Event::Left { room });
+                }
+            }
             match self.reconnect(lost_at, old.is_some()).await {
                 // The old connection of a drain is dropped only now.
                 Ok(next) => client = next,
