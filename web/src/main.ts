@@ -1,6 +1,8 @@
 // Browser entry point: the entry screen and the chat screen. All user data is
 // put into the page with textContent / attributes, never as HTML.
 
+import { roomFromFragment } from "./fragment";
+import { type PresenceKind, PresenceRun, Throttle } from "./presence";
 import { type ConnState, type DisplayMessage, type PendingMessage, ChatSession, tabStorage } from "./session";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
@@ -25,6 +27,7 @@ const connState = $("conn-state");
 const leaveButton = $<HTMLButtonElement>("leave");
 const membersToggle = $<HTMLButtonElement>("members-toggle");
 const memberCount = $("member-count");
+const membersTotal = $("members-total");
 const membersPanel = $("members-panel");
 const membersList = $<HTMLUListElement>("members");
 const messagesEl = $("messages");
@@ -39,12 +42,24 @@ const STORAGE_ROOM = "chat.room";
 /** sessionStorage: the name and room this tab is chatting in, so that a reload goes back in. */
 const TAB_ROOM = "chat.tab";
 const tab = tabStorage();
+/** Older presence lines are dropped beyond this many: a flood never grows the page. */
+const MAX_PRESENCE_LINES = 50;
+/** Presence lines and the member list are redrawn at most this often during a flood. */
+const PRESENCE_REDRAW_MS = 100;
 
 let session: ChatSession | null = null;
 /** Confirmed message elements by id. */
 let msgEls = new Map<string, HTMLElement>();
 /** Pending message elements by client_msg_id. */
 let pendingEls = new Map<string, HTMLElement>();
+/** The presence line that the next join/leave goes into, while nothing came after it. */
+let presenceRun: { run: PresenceRun; line: HTMLElement } | null = null;
+/** Presence lines in the timeline, oldest first (at most MAX_PRESENCE_LINES). */
+let presenceLines: HTMLElement[] = [];
+/** Presence lines whose text is behind their run. */
+let stalePresence = new Map<HTMLElement, PresenceRun>();
+/** The member list to draw next (drawn at most every PRESENCE_REDRAW_MS). */
+let membersToDraw: { members: readonly string[]; me: string } | null = null;
 let roomsTimer: ReturnType<typeof setInterval> | null = null;
 let noticeTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -223,7 +238,10 @@ function showGateway(gatewayId: string): void {
   connState.title = gatewayId ? `gateway ${gatewayId}` : "";
 }
 
+/** Draws the member list (sorted by the session) and its count now. */
 function renderMembers(members: readonly string[], me: string): void {
+  membersToDraw = null;
+  membersRedraw.cancel();
   const meKey = me.normalize("NFC").toLowerCase();
   membersList.replaceChildren(
     ...members.map((m) => {
@@ -233,8 +251,23 @@ function renderMembers(members: readonly string[], me: string): void {
       return li;
     }),
   );
-  memberCount.textContent = String(members.length);
+  const count = String(members.length);
+  memberCount.textContent = count;
+  membersTotal.textContent = count;
+  const label = `${members.length} ${members.length === 1 ? "member" : "members"}`;
+  membersTotal.title = label;
+  membersToggle.title = `Show members (${label})`;
 }
+
+/** Draws the member list soon: at once when idle, at most every PRESENCE_REDRAW_MS in a flood. */
+function scheduleMembers(members: readonly string[], me: string): void {
+  membersToDraw = { members, me };
+  membersRedraw.request();
+}
+
+const membersRedraw = new Throttle(() => {
+  if (membersToDraw) renderMembers(membersToDraw.members, membersToDraw.me);
+}, PRESENCE_REDRAW_MS);
 
 function renderTyping(names: string[]): void {
   let text = "";
@@ -313,6 +346,67 @@ function addEventLine(text: string, kind: string): void {
   if (stick) scrollToBottom();
 }
 
+/** True while nothing but unconfirmed messages of one's own follows `line`. */
+function isLastLine(line: HTMLElement): boolean {
+  if (line.parentElement !== messagesEl) return false;
+  let next = line.nextElementSibling;
+  while (next && next.matches(".msg.pending, .msg.failed")) next = next.nextElementSibling;
+  return next === null;
+}
+
+/**
+ * A join or leave. Consecutive ones share one line (PresenceRun), so a flood
+ * adds one element, redrawn at most every PRESENCE_REDRAW_MS; a message (or
+ * any other line) after it starts the next run. At most MAX_PRESENCE_LINES
+ * presence lines are kept, the oldest go.
+ */
+function addPresence(name: string, kind: PresenceKind): void {
+  if (presenceRun && isLastLine(presenceRun.line)) {
+    presenceRun.run.add(name, kind);
+    stalePresence.set(presenceRun.line, presenceRun.run);
+    presenceRedraw.request();
+    return;
+  }
+  const stick = nearBottom();
+  const line = el("div", "event presence");
+  line.setAttribute("data-testid", "presence");
+  const run = new PresenceRun();
+  run.add(name, kind);
+  drawPresenceLine(line, run);
+  messagesEl.insertBefore(line, firstPending());
+  presenceRun = { run, line };
+  presenceLines.push(line);
+  while (presenceLines.length > MAX_PRESENCE_LINES) {
+    const old = presenceLines.shift()!;
+    stalePresence.delete(old);
+    old.remove();
+  }
+  if (stick) scrollToBottom();
+}
+
+/**
+ * Brings presence lines up to date: the text, the classes of the effects in
+ * it and, for tests and tools, data-presence = JSON {effect: [names]} with
+ * every name (the text names at most three per effect).
+ */
+function drawPresence(): void {
+  if (stalePresence.size === 0) return;
+  const stick = nearBottom();
+  for (const [line, run] of stalePresence) drawPresenceLine(line, run);
+  stalePresence.clear();
+  if (stick) scrollToBottom();
+}
+
+function drawPresenceLine(line: HTMLElement, run: PresenceRun): void {
+  const groups = run.groups();
+  line.textContent = run.text();
+  line.className = ["event", "presence", ...groups.map((g) => g.effect)].join(" ");
+  line.dataset.presence = JSON.stringify(Object.fromEntries(groups.map((g) => [g.effect, g.names])));
+  line.dataset.events = String(run.events);
+}
+
+const presenceRedraw = new Throttle(drawPresence, PRESENCE_REDRAW_MS);
+
 function showChat(room: string): void {
   if (roomsTimer) clearInterval(roomsTimer);
   roomsTimer = null;
@@ -327,6 +421,14 @@ function showChat(room: string): void {
 function resetChat(): void {
   messagesEl.replaceChildren();
   membersList.replaceChildren();
+  memberCount.textContent = "0";
+  membersTotal.textContent = "0";
+  presenceRun = null;
+  presenceLines = [];
+  stalePresence = new Map();
+  presenceRedraw.cancel();
+  membersToDraw = null;
+  membersRedraw.cancel();
   msgEls = new Map();
   pendingEls = new Map();
   renderTyping([]);
@@ -361,10 +463,10 @@ function startSession(username: string, room: string): void {
         renderMembers(info.members, s.me);
       },
       onMembers(members) {
-        if (session === s) renderMembers(members, s.me);
+        if (session === s) scheduleMembers(members, s.me);
       },
       onPresence(name, kind) {
-        if (session === s) addEventLine(`${name} ${kind === "joined" ? "joined" : "left"}`, kind);
+        if (session === s) addPresence(name, kind);
       },
       onMessage(m, index) {
         if (session === s) insertConfirmed(m, index);
@@ -474,7 +576,8 @@ messagesEl.addEventListener("click", (ev) => {
 // from the connection the reload left behind.
 const back = tabRoom();
 usernameInput.value = back?.username ?? localStorage.getItem(STORAGE_NAME) ?? "";
-const fromHash = decodeURIComponent(location.hash.slice(1));
+// The fragment may name a room (#room=NAME or #NAME); a malformed one is ignored.
+const fromHash = roomFromFragment(location.hash);
 roomInput.value = back?.room ?? (fromHash || localStorage.getItem(STORAGE_ROOM) || "lobby");
 showEntry();
 if (back) entryForm.requestSubmit();

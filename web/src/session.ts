@@ -49,6 +49,7 @@ import {
 } from "../gen/chat/v1/chat_pb";
 import { CLOSE_SESSION_REPLACED, describeError, describeFatalClose } from "./errors";
 import { compareIds, maxId } from "./ids";
+import { compareNames, withMember, withoutMember } from "./presence";
 
 // ------------------------------------------------------------------ injection
 
@@ -623,13 +624,11 @@ export class ChatSession {
         const p = k.value;
         if (p.room !== this.room) break;
         if (p.kind === PresenceChange_Kind.JOINED) {
-          if (!this.memberList.includes(p.username)) {
-            this.memberList = [...this.memberList, p.username].sort(compareNames);
-          }
+          this.memberList = withMember(this.memberList, p.username);
           this.listener.onMembers?.(this.memberList);
           this.listener.onPresence?.(p.username, "joined");
         } else if (p.kind === PresenceChange_Kind.LEFT) {
-          this.memberList = this.memberList.filter((m) => m !== p.username);
+          this.memberList = withoutMember(this.memberList, p.username);
           this.removeTyper(p.username);
           this.listener.onMembers?.(this.memberList);
           this.listener.onPresence?.(p.username, "left");
@@ -942,10 +941,4 @@ export class ChatSession {
 
 function isTransient(code: ErrorCode): boolean {
   return code === ErrorCode.UNAVAILABLE || code === ErrorCode.INTERNAL;
-}
-
-function compareNames(a: string, b: string): number {
-  const la = a.toLowerCase();
-  const lb = b.toLowerCase();
-  return la < lb ? -1 : la > lb ? 1 : a < b ? -1 : a > b ? 1 : 0;
 }
