@@ -412,6 +412,34 @@ mod tests {
     }
 
     #[test]
+    fn per_source_limits_and_the_first_byte_deadline_come_from_the_file_too() {
+        let file = FileConfig::parse(
+            "client-first-byte-timeout = \"2s\"\nmax-conns-per-source = 0\nconn-rate-per-source = 5\nconn-burst-per-source = 7\n",
+        )
+        .unwrap();
+        let mut config = Config {
+            backends: vec!["127.0.0.1:1".into()],
+            ..Config::default()
+        };
+        file.apply_to(&mut config).unwrap();
+        assert_eq!(config.client_first_byte_timeout, Duration::from_secs(2));
+        assert_eq!(
+            config.per_source,
+            SourceLimits {
+                max_connections: 0,
+                rate: 5,
+                burst: 7
+            }
+        );
+        config.validate().unwrap();
+        // A rate needs a bucket of at least one; with the rate off the burst is unused.
+        config.per_source.burst = 0;
+        assert!(config.validate().is_err());
+        config.per_source.rate = 0;
+        config.validate().unwrap();
+    }
+
+    #[test]
     fn file_errors_are_one_line_with_position() {
         let err = FileConfig::parse("backends = [\"a:1\"]\nbogus = 1\n").unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");

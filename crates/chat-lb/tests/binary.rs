@@ -2,98 +2,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use support::{counts, eventually, http_get, spread, Client, Metrics, TestBackend, PATIENCE};
+use nix::sys::signal::Signal;
+use support::{counts, eventually, http_get, spread, Binary, Client, TestBackend, PATIENCE};
 use tokio::net::TcpStream;
-
-/// A running `chat-lb` process, killed when dropped (a failing test leaves no process behind).
-struct Binary {
-    child: Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Binary {
-    /// Starts the binary on ephemeral ports and waits for its "listening" log line, which
-    /// carries the bound addresses.
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-lb"))
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chat-lb");
-        let stderr = child.stderr.take().unwrap();
-        // Owned by the guard from here on, so a failed start kills the process too.
-        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut binary = Self {
-            child,
-            proxy: unknown,
-            admin: unknown,
-        };
-        let (tx, lines) = mpsc::channel();
-        // Keeps draining stderr so the child never blocks on a full pipe; ends with the child.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("chat-lb: {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(wait).expect("no \"listening\" log line");
-            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            let fields = &entry["fields"];
-            if fields["message"] == "listening" {
-                let addr = |key: &str| fields[key].as_str().unwrap().parse().unwrap();
-                binary.proxy = addr("proxy");
-                binary.admin = addr("admin");
-                return binary;
-            }
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        kill(pid, signal).unwrap();
-    }
-
-    async fn metrics(&self) -> Metrics {
-        Metrics(http_get(self.admin, "/metrics").await.1)
-    }
-
-    async fn exit_status(&mut self) -> ExitStatus {
-        let mut status = None;
-        eventually("chat-lb exits", || {
-            status = self.child.try_wait().unwrap();
-            std::future::ready(status.is_some())
-        })
-        .await;
-        status.unwrap()
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A directory under the system temp dir, removed when dropped.
 struct TempDir(PathBuf);
@@ -248,6 +164,14 @@ fn invalid_configuration_exits_64_with_one_line() {
         &["--backend", "no-port"],
         &["--backend", "127.0.0.1:1", "--fall", "0"],
         &["--backend", "127.0.0.1:1", "--connect-timeout", "soon"],
+        &[
+            "--backend",
+            "127.0.0.1:1",
+            "--client-first-byte-timeout",
+            "0s",
+        ],
+        &["--backend", "127.0.0.1:1", "--conn-burst-per-source", "0"],
+        &["--backend", "127.0.0.1:1", "--max-conns-per-source", "-1"],
         &["--backend", "127.0.0.1:1", "--backend", "127.0.0.1:1"],
         &["--backend", "127.0.0.1:1", "--config", unknown_key],
         &["--config", unknown_key],

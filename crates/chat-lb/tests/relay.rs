@@ -4,22 +4,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::{eventually, read_line, Client, Lb, TestBackend, PATIENCE, PROXY_V2_SIGNATURE};
+use support::{
+    closed_by_peer, eventually, read_line, Client, Lb, TestBackend, PATIENCE, PROXY_V2_SIGNATURE,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-
-/// Reads until EOF; `true` if the peer closed (a reset counts as closed too).
-async fn closed_by_peer(stream: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 64];
-    loop {
-        match timeout(PATIENCE, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
-    }
-}
 
 #[tokio::test]
 async fn half_close_is_passed_on_and_the_reply_still_arrives() {

@@ -1,11 +1,14 @@
-//! Test support: small TCP backends, a balancer started through the library `run`, a metrics
-//! reader and an `eventually` helper.
+//! Test support: small TCP backends, a balancer started through the library `run` or as the
+//! real binary, clients from chosen source addresses, a metrics reader and an `eventually`
+//! helper.
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,6 +46,8 @@ pub const PROXY_V2_SIGNATURE: &[u8; 12] = b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55
 /// A backend that answers `GET /healthz` with its configured status and, for any other
 /// first bytes, writes its name and a newline, echoes everything, and after the client's EOF
 /// writes `bye\n` and closes. A PROXY v2 header in front of either is recorded and stripped.
+/// Started with a limit, it behaves like a gateway with `--max-connections`: a connection
+/// accepted while that many are open (health checks included) is closed at once.
 pub struct TestBackend {
     pub name: String,
     pub addr: SocketAddr,
@@ -53,6 +58,14 @@ pub struct TestBackend {
 #[derive(Default)]
 struct BackendState {
     status: AtomicU16,
+    /// Connections open at once beyond which new ones are closed; 0 for no limit.
+    limit: usize,
+    /// Connections accepted, of any kind.
+    accepted: AtomicUsize,
+    /// Connections open now.
+    open: AtomicUsize,
+    /// Connections closed at once because `limit` were open.
+    refused: AtomicUsize,
     data_connections: AtomicUsize,
     health_checks: AtomicUsize,
     proxy_headers: Mutex<Vec<Vec<u8>>>,
@@ -63,8 +76,17 @@ impl TestBackend {
         Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
     }
 
+    /// A backend that holds at most `limit` connections at once.
+    pub async fn start_with_limit(name: &str, limit: usize) -> Self {
+        Self::bind(name, "127.0.0.1:0".parse().unwrap(), limit).await
+    }
+
     /// Binds `addr` (with SO_REUSEADDR, so a stopped backend can come back on its port).
     pub async fn start_on(name: &str, addr: SocketAddr) -> Self {
+        Self::bind(name, addr, 0).await
+    }
+
+    async fn bind(name: &str, addr: SocketAddr, limit: usize) -> Self {
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_reuseaddr(true).unwrap();
         socket.bind(addr).unwrap();
@@ -72,6 +94,7 @@ impl TestBackend {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(BackendState {
             status: AtomicU16::new(200),
+            limit,
             ..BackendState::default()
         });
         let task = tokio::spawn(accept_loop(listener, name.to_owned(), Arc::clone(&state)));
@@ -94,8 +117,19 @@ impl TestBackend {
         self.state.status.store(status, Ordering::SeqCst);
     }
 
+    /// Connections that sent something other than a health check (whole or in part).
     pub fn data_connections(&self) -> usize {
         self.state.data_connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted, of any kind.
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections closed at once because the limit was reached.
+    pub fn refused(&self) -> usize {
+        self.state.refused.load(Ordering::SeqCst)
     }
 
     pub fn health_checks(&self) -> usize {
@@ -118,7 +152,19 @@ async fn accept_loop(listener: TcpListener, name: String, state: Arc<BackendStat
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                connections.spawn(serve(stream, name.clone(), Arc::clone(&state)));
+                state.accepted.fetch_add(1, Ordering::SeqCst);
+                if state.limit != 0 && state.open.load(Ordering::SeqCst) >= state.limit {
+                    state.refused.fetch_add(1, Ordering::SeqCst);
+                    drop(stream);
+                    continue;
+                }
+                state.open.fetch_add(1, Ordering::SeqCst);
+                let state = Arc::clone(&state);
+                let name = name.clone();
+                connections.spawn(async move {
+                    serve(stream, name, Arc::clone(&state)).await;
+                    state.open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -155,6 +201,7 @@ async fn serve(mut stream: TcpStream, name: String, state: Arc<BackendState>) {
                 return;
             }
             if buf[..n] != HEALTH[..n] {
+                state.data_connections.fetch_add(1, Ordering::SeqCst);
                 break;
             }
         }
@@ -164,7 +211,6 @@ async fn serve(mut stream: TcpStream, name: String, state: Arc<BackendState>) {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    state.data_connections.fetch_add(1, Ordering::SeqCst);
     let mut reply = format!("{name}\n").into_bytes();
     reply.extend_from_slice(&buf);
     if stream.write_all(&reply).await.is_err() {
@@ -211,7 +257,12 @@ impl Client {
     /// Connects through the balancer and learns which backend answers; `None` if the
     /// balancer closed the connection instead.
     pub async fn open(lb: SocketAddr) -> Option<Self> {
-        let mut stream = TcpStream::connect(lb).await.ok()?;
+        Self::open_from(None, lb).await
+    }
+
+    /// [`Client::open`] from a chosen source address (any of 127.0.0.0/8 works on loopback).
+    pub async fn open_from(source: Option<IpAddr>, lb: SocketAddr) -> Option<Self> {
+        let mut stream = connect_from(source, lb).await.ok()?;
         stream.write_all(b"hi\n").await.ok()?;
         let backend = read_line(&mut stream).await?;
         assert_eq!(read_line(&mut stream).await.as_deref(), Some("hi"));
@@ -225,6 +276,37 @@ impl Client {
             .await
             .unwrap();
         assert_eq!(read_line(&mut self.stream).await.as_deref(), Some(text));
+    }
+}
+
+/// A TCP connection to `addr` from `source` (the OS picks when `None`).
+pub async fn connect_from(source: Option<IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    socket.connect(addr).await
+}
+
+/// `127.0.0.n`, a loopback address of its own: a client source the balancer tells apart.
+pub fn loopback(n: u8) -> Option<IpAddr> {
+    Some(IpAddr::from([127, 0, 0, n]))
+}
+
+/// Reads until EOF; `true` if the peer closed (a reset counts as closed too), `false` if it
+/// was still open after [`PATIENCE`].
+pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match timeout(PATIENCE, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
     }
 }
 
@@ -353,5 +435,111 @@ impl Metrics {
 
     pub fn backend(&self, name: &str, backend: &TestBackend) -> Option<u64> {
         self.get(name, &[("backend", &backend.addr_string())])
+    }
+}
+
+/// A running `chat-lb` process, killed when dropped (a failing test leaves no process behind).
+pub struct Binary {
+    pub child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Binary {
+    /// Starts the binary on ephemeral loopback ports and waits for its "listening" log line,
+    /// which carries the bound addresses.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with("127.0.0.1:0", None, args)
+    }
+
+    /// [`Binary::start`] listening on `listen` and, if given, allowed at most
+    /// `max_open_files` file descriptors (`ulimit -n`).
+    pub fn start_with(listen: &str, max_open_files: Option<u32>, args: &[&str]) -> Self {
+        let bin = env!("CARGO_BIN_EXE_chat-lb");
+        let mut command = match max_open_files {
+            None => Command::new(bin),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args([
+                    "-c",
+                    &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                    bin,
+                ]);
+                sh
+            }
+        };
+        let mut child = command
+            .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chat-lb");
+        let stderr = child.stderr.take().unwrap();
+        // Owned by the guard from here on, so a failed start kills the process too.
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut binary = Self {
+            child,
+            proxy: unknown,
+            admin: unknown,
+        };
+        let (tx, lines) = std::sync::mpsc::channel();
+        // Keeps draining stderr so the child never blocks on a full pipe; ends with the child.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("chat-lb: {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = lines.recv_timeout(wait).expect("no \"listening\" log line");
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let fields = &entry["fields"];
+            if fields["message"] == "listening" {
+                let addr = |key: &str| fields[key].as_str().unwrap().parse().unwrap();
+                binary.proxy = addr("proxy");
+                binary.admin = addr("admin");
+                return binary;
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        Metrics(http_get(self.admin, "/metrics").await.1)
+    }
+
+    /// The balancer's address as a client on loopback reaches it (a `[::]` or `0.0.0.0`
+    /// listener is reached through `::1` or `127.0.0.1`).
+    pub fn proxy_from(&self, ip: IpAddr) -> SocketAddr {
+        SocketAddr::new(ip, self.proxy.port())
+    }
+
+    pub async fn exit_status(&mut self) -> ExitStatus {
+        let mut status = None;
+        eventually("chat-lb exits", || {
+            status = self.child.try_wait().unwrap();
+            std::future::ready(status.is_some())
+        })
+        .await;
+        status.unwrap()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
