@@ -135,8 +135,11 @@ pub trait Bridge: Send + Sync + 'static {
     /// Removes the member from the room (publishing `Left` on the last exit).
     async fn leave_room(&self, room: &str, member: &Member) -> Result<()>;
 
-    /// Rooms with at least one member, with member counts.
-    async fn rooms(&self) -> Result<Vec<RoomSummary>>;
+    /// The busiest `limit` rooms with at least one member, by member count
+    /// (then name), with their counts: the entry screen's list. Costs the
+    /// same whatever the number of rooms (the last-message fields may be
+    /// left empty).
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomSummary>>;
 
     // ---------------------------------------------------------------- admin
     // Answers describe the whole cluster, whichever gateway asks.

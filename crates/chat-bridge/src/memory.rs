@@ -501,7 +501,7 @@ impl Bridge for MemoryBridge {
         Ok(())
     }
 
-    async fn rooms(&self) -> Result<Vec<RoomSummary>> {
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomSummary>> {
         let mut out: Vec<RoomSummary> = self
             .all_rooms()
             .into_iter()
@@ -515,7 +515,12 @@ impl Bridge for MemoryBridge {
                 })
             })
             .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort_by(|a, b| {
+            b.member_count
+                .cmp(&a.member_count)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        out.truncate(limit);
         Ok(out)
     }
 
@@ -933,7 +938,7 @@ mod tests {
         );
         assert_eq!(bridge.recent("new", 10).await.unwrap().len(), 1);
         assert_eq!(
-            bridge.rooms().await.unwrap().len(),
+            bridge.rooms(10).await.unwrap().len(),
             1,
             "the room in use stays"
         );

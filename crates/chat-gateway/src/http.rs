@@ -242,7 +242,7 @@ impl RoomsSnapshot {
     async fn build(shared: &Shared) -> Self {
         let started = Instant::now();
         shared.metrics.rooms_api_refreshes.fetch_add(1, Relaxed);
-        match shared.bridge.rooms().await {
+        match shared.bridge.rooms(MAX_LISTED_ROOMS).await {
             Ok(mut rooms) => {
                 rooms.sort_by(|a, b| {
                     b.member_count

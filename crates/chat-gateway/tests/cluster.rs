@@ -769,3 +769,43 @@ async fn an_empty_room_expires_after_the_room_ttl() {
         RespValue::Integer(-1)
     );
 }
+
+/// `/api/rooms` costs the same whatever the number of rooms: the ranking
+/// index and one HLEN for each of the (at most 50) rooms listed.
+#[tokio::test]
+async fn the_room_list_costs_the_same_whatever_the_number_of_rooms() {
+    use chat_test_support::RespValue;
+    let args: Vec<&str> = FAST.iter().copied().chain(["--max-rooms", "200"]).collect();
+    let cluster = Cluster::start(BIN, 1, BackendKind::Redis, &args)
+        .await
+        .unwrap();
+    let mut busy = cluster.gateway(0).client("busy").await.unwrap();
+    let mut other = cluster.gateway(0).client("other").await.unwrap();
+    for i in 0..120 {
+        busy.join(&format!("room-{i:03}")).await.unwrap();
+    }
+    other.join("room-007").await.unwrap();
+    redis_cmd(&cluster, &["CONFIG", "RESETSTAT"]).await;
+    let (status, body) = cluster.gateway(0).get("/api/rooms").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rooms = listed["rooms"].as_array().unwrap();
+    assert_eq!(rooms.len(), 50, "at most the 50 busiest");
+    assert_eq!(rooms[0]["name"], "room-007", "the busiest first: {body}");
+    assert_eq!(rooms[0]["members"], 2);
+    let RespValue::Bulk(Some(stats)) = redis_cmd(&cluster, &["INFO", "commandstats"]).await else {
+        panic!("no stats")
+    };
+    let stats = String::from_utf8(stats).unwrap();
+    let calls = |command: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(calls("hlen") <= 50, "{stats}");
+    assert_eq!(calls("xrevrange"), 0, "{stats}");
+    assert_eq!(calls("smembers"), 0, "{stats}");
+}

@@ -135,6 +135,13 @@ impl Keys {
         format!("{}:rooms", self.prefix)
     }
 
+    /// Sorted set: room -> number of members, the entry screen's ranking
+    /// (written with the count a presence script returned, so it heals by
+    /// itself; read with the counts checked).
+    pub fn room_members(&self) -> String {
+        format!("{}:room-members", self.prefix)
+    }
+
     /// Sorted set: room -> time (ms) of its newest message, for the admin
     /// room list ("a message in the last 24 hours"). Updated after the
     /// publish script, which must touch the room's own slot only; entries

@@ -349,8 +349,14 @@ impl Inner {
     }
 
     /// Indexes a session's presence in rooms (its instance's rooms, the
-    /// session's rooms, the room list), in one round trip.
-    async fn index_presence(&self, session: &str, rooms: &[String]) -> Result<()> {
+    /// session's rooms, the room list) and, with `members`, the room's
+    /// member count, in one round trip.
+    async fn index_presence(
+        &self,
+        session: &str,
+        rooms: &[String],
+        members: Option<(&str, usize)>,
+    ) -> Result<()> {
         let pipeline = self.client.pipeline();
         let queued = async {
             let _: () = pipeline
@@ -362,6 +368,9 @@ impl Inner {
             let _: () = pipeline
                 .sadd(self.keys.session_rooms(session), rooms.to_vec())
                 .await?;
+            if let Some((room, count)) = members {
+                count_members(&pipeline, &self.keys, room, count as i64).await?;
+            }
             pipeline
                 .sadd::<(), _, _>(self.keys.rooms(), rooms.to_vec())
                 .await
@@ -385,11 +394,15 @@ impl Inner {
             )
             .await
             .map_err(unavailable)?;
-        self.index_presence(&member.session_id, &[room.to_owned()])
-            .await?;
+        self.index_presence(
+            &member.session_id,
+            &[room.to_owned()],
+            Some((room, values.len())),
+        )
+        .await?;
         let mut names: Vec<String> = values
-            .into_iter()
-            .map(|v| v.splitn(3, '\t').nth(2).unwrap_or_default().to_owned())
+            .iter()
+            .map(|v| Holder::parse(v).map_or("", |h| h.display).to_owned())
             .collect();
         names.sort();
         Ok(names)
@@ -496,7 +509,8 @@ impl Inner {
         }
         rooms.sort();
         if !rooms.is_empty() {
-            self.index_presence(&member.session_id, &rooms).await?;
+            self.index_presence(&member.session_id, &rooms, None)
+                .await?;
         }
         let _: () = self
             .client
@@ -1130,7 +1144,7 @@ async fn reap_instance(
         .await?;
     let mut removed = 0u64;
     for room in &rooms {
-        let n: u64 = inner
+        let (n, left): (u64, i64) = inner
             .reap_room
             .evalsha_with_reload(
                 &inner.client,
@@ -1143,6 +1157,9 @@ async fn reap_instance(
                 ],
             )
             .await?;
+        if n > 0 {
+            count_members(&inner.client, &inner.keys, room, left).await?;
+        }
         removed += n;
     }
     let names: Vec<String> = inner
@@ -1184,6 +1201,30 @@ async fn reap_instance(
         let _: () = inner.client.hdel(inner.keys.gateways(), gateway).await?;
     }
     Ok((removed, freed))
+}
+
+/// Writes a room's member count into the entry screen's ranking (removes
+/// the room at 0). Works on the client or inside a pipeline.
+async fn count_members<C: SortedSetsInterface + Sync>(
+    client: &C,
+    keys: &Keys,
+    room: &str,
+    count: i64,
+) -> Result<(), fred::error::Error> {
+    if count > 0 {
+        client
+            .zadd(
+                keys.room_members(),
+                None,
+                None,
+                false,
+                false,
+                (count as f64, room),
+            )
+            .await
+    } else {
+        client.zrem(keys.room_members(), room).await
+    }
 }
 
 /// "instance\tsession\t": the prefix of every value a session writes.
@@ -1506,7 +1547,7 @@ impl Bridge for RedisBridge {
             .remove(&(room.to_owned(), member.session_id.clone()));
         inner.check()?;
         let payload = wire::presence(PresenceKind::Left, &member.key, &member.username);
-        let _: u64 = inner
+        let left: i64 = inner
             .leave
             .evalsha_with_reload(
                 &inner.client,
@@ -1521,6 +1562,11 @@ impl Bridge for RedisBridge {
             )
             .await
             .map_err(unavailable)?;
+        if left >= 0 {
+            count_members(&inner.client, &inner.keys, room, left)
+                .await
+                .map_err(unavailable)?;
+        }
         let _: () = inner
             .client
             .srem(inner.keys.session_rooms(&member.session_id), room)
@@ -1529,38 +1575,50 @@ impl Bridge for RedisBridge {
         Ok(())
     }
 
-    async fn rooms(&self) -> Result<Vec<RoomSummary>> {
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomSummary>> {
         let inner = &self.inner;
         inner.check()?;
-        let rooms: Vec<String> = inner
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The ranking, then the true counts of those rooms: two round trips
+        // whatever the number of rooms. A count the index got wrong (a
+        // gateway died between a presence script and its index write) is
+        // corrected on the way.
+        let ranked: Vec<String> = inner
             .client
-            .smembers(inner.keys.rooms())
+            .zrevrange(inner.keys.room_members(), 0, limit as i64 - 1, false)
             .await
             .map_err(unavailable)?;
-        let mut out = Vec::new();
-        for room in rooms {
-            let count: u32 = inner
-                .client
-                .hlen(inner.keys.members(&room))
+        let pipeline = inner.client.pipeline();
+        for room in &ranked {
+            let _: () = pipeline
+                .hlen(inner.keys.members(room))
                 .await
                 .map_err(unavailable)?;
-            if count == 0 {
-                let _: () = inner
-                    .client
-                    .srem(inner.keys.rooms(), room.as_str())
+        }
+        let counts = pipeline.try_all::<u64>().await;
+        let mut out = Vec::with_capacity(ranked.len());
+        for (room, count) in ranked.into_iter().zip(counts) {
+            let count = count.map_err(unavailable)?;
+            if count > 0 {
+                out.push(RoomSummary {
+                    name: room,
+                    member_count: count as u32,
+                    last_message_id: None,
+                    last_message_at_ms: 0,
+                });
+            } else {
+                count_members(&inner.client, &inner.keys, &room, 0)
                     .await
                     .map_err(unavailable)?;
-                continue;
             }
-            let last = self.recent(&room, 1).await?.pop();
-            out.push(RoomSummary {
-                name: room,
-                member_count: count,
-                last_message_id: last.as_ref().and_then(|m| m.id.parse().ok()),
-                last_message_at_ms: last.map_or(0, |m| m.sent_at_ms),
-            });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort_by(|a, b| {
+            b.member_count
+                .cmp(&a.member_count)
+                .then_with(|| a.name.cmp(&b.name))
+        });
         Ok(out)
     }
 

@@ -79,25 +79,26 @@ return redis.call('HVALS', KEYS[1])
 /// Leave a room if this session holds the entry. KEYS: members, stream,
 /// trimmed. ARGV: name key, "instance\tsession\t" prefix, channel, presence
 /// payload, room ttl ms. The last one out starts the room's expiry.
-/// Returns 1 if left.
+/// Returns the number of members left, or -1 if this session was not in it.
 pub const LEAVE: &str = r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and string.sub(cur, 1, #ARGV[2]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('PUBLISH', ARGV[3], ARGV[4])
-  if redis.call('EXISTS', KEYS[1]) == 0 then
+  local left = redis.call('HLEN', KEYS[1])
+  if left == 0 then
     redis.call('PEXPIRE', KEYS[2], ARGV[5])
     redis.call('PEXPIRE', KEYS[3], ARGV[5])
   end
-  return 1
+  return left
 end
-return 0
+return -1
 "#;
 
 /// Remove every entry of a dead instance from one room. KEYS: members,
 /// stream, trimmed. ARGV: "instance\t" prefix, channel, presence payload
 /// prefix ("P" tag), room ttl ms. Publishes LEFT for each; the payload is
-/// built here from the entry. Returns the number removed.
+/// built here from the entry. Returns {removed, members left}.
 pub const REAP_ROOM: &str = r#"
 local all = redis.call('HGETALL', KEYS[1])
 local n = 0
@@ -110,11 +111,12 @@ for i = 1, #all, 2 do
     n = n + 1
   end
 end
-if n > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+local left = redis.call('HLEN', KEYS[1])
+if n > 0 and left == 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 end
-return n
+return {n, left}
 "#;
 
 /// Delete a key only if its value starts with ARGV[1] (compare-and-delete).
