@@ -17,6 +17,7 @@ import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { freePort, until as waitUntil } from "./support.mjs";
+import { ErrorCode, presenceFrame, RawClient } from "./raw-client.ts";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -87,8 +88,8 @@ after(async () => {
   }
 });
 
-/** A page with error, dialog and console bookkeeping. */
-async function openPage(viewport = { width: 1100, height: 760 }, extra = {}) {
+/** A page (at `path`, default "/") with error, dialog and console bookkeeping. */
+async function openPage(viewport = { width: 1100, height: 760 }, extra = {}, path = "/") {
   const context = await browser.newContext({ viewport, ...extra });
   const page = await context.newPage();
   const info = { dialogs: [], pageErrors: [], consoleErrors: [] };
@@ -100,7 +101,7 @@ async function openPage(viewport = { width: 1100, height: 760 }, extra = {}) {
   page.on("console", (m) => {
     if (m.type() === "error") info.consoleErrors.push(m.text());
   });
-  await page.goto(`${baseUrl}/`);
+  await page.goto(`${baseUrl}${path}`);
   await page.locator("#entry").waitFor({ state: "visible", timeout: WAIT });
   return { page, info, context };
 }
@@ -130,13 +131,53 @@ function members(page) {
   return page.$$eval("#members li", (lis) => lis.map((li) => li.textContent));
 }
 
-/** The presence lines ("x joined" / "x left") shown about `name`. */
+/**
+ * What the presence lines say about `name`, one entry per line that names
+ * them: "x joined", "x left", "x joined and left" or "x left and came back".
+ * Read from each line's data-presence ({effect: [every name]}), as the text
+ * names only a few.
+ */
 function presenceLines(page, name) {
   return page.$$eval(
-    "#messages .event",
-    (els, n) => els.map((e) => e.textContent).filter((t) => t === `${n} joined` || t === `${n} left`),
+    "#messages .event.presence",
+    (els, n) => {
+      const verb = { joined: "joined", left: "left", "joined-left": "joined and left", "left-joined": "left and came back" };
+      const out = [];
+      for (const e of els) {
+        for (const [effect, names] of Object.entries(JSON.parse(e.dataset.presence || "{}"))) {
+          if (names.includes(n)) out.push(`${n} ${verb[effect]}`);
+        }
+      }
+      return out;
+    },
     name,
   );
+}
+
+/** Every line's data-presence, parsed. */
+function presenceData(page) {
+  return page.$$eval("#messages .event.presence", (els) => els.map((e) => JSON.parse(e.dataset.presence || "{}")));
+}
+
+/** Records every value #conn-state[data-state] takes from now on; read with connStates(). */
+function recordConnStates(page) {
+  return page.evaluate(() => {
+    const e = document.querySelector("#conn-state");
+    window.__connStates = [e.getAttribute("data-state")];
+    new MutationObserver(() => {
+      const s = e.getAttribute("data-state");
+      if (window.__connStates.at(-1) !== s) window.__connStates.push(s);
+    }).observe(e, { attributes: true, attributeFilter: ["data-state"] });
+  });
+}
+
+function connStates(page) {
+  return page.evaluate(() => window.__connStates);
+}
+
+/** The count shown beside the member list. */
+function memberCountShown(page) {
+  return page.$eval('[data-testid="member-count"]', (e) => e.textContent);
 }
 
 /** The author shown on the confirmed message with exactly this text. */
@@ -382,5 +423,203 @@ describe("web client in Chromium", () => {
     }
     assert.deepEqual(tab2Errors, []);
     for (const x of [A, B]) await x.context.close();
+  });
+
+  test("a Join/Leave flood from raw sockets: the listener stays connected, the presence lines stay few, the member list ends true", async (t) => {
+    if (skipReason) {
+      t.skip(skipReason);
+      return;
+    }
+    const suffix = Math.random().toString(36).slice(2, 7);
+    const room = `flood-${suffix}`;
+    const bob = `bob_${suffix}`;
+    const B = await openPage();
+    await joinRoom(B.page, bob, room);
+    await waitConnected(B.page, room);
+    await recordConnStates(B.page);
+    const sockets = countSockets(B.page);
+
+    // Four raw clients each fire 400 Join/Leave frames at once, without waiting for answers.
+    const FLOODERS = 4;
+    const FRAMES = 400;
+    const wsUrl = `${baseUrl.replace(/^http/, "ws")}/ws`;
+    const flooders = [];
+    for (let i = 0; i < FLOODERS; i++) {
+      const c = await RawClient.connect(wsUrl);
+      const name = `flood${i}_${suffix}`;
+      await c.hello(name);
+      flooders.push({ c, name });
+    }
+    const lastRefs = flooders.map(({ c }) => {
+      let ref = 0n;
+      for (let k = 0; k < FRAMES; k++) ref = c.send(k % 2 === 0 ? { case: "join", value: { room, historyLimit: 1 } } : { case: "leave", value: { room } });
+      return ref;
+    });
+
+    // Bob chats in the middle of it.
+    await B.page.locator("#input").fill("during the flood");
+    await B.page.locator("#input").press("Enter");
+    await waitForText(B.page, "#messages .msg:not(.pending) .text", "during the flood");
+
+    // Replies come in request order: the reply to the last frame means all are answered.
+    await Promise.all(flooders.map(({ c }, i) => c.reply(lastRefs[i], WAIT)));
+    const limited = flooders.map(({ c }) => c.frames.filter((f) => f.kind.case === "error").length);
+    t.diagnostic(`frames refused (RATE_LIMITED) per flooder: ${limited.join(", ")} of ${FRAMES}`);
+
+    // Then the even ones settle in the room and the odd ones out of it (retrying while rate-limited).
+    for (const [i, { c }] of flooders.entries()) {
+      const inRoom = i % 2 === 0;
+      await until(`flood${i} ${inRoom ? "in" : "out of"} the room`, async () => {
+        const f = await c.reply(c.send(inRoom ? { case: "join", value: { room, historyLimit: 1 } } : { case: "leave", value: { room } }));
+        if (inRoom) return f.kind.case === "joined";
+        return f.kind.case === "left" || (f.kind.case === "error" && f.kind.value.code === ErrorCode.NOT_IN_ROOM);
+      }, WAIT, 200);
+    }
+    const present = flooders.filter((_, i) => i % 2 === 0).map((f) => f.name);
+    const absent = flooders.filter((_, i) => i % 2 === 1).map((f) => f.name);
+
+    // Bob's member list ends as the truth, sorted, with its count.
+    const expected = [bob, ...present].sort();
+    await until("Bob's member list to match the room", async () => JSON.stringify(await members(B.page)) === JSON.stringify(expected));
+    await until("the member count", async () => (await memberCountShown(B.page)) === String(expected.length));
+    assert.equal(await B.page.locator('[data-testid="member-count"]').isVisible(), true, "the count shows beside the member list");
+
+    // What the lines say about each flooder ends as the truth: the last line naming them.
+    await until("the presence lines to end true", async () => {
+      for (const name of present) {
+        const said = await presenceLines(B.page, name);
+        if (!said.length || !/ (joined|left and came back)$/.test(said.at(-1))) return false;
+      }
+      for (const name of absent) {
+        const said = await presenceLines(B.page, name);
+        if (said.length && !/ (left|joined and left)$/.test(said.at(-1))) return false;
+      }
+      return true;
+    });
+
+    // Few lines for thousands of frames: one per run (Bob's message splits the flood into at most two).
+    const lines = await B.page.$$eval("#messages .event", (els) => els.map((e) => ({ text: e.textContent, events: Number(e.dataset.events || 0) })));
+    t.diagnostic(`Bob's presence lines: ${JSON.stringify(lines)}`);
+    assert.ok(lines.length >= 1 && lines.length <= 3, `presence lines: ${lines.length}`);
+    assert.ok((await B.page.$$eval("#messages > *", (els) => els.length)) <= 5, "the timeline did not grow with the flood");
+    // No one is listed twice in a line.
+    for (const data of await presenceData(B.page)) {
+      const names = Object.values(data).flat();
+      assert.equal(new Set(names).size, names.length, JSON.stringify(data));
+    }
+
+    // Bob stayed connected on the same socket all along.
+    assert.deepEqual(await connStates(B.page), ["connected"]);
+    assert.equal(sockets.n, 0, "no reconnect");
+    assert.deepEqual(B.info.pageErrors, []);
+    await B.page.screenshot({ path: join(shots, "presence-flood.png") });
+    for (const { c } of flooders) c.close();
+    await B.context.close();
+  });
+
+  test("hundreds of presence events a second pushed into a page: one line, a true member list, still chatting", async (t) => {
+    if (skipReason) {
+      t.skip(skipReason);
+      return;
+    }
+    const suffix = Math.random().toString(36).slice(2, 7);
+    const room = `ghosts-${suffix}`;
+    const carol = `carol_${suffix}`;
+    const C = await openPage({ width: 390, height: 780 }, { isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+    // C's socket goes through a relay in the test, which can add frames of its own.
+    let route = null;
+    await C.page.routeWebSocket(
+      (url) => url.pathname === "/ws",
+      (ws) => {
+        const server = ws.connectToServer();
+        ws.onMessage((m) => server.send(m));
+        server.onMessage((m) => ws.send(m));
+        route = ws;
+      },
+    );
+    await joinRoom(C.page, carol, room);
+    await waitConnected(C.page, room);
+    await recordConnStates(C.page);
+    assert.ok(route, "the page's socket is relayed");
+
+    // 600 people join, every odd one leaves again, and ghost0 leaves and comes back 100 times: 1,400 pushes at once.
+    const N = 600;
+    const ghost = (i) => `ghost${i}_${suffix}`;
+    const frames = [];
+    for (let i = 0; i < N; i++) frames.push(presenceFrame(room, ghost(i), "joined"));
+    for (let i = 1; i < N; i += 2) frames.push(presenceFrame(room, ghost(i), "left"));
+    for (let k = 0; k < 100; k++) frames.push(presenceFrame(room, ghost(0), "left"), presenceFrame(room, ghost(0), "joined"));
+    const t0 = Date.now();
+    for (const f of frames) route.send(f);
+
+    const expectedCount = 1 + N / 2;
+    await until("the member count", async () => (await memberCountShown(C.page)) === String(expectedCount));
+    await until("the presence line to take every push in", async () =>
+      (await C.page.$$eval("#messages .event.presence", (els) => els.reduce((n, e) => n + Number(e.dataset.events || 0), 0))) === frames.length,
+    );
+    t.diagnostic(`${frames.length} presence pushes taken in ${Date.now() - t0} ms`);
+
+    const list = await members(C.page);
+    assert.equal(list.length, expectedCount);
+    assert.ok(list.includes(carol) && list.includes(ghost(0)) && list.includes(ghost(598)) && !list.includes(ghost(1)));
+    const collator = new Intl.Collator(undefined, { sensitivity: "base", numeric: true });
+    for (let i = 1; i < list.length; i++) assert.ok(collator.compare(list[i - 1], list[i]) <= 0, `sorted: ${list[i - 1]} before ${list[i]}`);
+
+    const lines = await C.page.$$eval("#messages .event", (els) => els.map((e) => e.textContent));
+    assert.deepEqual(lines, [`${ghost(0)}, ${ghost(2)} and ${N / 2 - 2} others joined; ${ghost(1)}, ${ghost(3)} and ${N / 2 - 2} others joined and left`]);
+    const [data] = await presenceData(C.page);
+    assert.equal(data.joined.length, N / 2);
+    assert.equal(data["joined-left"].length, N / 2);
+    assert.equal(new Set([...data.joined, ...data["joined-left"]]).size, N);
+
+    // Still connected, and chatting works; a message then starts a new presence line.
+    assert.deepEqual(await connStates(C.page), ["connected"]);
+    await C.page.locator("#input").fill("still here");
+    await C.page.locator("#input").press("Enter");
+    await waitForText(C.page, "#messages .msg.own:not(.pending) .text", "still here");
+    route.send(presenceFrame(room, ghost(1), "joined"));
+    await waitForText(C.page, "#messages .event", `${ghost(1)} joined`);
+    assert.equal(await C.page.locator("#messages .event").count(), 2);
+    assert.equal(await C.page.locator("#messages > *").count(), 3);
+    await C.page.screenshot({ path: join(shots, "presence-pushed-mobile.png") });
+    assert.deepEqual(C.info.pageErrors, []);
+    await C.context.close();
+  });
+
+  test("a malformed URL fragment is ignored: the entry screen works, and a reload still goes back into the chat", async (t) => {
+    if (skipReason) {
+      t.skip(skipReason);
+      return;
+    }
+    const suffix = Math.random().toString(36).slice(2, 7);
+    for (const fragment of ["#%", "#%E0%A4%A"]) {
+      const P = await openPage(undefined, {}, `/${fragment}`);
+      // The page booted: the default room is filled in, the name field has focus, rooms are polled.
+      await P.page.waitForFunction(() => document.activeElement?.id === "username", null, { timeout: WAIT });
+      assert.equal(await P.page.locator("#room").inputValue(), "lobby", `room for ${fragment}`);
+      assert.equal(await P.page.locator("#chat").isVisible(), false);
+      assert.deepEqual(P.info.pageErrors, [], `no uncaught error with ${fragment}`);
+      await P.page.screenshot({ path: join(shots, "entry-malformed-fragment.png") });
+
+      // Joining works, and so does a reload of the chat (the boot code runs to its end).
+      const name = `frag_${suffix}_${fragment.length}`;
+      const room = `frag-${suffix}`;
+      await joinRoom(P.page, name, room);
+      await waitConnected(P.page, room);
+      await P.page.reload();
+      await waitConnected(P.page, room);
+      assert.equal(await myName(P.page), name);
+      assert.equal(new URL(P.page.url()).hash, fragment, "the fragment is still there");
+      assert.deepEqual(P.info.pageErrors, []);
+      await P.context.close();
+    }
+
+    // A well-formed fragment names the room.
+    const Q = await openPage(undefined, {}, "/#room=dev%20ops");
+    assert.equal(await Q.page.locator("#room").inputValue(), "dev ops");
+    await Q.context.close();
+    const R = await openPage(undefined, {}, "/#sala%20%C3%A9");
+    assert.equal(await R.page.locator("#room").inputValue(), "sala é");
+    await R.context.close();
   });
 });

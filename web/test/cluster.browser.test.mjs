@@ -315,11 +315,24 @@ function assertTimeline(rows, who) {
   for (let i = 1; i < ids.length; i++) assert.ok(compareIds(ids[i - 1], ids[i]) < 0, `${who}: ids ascending: ${ids.join(" ")}`);
 }
 
-/** The presence lines ("x joined" / "x left") shown about `name`. */
+/**
+ * What the presence lines say about `name`, one entry per line that names
+ * them: "x joined", "x left", "x joined and left" or "x left and came back"
+ * (from each line's data-presence, as the text names only a few).
+ */
 function presenceLines(page, name) {
   return page.$$eval(
-    "#messages .event",
-    (els, n) => els.map((e) => e.textContent).filter((t) => t === `${n} joined` || t === `${n} left`),
+    "#messages .event.presence",
+    (els, n) => {
+      const verb = { joined: "joined", left: "left", "joined-left": "joined and left", "left-joined": "left and came back" };
+      const out = [];
+      for (const e of els) {
+        for (const [effect, names] of Object.entries(JSON.parse(e.dataset.presence || "{}"))) {
+          if (names.includes(n)) out.push(`${n} ${verb[effect]}`);
+        }
+      }
+      return out;
+    },
     name,
   );
 }
