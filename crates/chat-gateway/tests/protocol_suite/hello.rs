@@ -135,7 +135,8 @@ pub async fn username_is_trimmed_and_normalised(kind: BackendKind) -> anyhow::Re
 pub async fn invalid_usernames_are_refused_and_hello_may_be_retried(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
-    let server = start(kind, &[]).await?;
+    // Many refusals on one connection: the cap on them out of the way.
+    let server = start(kind, &["--max-failed-hellos", "1000"]).await?;
     let mut client = server.connect().await?;
     let too_long = ["a".repeat(33), "\u{e9}".repeat(33), "e\u{301}".repeat(33)];
     let bad = [
@@ -209,7 +210,8 @@ pub async fn hello_after_welcome_is_bad_frame(kind: BackendKind) -> anyhow::Resu
 }
 
 pub async fn name_is_free_again_soon_after_close(kind: BackendKind) -> anyhow::Result<()> {
-    let server = start(kind, &[]).await?;
+    // The Hellos that poll for the name are refused until it is free.
+    let server = start(kind, &["--max-failed-hellos", "1000"]).await?;
     let limit = Duration::from_secs(5);
 
     // A clean WebSocket close.

@@ -73,7 +73,9 @@ pub async fn since_id_replay_is_gapless_while_others_publish(
     // Publishers stop when the resumer is done; the cap is only a safety
     // bound, and the history is long enough that nothing is ever trimmed.
     const CAP: usize = 30_000;
-    let server = start(kind, &args(&["--history-len", "100000"])).await?;
+    // 200 resumes in a row: the room-operation bucket out of the way.
+    let flags = ["--history-len", "100000", "--room-ops-per-second", "100000"];
+    let server = start(kind, &args(&flags)).await?;
     let mut names: Vec<String> = (0..PUBLISHERS).map(|i| format!("publisher{i}")).collect();
     names.push("observer".into());
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
