@@ -144,7 +144,7 @@ struct RoomEntry {
 
 /// `/api/rooms`: the snapshot, to addresses within their rate.
 async fn rooms(shared: &Shared, client: IpAddr) -> Response<Body> {
-    if !shared.per_ip.allow_rooms_api(&shared.config, client) {
+    if !shared.edge.allow_rooms_api(&shared.config, client) {
         shared.metrics.rooms_api_limited.fetch_add(1, Relaxed);
         let mut response = text(
             StatusCode::TOO_MANY_REQUESTS,
@@ -156,7 +156,7 @@ async fn rooms(shared: &Shared, client: IpAddr) -> Response<Body> {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
-    let snapshot = shared.per_ip.rooms.get(shared).await;
+    let snapshot = shared.edge.rooms.get(shared).await;
     let mut response = Response::new(Full::new(snapshot.body.clone()));
     *response.status_mut() = snapshot.status;
     let h = response.headers_mut();

@@ -94,7 +94,7 @@ pub async fn run(
         metrics,
         conns: Default::default(),
         next_conn: AtomicU64::new(1),
-        per_ip: Default::default(),
+        edge: Default::default(),
         draining: AtomicBool::new(false),
         drain: CancellationToken::new(),
         drain_told: tokio::sync::watch::Sender::new(None),

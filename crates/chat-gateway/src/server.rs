@@ -72,7 +72,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, permits: Arc<Se
         let slot = if proxied {
             None
         } else {
-            match shared.per_ip.admit(&shared, peer.ip()) {
+            match shared.edge.admit(&shared, peer.ip()) {
                 Ok(slot) => Some(slot),
                 Err(refusal) => {
                     refused(&shared, peer, refusal);
@@ -154,7 +154,7 @@ async fn connection(
                     return;
                 }
             };
-            match shared.per_ip.admit(&shared, client.ip()) {
+            match shared.edge.admit(&shared, client.ip()) {
                 Ok(slot) => (client, slot),
                 Err(refusal) => {
                     refused(&shared, client, refusal);

@@ -36,7 +36,7 @@ pub struct Shared {
     /// The edge's state: per client address (the real one behind a PROXY
     /// header; an IPv6 /64) its open sockets and WebSockets and its rates,
     /// and the `/api/rooms` snapshot.
-    pub per_ip: Edge,
+    pub edge: Edge,
     /// Set once draining starts: health 503, upgrades refused.
     pub draining: AtomicBool,
     /// Cancelled to start a drain (SIGTERM, or an operator's request).
@@ -252,7 +252,7 @@ pub struct SocketSlot {
 impl Drop for SocketSlot {
     fn drop(&mut self) {
         self.shared.metrics.tcp_open.fetch_sub(1, Relaxed);
-        let mut table = self.shared.per_ip.table.lock();
+        let mut table = self.shared.edge.table.lock();
         if let Some(entry) = table.entries.get_mut(&self.key) {
             entry.sockets -= 1;
         }
@@ -271,7 +271,7 @@ impl IpSlot {
     /// `--max-connections-per-ip`.
     pub fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
         let key = AddrKey::of(ip);
-        let mut table = shared.per_ip.table.lock();
+        let mut table = shared.edge.table.lock();
         let entry = table.entry(key, &shared.config);
         if entry.websockets >= shared.config.max_connections_per_ip {
             table.release(key);
@@ -287,7 +287,7 @@ impl IpSlot {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut table = self.shared.per_ip.table.lock();
+        let mut table = self.shared.edge.table.lock();
         if let Some(entry) = table.entries.get_mut(&self.key) {
             entry.websockets -= 1;
         }
