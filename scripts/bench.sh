@@ -101,7 +101,7 @@ LOCAL_IPS=127.0.0.1-127.0.0.40
 
 # ------------------------------------------------------------------ tools
 need_pkg redis-server redis-server
-need_pkg haproxy haproxy
+if wants 4; then need_pkg haproxy haproxy; fi
 need_pkg jq jq
 if [ "$PERF" = 1 ]; then need_pkg perf linux-perf; fi
 

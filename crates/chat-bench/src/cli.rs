@@ -196,6 +196,11 @@ pub struct FailoverArgs {
     #[arg(long, env = "CHAT_BENCH_DRAIN_TIMEOUT", value_parser = parse_secs, default_value = "10s")]
     #[serde(serialize_with = "secs")]
     pub drain_timeout: Duration,
+    /// A member's first reconnect attempt waits a random time up to this
+    /// (chat_client::Backoff::first_jitter).
+    #[arg(long, env = "CHAT_BENCH_RECONNECT_JITTER", value_parser = parse_secs, default_value = "50ms")]
+    #[serde(serialize_with = "secs")]
+    pub reconnect_jitter: Duration,
     /// Connection set-ups in progress at once.
     #[arg(long, env = "CHAT_BENCH_CONNECT_CONCURRENCY", default_value_t = 64)]
     pub connect_concurrency: usize,

@@ -97,21 +97,26 @@ pub struct FailoverResults {
     pub restart_secs: Option<f64>,
     /// Members whose connection was on the killed gateway.
     pub on_killed_gateway: u64,
-    /// Of those: back in all their rooms, back without USERNAME_TAKEN on
-    /// the way (the token gave the name back), never back.
+    /// Of those: back in all their rooms; back by token (the token gave the
+    /// name back: no USERNAME_TAKEN on the way, and nobody saw them leave,
+    /// so the name never fell free in between); never back.
     pub resumed: u64,
     pub resumed_by_token: u64,
     pub locked_out: u64,
+    /// Of those, how many somebody saw leave (or join again) after the kill.
+    pub seen_leaving: u64,
     /// From each one's connection loss to back in all rooms.
     pub recovery: Millis,
     /// From the kill to back in all rooms (adds how long the loss took to show).
     pub recovery_from_kill: Millis,
+    /// From the kill to each one's connection loss showing (chat-lb closing it).
+    pub loss_seen_after_kill: Millis,
     /// Most reconnect attempts one member needed.
     pub max_attempts: u32,
     /// Hellos answered USERNAME_TAKEN, over all members.
     pub name_taken: u64,
     /// PresenceChanges about the killed gateway's members that others
-    /// received after the kill (LEFT/JOINED flicker).
+    /// received after the kill (LEFT/JOINED flicker), in all.
     pub presence_flicker: u64,
     /// Other PresenceChanges received after the kill (the final check's
     /// newcomer aside).
@@ -150,6 +155,7 @@ impl Results for FailoverResults {
             && self.resumed_by_token == self.on_killed_gateway
             && self.locked_out == 0
             && self.presence_flicker == 0
+            && self.seen_leaving == 0
             && self.unexpected_disconnects == 0
             && self.ended == 0
             && self.unacked == 0
@@ -196,6 +202,10 @@ impl Results for FailoverResults {
             ("  loss -> back".into(), self.recovery.show()),
             ("  kill -> back".into(), self.recovery_from_kill.show()),
             (
+                "  kill -> loss seen".into(),
+                self.loss_seen_after_kill.show(),
+            ),
+            (
                 "  attempts".into(),
                 format!(
                     "at most {}, {} USERNAME_TAKEN",
@@ -206,8 +216,9 @@ impl Results for FailoverResults {
             (
                 "presence flicker".into(),
                 format!(
-                    "{} (other presence changes: {})",
+                    "{} about {} members (other presence changes: {})",
                     fmt_int(self.presence_flicker),
+                    fmt_int(self.seen_leaving),
                     fmt_int(self.presence_other)
                 ),
             ),
@@ -273,6 +284,7 @@ struct Plan {
 struct Shared {
     url: String,
     members_per_room: u64,
+    reconnect_jitter: Duration,
     /// Members connected and in all their rooms, by gateway.
     ready: Mutex<BTreeMap<String, u64>>,
     /// Set-ups that failed, by reason.
@@ -412,6 +424,7 @@ pub async fn run(args: FailoverArgs) -> Result<Report<FailoverResults>> {
     let shared = Arc::new(Shared {
         url: format!("ws://{}/ws", lb.addr),
         members_per_room: members_per_room as u64,
+        reconnect_jitter: args.reconnect_jitter,
         ready: Mutex::new(BTreeMap::new()),
         setup_failures: Mutex::new(BTreeMap::new()),
         start_at: OnceLock::new(),
@@ -701,6 +714,7 @@ async fn member(plan: Plan, shared: Arc<Shared>, permits: Arc<Semaphore>) -> (us
         let mut config = ResumeConfig::new(shared.url.clone(), plan.name.clone());
         config.local_addr = plan.local;
         config.ws_config = ws_config(READ_BUFFER);
+        config.backoff.first_jitter = shared.reconnect_jitter;
         let mut client = Resuming::connect(config).await?;
         for room in &plan.rooms {
             client.handle().join_with(room, "", 1).await?;
@@ -791,35 +805,62 @@ async fn member(plan: Plan, shared: Arc<Shared>, permits: Arc<Semaphore>) -> (us
 /// (32) and the room-operation burst (2 x 32), so no Join is refused.
 const CHECK_BATCH: usize = 30;
 
-/// Asks newcomers (`{checker}-0`, `-1`, ..., one connection per
-/// [`CHECK_BATCH`] rooms) for every room's members; returns how many rooms
-/// list other members than `expected` (sorted names), with a few examples.
+/// How long the member lists may take to agree with who is connected:
+/// they are written by the gateways as sessions come and go.
+const CHECK_SETTLE: Duration = Duration::from_secs(5);
+
+/// Asks newcomers for every room's members until each room lists exactly
+/// `expected` (sorted names) or [`CHECK_SETTLE`] has passed; returns how
+/// many rooms still list others, with a few examples.
 async fn check_rooms(
     url: &str,
     checker: &str,
     expected: &[(String, Vec<String>)],
 ) -> Result<(u64, Vec<String>)> {
-    let (mut wrong, mut examples) = (0, Vec::new());
-    for (batch, rooms) in expected.chunks(CHECK_BATCH).enumerate() {
-        let name = format!("{checker}-{batch}");
+    let deadline = Instant::now() + CHECK_SETTLE;
+    let mut pending: Vec<&(String, Vec<String>)> = expected.iter().collect();
+    let mut pass = 0;
+    loop {
+        let wrong = check_once(url, &format!("{checker}-{pass}"), &pending).await?;
+        pass += 1;
+        if wrong.is_empty() || Instant::now() >= deadline {
+            let examples = wrong.iter().take(3).map(|(_, why)| why.clone()).collect();
+            return Ok((wrong.len() as u64, examples));
+        }
+        pending = wrong.into_iter().map(|(room, _)| room).collect();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// One pass of [`check_rooms`]: newcomers `{name}-0`, `-1`, ..., one
+/// connection per [`CHECK_BATCH`] rooms; returns the rooms listed wrong.
+async fn check_once<'a>(
+    url: &str,
+    name: &str,
+    rooms: &[&'a (String, Vec<String>)],
+) -> Result<Vec<(&'a (String, Vec<String>), String)>> {
+    let mut wrong = Vec::new();
+    for (batch, rooms) in rooms.chunks(CHECK_BATCH).enumerate() {
+        let name = format!("{name}-{batch}");
         let mut client = Client::connect(url).await?;
         client.hello(&name).await?;
-        for (room, want) in rooms {
+        for entry in rooms {
+            let (room, want) = *entry;
             let joined = client.join_with(room, "", 1).await?;
             let mut got: Vec<String> = joined.members.into_iter().filter(|m| *m != name).collect();
             got.sort();
             if &got != want {
-                wrong += 1;
-                if examples.len() < 3 {
-                    let extra: Vec<&String> = got.iter().filter(|m| !want.contains(m)).collect();
-                    let missing: Vec<&String> = want.iter().filter(|m| !got.contains(m)).collect();
-                    examples.push(format!("{room}: extra {extra:?}, missing {missing:?}"));
-                }
+                let extra: Vec<&String> = got.iter().filter(|m| !want.contains(m)).collect();
+                let missing: Vec<&String> = want.iter().filter(|m| !got.contains(m)).collect();
+                wrong.push((
+                    *entry,
+                    format!("{room}: extra {extra:?}, missing {missing:?}"),
+                ));
             }
         }
         let _ = client.close().await;
     }
-    Ok((wrong, examples))
+    Ok(wrong)
 }
 
 /// Figures measured outside the member tasks.
@@ -852,22 +893,44 @@ fn tally(
         .map(|(i, _)| names[*i].as_str())
         .collect();
 
-    let (mut recovery, mut from_kill) = (new_histogram(), new_histogram());
+    let (mut recovery, mut from_kill, mut seen) =
+        (new_histogram(), new_histogram(), new_histogram());
+    // Presence after the kill: about the killed gateway's members it is flicker.
+    let (mut flicker, mut other_presence) = (0, 0);
+    let mut seen_leaving: BTreeSet<&str> = BTreeSet::new();
+    for outcome in by_index.values() {
+        for name in &outcome.presence_after_kill {
+            if let Some(hit) = hit.get(name.as_str()) {
+                flicker += 1;
+                seen_leaving.insert(hit);
+            } else if !name.starts_with(&measured.checker) {
+                other_presence += 1;
+            }
+        }
+    }
     let (mut resumed, mut by_token, mut max_attempts, mut name_taken) = (0, 0, 0, 0);
-    let (mut flicker, mut other_presence, mut unexpected) = (0, 0, 0);
+    let mut unexpected = 0;
     let mut ended_reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut refused_by_code: BTreeMap<String, u64> = BTreeMap::new();
     let (mut sent, mut acked_as_duplicate) = (0, 0);
-    for outcome in by_index.values() {
+    for (index, outcome) in &by_index {
         let on_victim = outcome.gateway == victim;
         if on_victim {
             if let Some(first) = outcome.resumptions.first() {
                 resumed += 1;
-                by_token += u64::from(first.name_taken == 0 && first.with_token);
+                by_token += u64::from(
+                    first.name_taken == 0
+                        && first.with_token
+                        && !seen_leaving.contains(names[*index].as_str()),
+                );
                 recovery.saturating_record(first.downtime.as_nanos().max(1) as u64);
-                let back = first.lost_at.into_std() + first.downtime;
+                let lost = first.lost_at.into_std();
+                let back = lost + first.downtime;
                 from_kill.saturating_record(
                     back.saturating_duration_since(kill_at).as_nanos().max(1) as u64,
+                );
+                seen.saturating_record(
+                    lost.saturating_duration_since(kill_at).as_nanos().max(1) as u64
                 );
             }
         } else if outcome.disconnects > 0 {
@@ -876,13 +939,6 @@ fn tally(
         for r in &outcome.resumptions {
             max_attempts = max_attempts.max(r.attempts);
             name_taken += u64::from(r.name_taken);
-        }
-        for name in &outcome.presence_after_kill {
-            if hit.contains(name.as_str()) {
-                flicker += 1;
-            } else if !name.starts_with(&measured.checker) {
-                other_presence += 1;
-            }
         }
         if let Some(reason) = &outcome.ended {
             *ended_reasons.entry(format!("{reason:?}")).or_default() += 1;
@@ -946,9 +1002,11 @@ fn tally(
         locked_out: on_killed_gateway - resumed,
         recovery: Millis::of(&LatencySummary::from_histogram(&recovery)),
         recovery_from_kill: Millis::of(&LatencySummary::from_histogram(&from_kill)),
+        loss_seen_after_kill: Millis::of(&LatencySummary::from_histogram(&seen)),
         max_attempts,
         name_taken,
         presence_flicker: flicker,
+        seen_leaving: seen_leaving.len() as u64,
         presence_other: other_presence,
         unexpected_disconnects: unexpected,
         ended: ended_reasons.values().sum(),
