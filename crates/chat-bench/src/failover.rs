@@ -25,6 +25,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use chat_client::v1::presence_change;
 use chat_client::{Client, EndReason, Event, Request, ResumeConfig, Resuming, Resumption};
 use chat_proto::MessageId;
 use hdrhistogram::Histogram;
@@ -111,6 +112,11 @@ pub struct FailoverResults {
     pub recovery_from_kill: Millis,
     /// From the kill to each one's connection loss showing (chat-lb closing it).
     pub loss_seen_after_kill: Millis,
+    /// The steps of the attempt that brought each one back: connect (TCP
+    /// and WebSocket upgrade through chat-lb), Hello to Welcome, re-joins.
+    pub connect: Millis,
+    pub hello: Millis,
+    pub rejoin: Millis,
     /// Most reconnect attempts one member needed.
     pub max_attempts: u32,
     /// Hellos answered USERNAME_TAKEN, over all members.
@@ -119,8 +125,9 @@ pub struct FailoverResults {
     /// received after the kill (LEFT/JOINED flicker), in all.
     pub presence_flicker: u64,
     /// Other PresenceChanges received after the kill (the final check's
-    /// newcomer aside).
+    /// newcomers aside), and a few of them.
     pub presence_other: u64,
+    pub presence_other_examples: Vec<String>,
     /// Members not on the killed gateway that lost their connection anyway.
     pub unexpected_disconnects: u64,
     /// Members that stopped for good (replaced, kicked, refused).
@@ -205,6 +212,9 @@ impl Results for FailoverResults {
                 "  kill -> loss seen".into(),
                 self.loss_seen_after_kill.show(),
             ),
+            ("  connect".into(), self.connect.show()),
+            ("  Hello -> Welcome".into(), self.hello.show()),
+            ("  re-joins".into(), self.rejoin.show()),
             (
                 "  attempts".into(),
                 format!(
@@ -265,6 +275,9 @@ impl Results for FailoverResults {
         for example in &self.room_list_examples {
             rows.push(("  e.g.".into(), example.clone()));
         }
+        for example in &self.presence_other_examples {
+            rows.push(("  other presence e.g.".into(), example.clone()));
+        }
         rows
     }
 }
@@ -323,8 +336,8 @@ struct Outcome {
     resumptions: Vec<Resumption>,
     disconnects: u64,
     ended: Option<EndReason>,
-    /// Usernames of PresenceChanges received after the kill.
-    presence_after_kill: Vec<String>,
+    /// PresenceChanges received after the kill: (room, username, LEFT).
+    presence_after_kill: Vec<(String, String, bool)>,
 }
 
 impl Outcome {
@@ -338,7 +351,9 @@ impl Outcome {
             Event::Message(message) => self.receipt(&message.room, &message.id, shared),
             Event::Presence(presence) => {
                 if shared.kill_at.get().is_some() {
-                    self.presence_after_kill.push(presence.username);
+                    let left = presence.kind() == presence_change::Kind::Left;
+                    self.presence_after_kill
+                        .push((presence.room, presence.username, left));
                 }
             }
             Event::Acked { ack, .. } => {
@@ -895,16 +910,22 @@ fn tally(
 
     let (mut recovery, mut from_kill, mut seen) =
         (new_histogram(), new_histogram(), new_histogram());
+    let mut phases = [new_histogram(), new_histogram(), new_histogram()];
     // Presence after the kill: about the killed gateway's members it is flicker.
     let (mut flicker, mut other_presence) = (0, 0);
+    let mut other_examples = Vec::new();
     let mut seen_leaving: BTreeSet<&str> = BTreeSet::new();
     for outcome in by_index.values() {
-        for name in &outcome.presence_after_kill {
+        for (room, name, left) in &outcome.presence_after_kill {
             if let Some(hit) = hit.get(name.as_str()) {
                 flicker += 1;
                 seen_leaving.insert(hit);
             } else if !name.starts_with(&measured.checker) {
                 other_presence += 1;
+                if other_examples.len() < 3 {
+                    let kind = if *left { "LEFT" } else { "JOINED" };
+                    other_examples.push(format!("{name} {kind} in {room}"));
+                }
             }
         }
     }
@@ -924,6 +945,10 @@ fn tally(
                         && !seen_leaving.contains(names[*index].as_str()),
                 );
                 recovery.saturating_record(first.downtime.as_nanos().max(1) as u64);
+                let p = &first.phases;
+                for (hist, took) in phases.iter_mut().zip([p.connect, p.hello, p.rejoin]) {
+                    hist.saturating_record(took.as_nanos().max(1) as u64);
+                }
                 let lost = first.lost_at.into_std();
                 let back = lost + first.downtime;
                 from_kill.saturating_record(
@@ -1003,9 +1028,13 @@ fn tally(
         recovery: Millis::of(&LatencySummary::from_histogram(&recovery)),
         recovery_from_kill: Millis::of(&LatencySummary::from_histogram(&from_kill)),
         loss_seen_after_kill: Millis::of(&LatencySummary::from_histogram(&seen)),
+        connect: Millis::of(&LatencySummary::from_histogram(&phases[0])),
+        hello: Millis::of(&LatencySummary::from_histogram(&phases[1])),
+        rejoin: Millis::of(&LatencySummary::from_histogram(&phases[2])),
         max_attempts,
         name_taken,
         presence_flicker: flicker,
+        presence_other_examples: other_examples,
         seen_leaving: seen_leaving.len() as u64,
         presence_other: other_presence,
         unexpected_disconnects: unexpected,

@@ -37,7 +37,9 @@ pub use backoff::Backoff;
 pub use client::{Client, DEFAULT_TIMEOUT};
 pub use error::{ClientError, CloseInfo};
 pub use frame::{frame_name, now_ms};
-pub use resuming::{EndReason, Event, Request, ResumeConfig, Resuming, ResumingHandle, Resumption};
+pub use resuming::{
+    EndReason, Event, Phases, Request, ResumeConfig, Resuming, ResumingHandle, Resumption,
+};
 pub use split::{ClientReceiver, ClientSender};
 
 /// The generated protocol types, re-exported for convenience.

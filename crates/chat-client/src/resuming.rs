@@ -149,6 +149,19 @@ pub struct Resumption {
     pub with_token: bool,
     /// Rooms joined again.
     pub rooms: usize,
+    /// Where the time of the attempt that went through went.
+    pub phases: Phases,
+}
+
+/// The steps of one reconnect attempt, timed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// TCP connect and WebSocket upgrade.
+    pub connect: Duration,
+    /// Hello to Welcome.
+    pub hello: Duration,
+    /// The re-joins, sent together, to the last Joined.
+    pub rejoin: Duration,
 }
 
 /// Why a [`Resuming`] client stopped.
@@ -678,7 +691,7 @@ impl Driver {
             attempts += 1;
             let with_token = !self.token.is_empty();
             match tokio::time::timeout(self.config.attempt_timeout, self.attempt()).await {
-                Ok(Ok((client, welcome))) => {
+                Ok(Ok((client, welcome, phases))) => {
                     self.pending.push_back(Event::Resumed(Resumption {
                         welcome,
                         lost_at,
@@ -687,6 +700,7 @@ impl Driver {
                         name_taken,
                         with_token,
                         rooms: self.rooms.len(),
+                        phases,
                     }));
                     return Ok(client);
                 }
@@ -727,9 +741,10 @@ impl Driver {
 
     /// One attempt: connect, Hello with the token, re-join every room from
     /// its resume point, re-send what was not acknowledged.
-    async fn attempt(&mut self) -> Result<(Client, Welcome), Failed> {
+    async fn attempt(&mut self) -> Result<(Client, Welcome, Phases), Failed> {
         let retry = |_| Failed::Retry { name_taken: false };
         self.refs.clear();
+        let started = Instant::now();
         let mut client = Client::connect_with_config(
             &self.config.url,
             self.config.local_addr,
@@ -738,6 +753,7 @@ impl Driver {
         .await
         .map_err(retry)?;
         client.set_timeout(self.config.attempt_timeout);
+        let connected = Instant::now();
         let welcome = match client.hello_resuming(&self.username, &self.token).await {
             Ok(welcome) => welcome,
             Err(e) => {
@@ -761,6 +777,7 @@ impl Driver {
         };
         // The new session holds the name now: its token is the one to keep.
         self.token = welcome.resume_token.clone();
+        let welcomed = Instant::now();
         let mut joins = Vec::with_capacity(self.rooms.len());
         for (name, room) in &self.rooms {
             let join = client_frame::Kind::Join(Join {
@@ -803,7 +820,12 @@ impl Driver {
             let r = client.start(kind).await.map_err(retry)?;
             self.refs.insert(r, Awaiting::Send { seq: *seq });
         }
-        Ok((client, welcome))
+        let phases = Phases {
+            connect: connected - started,
+            hello: welcomed - connected,
+            rejoin: welcomed.elapsed(),
+        };
+        Ok((client, welcome, phases))
     }
 
     /// Closes what is still open and hands over the last events.
