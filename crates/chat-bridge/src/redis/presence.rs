@@ -1,0 +1,278 @@
+//! Presence and names in Redis: the member tag every entry carries, entering
+//! a room, claiming a name, and taking a session over with its resume token.
+
+use super::*;
+
+impl Inner {
+    /// The prefix of every value this session writes: "instance\tsession\t".
+    pub(super) fn tag(&self, member: &Member) -> String {
+        tag_of(&self.config.instance, &member.session_id)
+    }
+
+    /// The keys whose lifetime follows the room's presence: members, then
+    /// stream and trimmed (the ENTER, LEAVE and REAP_ROOM scripts' KEYS).
+    pub(super) fn room_state_keys(&self, room: &str) -> Vec<String> {
+        vec![
+            self.keys.members(room),
+            self.keys.stream(room),
+            self.keys.trimmed(room),
+        ]
+    }
+
+    pub(super) fn room_ttl_ms(&self) -> String {
+        self.config.room_ttl.as_millis().max(1).to_string()
+    }
+
+    /// Indexes a session's presence in rooms (its instance's rooms, the
+    /// session's rooms, the room list) and, with `members`, the room's
+    /// member count, in one round trip.
+    pub(super) async fn index_presence(
+        &self,
+        session: &str,
+        rooms: &[String],
+        members: Option<(&str, usize)>,
+    ) -> Result<()> {
+        let pipeline = self.client.pipeline();
+        let queued = async {
+            let _: () = pipeline
+                .sadd(
+                    self.keys.gateway_rooms(&self.config.instance),
+                    rooms.to_vec(),
+                )
+                .await?;
+            let _: () = pipeline
+                .sadd(self.keys.session_rooms(session), rooms.to_vec())
+                .await?;
+            if let Some((room, count)) = members {
+                count_members(&pipeline, &self.keys, room, count as i64).await?;
+            }
+            pipeline
+                .sadd::<(), _, _>(self.keys.rooms(), rooms.to_vec())
+                .await
+        };
+        queued.await.map_err(unavailable)?;
+        for reply in pipeline.try_all::<Value>().await {
+            reply.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn enter(&self, room: &str, member: &Member) -> Result<Vec<String>> {
+        let value = format!("{}{}", self.tag(member), member.username);
+        let payload = wire::presence(PresenceKind::Joined, &member.key, &member.username);
+        let values: Vec<String> = self
+            .enter
+            .evalsha_with_reload(
+                &self.client,
+                self.room_state_keys(room),
+                vec![member.key.clone(), value, self.keys.channel(room), payload],
+            )
+            .await
+            .map_err(unavailable)?;
+        self.index_presence(
+            &member.session_id,
+            &[room.to_owned()],
+            Some((room, values.len())),
+        )
+        .await?;
+        let mut names: Vec<String> = values
+            .iter()
+            .map(|v| Holder::parse(v).map_or("", |h| h.display).to_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub(super) async fn claim(&self, member: &Member, resume: &TokenHash) -> Result<bool> {
+        let key = self.keys.name(&member.key);
+        let tag = self.tag(member);
+        // The display name rides along for the admin user list.
+        let value = claim_value(&tag, &member.username, resume);
+        let set: Option<String> = self
+            .client
+            .set(&key, value.as_str(), None, Some(SetOptions::NX), false)
+            .await
+            .map_err(unavailable)?;
+        if set.is_none() {
+            let holder: Option<String> = self.client.get(&key).await.map_err(unavailable)?;
+            if !holder.is_some_and(|holder| holder.starts_with(&tag)) {
+                return Ok(false);
+            }
+        }
+        let _: () = self
+            .client
+            .sadd(
+                self.keys.gateway_names(&self.config.instance),
+                member.key.as_str(),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
+    }
+
+    /// See [`Bridge::resume_username`]. The presented token's hash is
+    /// compared here, in constant time; the claim then changes hands only if
+    /// it is still exactly what was compared (compare-and-set).
+    pub(super) async fn resume(
+        &self,
+        member: &Member,
+        presented: &TokenHash,
+        resume: &TokenHash,
+    ) -> Result<Option<Resumed>> {
+        let name = self.keys.name(&member.key);
+        let Some(current) = self
+            .client
+            .get::<Option<String>, _>(&name)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let Some(holder) = Holder::parse(&current) else {
+            return Ok(None);
+        };
+        let matches = holder
+            .resume
+            .and_then(TokenHash::from_stored)
+            .is_some_and(|stored| stored.matches(presented));
+        if !matches || holder.session == member.session_id {
+            return Ok(None);
+        }
+        let previous_tag = tag_of(holder.instance, holder.session);
+        let tag = self.tag(member);
+        let swapped: u64 = self
+            .swap
+            .evalsha_with_reload(
+                &self.client,
+                vec![name],
+                vec![current.clone(), claim_value(&tag, &member.username, resume)],
+            )
+            .await
+            .map_err(unavailable)?;
+        if swapped != 1 {
+            return Ok(None); // Taken over (or freed) by someone else meanwhile.
+        }
+        let _: () = self
+            .client
+            .sadd(
+                self.keys.gateway_names(&self.config.instance),
+                member.key.as_str(),
+            )
+            .await
+            .map_err(unavailable)?;
+        // The earlier session's presence entries, silently re-tagged.
+        let candidates: Vec<String> = self
+            .client
+            .smembers(self.keys.session_rooms(holder.session))
+            .await
+            .map_err(unavailable)?;
+        let value = format!("{tag}{}", member.username);
+        let mut rooms = Vec::new();
+        for room in candidates {
+            let moved: u64 = self
+                .retag
+                .evalsha_with_reload(
+                    &self.client,
+                    vec![self.keys.members(&room)],
+                    vec![member.key.clone(), previous_tag.clone(), value.clone()],
+                )
+                .await
+                .map_err(unavailable)?;
+            if moved == 1 {
+                rooms.push(room);
+            }
+        }
+        rooms.sort();
+        if !rooms.is_empty() {
+            self.index_presence(&member.session_id, &rooms, None)
+                .await?;
+        }
+        let _: () = self
+            .client
+            .del(self.keys.session_rooms(holder.session))
+            .await
+            .map_err(unavailable)?;
+        {
+            let mut local = self.local.lock();
+            for room in &rooms {
+                local
+                    .presence
+                    .insert((room.clone(), member.session_id.clone()), member.clone());
+            }
+        }
+        // The earlier session, wherever it is connected, is closed (4002).
+        let replace = control::Control::Replace {
+            key: member.key.clone(),
+            session_id: holder.session.to_owned(),
+        };
+        let _: u64 = self
+            .client
+            .publish(self.keys.control(), replace.encode())
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(Resumed {
+            previous_session: holder.session.to_owned(),
+            rooms,
+        }))
+    }
+}
+
+/// Writes a room's member count into the entry screen's ranking (removes
+/// the room at 0). Works on the client or inside a pipeline.
+pub(super) async fn count_members<C: SortedSetsInterface + Sync>(
+    client: &C,
+    keys: &Keys,
+    room: &str,
+    count: i64,
+) -> Result<(), fred::error::Error> {
+    if count > 0 {
+        client
+            .zadd(
+                keys.room_members(),
+                None,
+                None,
+                false,
+                false,
+                (count as f64, room),
+            )
+            .await
+    } else {
+        client.zrem(keys.room_members(), room).await
+    }
+}
+
+/// "instance\tsession\t": the prefix of every value a session writes.
+pub(super) fn tag_of(instance: &str, session: &str) -> String {
+    format!("{instance}\t{session}\t")
+}
+
+/// A name claim's value: the session's tag, its display name, and the hash
+/// of the token that may take the name over.
+pub(super) fn claim_value(tag: &str, display: &str, resume: &TokenHash) -> String {
+    format!("{tag}{display}\t{}", resume.as_str())
+}
+
+/// A presence or name-claim value, read back:
+/// "instance\tsession\tdisplay name[\tresume hash]" (claims carry the hash;
+/// claims written by older gateways may lack the display name too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Holder<'a> {
+    pub instance: &'a str,
+    pub session: &'a str,
+    pub display: &'a str,
+    pub resume: Option<&'a str>,
+}
+
+impl<'a> Holder<'a> {
+    pub(super) fn parse(value: &'a str) -> Option<Self> {
+        let mut parts = value.splitn(4, '\t');
+        let instance = parts.next().filter(|g| !g.is_empty())?;
+        let session = parts.next()?;
+        Some(Self {
+            instance,
+            session,
+            display: parts.next().unwrap_or_default(),
+            resume: parts.next(),
+        })
+    }
+}
