@@ -112,7 +112,6 @@ struct Inner {
     leave: Script,
     reap_room: Script,
     delete_if_prefix: Script,
-    retag: Script,
     swap: Script,
     take_if_prefix: Script,
     /// Subscription references per room. An async mutex on purpose: it is
@@ -204,7 +203,6 @@ impl RedisBridge {
             leave: Script::from_lua(scripts::LEAVE),
             reap_room: Script::from_lua(scripts::REAP_ROOM),
             delete_if_prefix: Script::from_lua(scripts::DELETE_IF_PREFIX),
-            retag: Script::from_lua(scripts::RETAG),
             swap: Script::from_lua(scripts::SWAP),
             take_if_prefix: Script::from_lua(scripts::TAKE_IF_PREFIX),
             subs: Default::default(),

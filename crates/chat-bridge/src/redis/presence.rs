@@ -1,6 +1,8 @@
 //! Presence and names in Redis: the member tag every entry carries, entering
 //! a room, claiming a name, and taking a session over with its resume token.
 
+use fred::clients::Pipeline;
+
 use super::*;
 
 impl Inner {
@@ -33,28 +35,35 @@ impl Inner {
         members: Option<(&str, usize)>,
     ) -> Result<()> {
         let pipeline = self.client.pipeline();
-        let queued = async {
-            let _: () = pipeline
-                .sadd(
-                    self.keys.gateway_rooms(&self.config.instance),
-                    rooms.to_vec(),
-                )
-                .await?;
-            let _: () = pipeline
-                .sadd(self.keys.session_rooms(session), rooms.to_vec())
-                .await?;
-            if let Some((room, count)) = members {
-                count_members(&pipeline, &self.keys, room, count as i64).await?;
-            }
-            pipeline
-                .sadd::<(), _, _>(self.keys.rooms(), rooms.to_vec())
-                .await
-        };
-        queued.await.map_err(unavailable)?;
-        for reply in pipeline.try_all::<Value>().await {
-            reply.map_err(unavailable)?;
+        self.queue_index(&pipeline, session, rooms, members)
+            .await
+            .map_err(unavailable)?;
+        run_pipeline(&pipeline).await
+    }
+
+    /// Queues [`Inner::index_presence`]'s commands on `pipeline`.
+    async fn queue_index(
+        &self,
+        pipeline: &Pipeline<Client>,
+        session: &str,
+        rooms: &[String],
+        members: Option<(&str, usize)>,
+    ) -> Result<(), fred::error::Error> {
+        let _: () = pipeline
+            .sadd(
+                self.keys.gateway_rooms(&self.config.instance),
+                rooms.to_vec(),
+            )
+            .await?;
+        let _: () = pipeline
+            .sadd(self.keys.session_rooms(session), rooms.to_vec())
+            .await?;
+        if let Some((room, count)) = members {
+            count_members(pipeline, &self.keys, room, count as i64).await?;
         }
-        Ok(())
+        pipeline
+            .sadd::<(), _, _>(self.keys.rooms(), rooms.to_vec())
+            .await
     }
 
     pub(super) async fn enter(&self, room: &str, member: &Member) -> Result<Vec<String>> {
@@ -152,46 +161,80 @@ impl Inner {
         if swapped != 1 {
             return Ok(None); // Taken over (or freed) by someone else meanwhile.
         }
-        let _: () = self
-            .client
-            .sadd(
-                self.keys.gateway_names(&self.config.instance),
-                member.key.as_str(),
-            )
-            .await
-            .map_err(unavailable)?;
-        // The earlier session's presence entries, silently re-tagged.
-        let candidates: Vec<String> = self
-            .client
-            .smembers(self.keys.session_rooms(holder.session))
-            .await
-            .map_err(unavailable)?;
+        // Three more round trips whatever the number of rooms: index the
+        // name and read the earlier session's rooms; re-tag its presence
+        // entries there (silently); index them for this session, forget the
+        // earlier one's, and tell its gateway to close it (4002).
+        let pipeline = self.client.pipeline();
+        let queued = async {
+            let _: () = pipeline
+                .sadd(
+                    self.keys.gateway_names(&self.config.instance),
+                    member.key.as_str(),
+                )
+                .await?;
+            pipeline
+                .smembers::<(), _>(self.keys.session_rooms(holder.session))
+                .await
+        };
+        queued.await.map_err(unavailable)?;
+        let mut replies = pipeline.try_all::<Value>().await.into_iter().skip(1);
+        let candidates: Vec<String> = match replies.next() {
+            Some(reply) => reply
+                .map_err(unavailable)?
+                .convert()
+                .map_err(|e| BridgeError::Corrupt(format!("session rooms: {e}")))?,
+            None => Vec::new(),
+        };
+
         let value = format!("{tag}{}", member.username);
-        let mut rooms = Vec::new();
-        for room in candidates {
-            let moved: u64 = self
-                .retag
-                .evalsha_with_reload(
-                    &self.client,
-                    vec![self.keys.members(&room)],
-                    vec![member.key.clone(), previous_tag.clone(), value.clone()],
+        let pipeline = self.client.pipeline();
+        for room in &candidates {
+            // EVAL (the text, not its hash): a pipeline cannot reload a
+            // script Redis lost; Redis caches the compiled script anyway.
+            let _: () = pipeline
+                .custom(
+                    CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false),
+                    vec![
+                        Value::from_static_str(scripts::RETAG),
+                        Value::from(1),
+                        Value::from(self.keys.members(room)),
+                        Value::from(member.key.as_str()),
+                        Value::from(previous_tag.as_str()),
+                        Value::from(value.as_str()),
+                    ],
                 )
                 .await
                 .map_err(unavailable)?;
-            if moved == 1 {
+        }
+        let moved = pipeline.try_all::<u64>().await;
+        let mut rooms = Vec::new();
+        for (room, moved) in candidates.into_iter().zip(moved) {
+            if moved.map_err(unavailable)? == 1 {
                 rooms.push(room);
             }
         }
         rooms.sort();
-        if !rooms.is_empty() {
-            self.index_presence(&member.session_id, &rooms, None)
+
+        let replace = control::Control::Replace {
+            key: member.key.clone(),
+            session_id: holder.session.to_owned(),
+        };
+        let pipeline = self.client.pipeline();
+        let queued = async {
+            if !rooms.is_empty() {
+                self.queue_index(&pipeline, &member.session_id, &rooms, None)
+                    .await?;
+            }
+            let _: () = pipeline
+                .del(self.keys.session_rooms(holder.session))
                 .await?;
-        }
-        let _: () = self
-            .client
-            .del(self.keys.session_rooms(holder.session))
-            .await
-            .map_err(unavailable)?;
+            pipeline
+                .publish::<(), _, _>(self.keys.control(), replace.encode())
+                .await
+        };
+        queued.await.map_err(unavailable)?;
+        run_pipeline(&pipeline).await?;
         {
             let mut local = self.local.lock();
             for room in &rooms {
@@ -200,21 +243,19 @@ impl Inner {
                     .insert((room.clone(), member.session_id.clone()), member.clone());
             }
         }
-        // The earlier session, wherever it is connected, is closed (4002).
-        let replace = control::Control::Replace {
-            key: member.key.clone(),
-            session_id: holder.session.to_owned(),
-        };
-        let _: u64 = self
-            .client
-            .publish(self.keys.control(), replace.encode())
-            .await
-            .map_err(unavailable)?;
         Ok(Some(Resumed {
             previous_session: holder.session.to_owned(),
             rooms,
         }))
     }
+}
+
+/// Sends a pipeline; fails if any of its commands failed.
+async fn run_pipeline(pipeline: &Pipeline<Client>) -> Result<()> {
+    for reply in pipeline.try_all::<Value>().await {
+        reply.map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// Writes a room's member count into the entry screen's ranking (removes
