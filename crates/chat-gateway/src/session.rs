@@ -295,8 +295,11 @@ impl Session {
                 reason: reason.into(),
             };
             // A slow consumer's queue is dropped; otherwise what is already
-            // queued (an Error KICKED, a Reconnect) goes out before the close.
-            let flush_queue = code != close_code::POLICY || self.policy_reason.is_some();
+            // queued (an Error KICKED, a Reconnect) goes out before the close,
+            // unless tungstenite already answered the client's Close (then
+            // nothing may follow).
+            let flush_queue = (code != close_code::POLICY || self.policy_reason.is_some())
+                && self.client_close.is_none();
             let goodbye = async {
                 ws.flush().await?;
                 while rx.try_recv_many(&mut batch) > 0 {
@@ -339,6 +342,12 @@ impl Session {
         }
         // Whatever tungstenite still holds (a pong) goes first, whole.
         ws.flush().await?;
+        if self.client_close.is_some() {
+            // That flush sent tungstenite's reply to the client's Close:
+            // nothing may follow it (RFC 6455 5.5.1).
+            batch.clear();
+            return Ok(());
+        }
         crate::wire::write_all(ws.get_mut(), batch).await?;
         if batch.capacity() > IDLE_QUEUE_CAPACITY && rx.is_empty() {
             *batch = Vec::new();
