@@ -114,10 +114,12 @@ struct Inner {
     delete_if_prefix: Script,
     swap: Script,
     take_if_prefix: Script,
-    /// Subscription references per room. An async mutex on purpose: it is
-    /// held across SUBSCRIBE/UNSUBSCRIBE so that they reach Redis in the
-    /// order the counts changed (control path, not the message path).
-    subs: tokio::sync::Mutex<HashMap<String, usize>>,
+    /// Subscription references per room, each behind its own async mutex:
+    /// it is held across that room's SUBSCRIBE/UNSUBSCRIBE so that they
+    /// reach Redis in the order the count changed, while joins of other
+    /// rooms go on (a reconnect storm joins thousands of rooms at once). The
+    /// map's lock is synchronous and held only to find or drop an entry.
+    subs: Mutex<HashMap<String, Arc<RoomSubscription>>>,
     /// Delivery cursors per subscribed room (dispatcher state; sync lock,
     /// never held across an await).
     cursors: Mutex<HashMap<String, Cursor>>,
@@ -258,7 +260,33 @@ impl Drop for RedisBridge {
     }
 }
 
+/// One room's subscription: how many local references it has (0 while it is
+/// being set up or after it failed).
+#[derive(Default)]
+struct RoomSubscription {
+    count: tokio::sync::Mutex<usize>,
+}
+
 impl Inner {
+    /// Whether `entry` is still the room's subscription entry.
+    fn subscription_is(&self, room: &str, entry: &Arc<RoomSubscription>) -> bool {
+        self.subs
+            .lock()
+            .get(room)
+            .is_some_and(|current| Arc::ptr_eq(current, entry))
+    }
+
+    /// Forgets the room's subscription entry if it is still `entry`.
+    fn drop_subscription(&self, room: &str, entry: &Arc<RoomSubscription>) {
+        let mut subs = self.subs.lock();
+        if subs
+            .get(room)
+            .is_some_and(|current| Arc::ptr_eq(current, entry))
+        {
+            subs.remove(room);
+        }
+    }
+
     fn check(&self) -> Result<()> {
         if self.client.is_connected() {
             Ok(())
@@ -272,65 +300,83 @@ impl Inner {
 impl Bridge for RedisBridge {
     async fn subscribe(&self, room: &str) -> Result<()> {
         let inner = &self.inner;
-        let mut subs = inner.subs.lock().await;
-        if let Some(count) = subs.get_mut(room) {
-            *count += 1;
-            return Ok(());
-        }
-        inner.check()?;
-        inner.cursors.lock().entry(room.to_owned()).or_default();
-        let subscribed = async {
-            inner
-                .subscriber
-                .subscribe(inner.keys.channel(room))
-                .await
-                .map_err(unavailable)?;
-            // Where a gap read starts if the connection drops before the first message.
-            let tip: Value = inner
-                .client
-                .xrevrange(inner.keys.stream(room), "+", "-", Some(1))
-                .await
-                .map_err(unavailable)?;
-            Ok::<_, BridgeError>(
-                parse_entries(room, tip)?
-                    .first()
-                    .and_then(|m| m.id.parse().ok()),
-            )
-        }
-        .await;
-        match subscribed {
-            Ok(tip) => {
-                if let Some(cursor) = inner.cursors.lock().get_mut(room) {
-                    cursor.floor = tip.unwrap_or(MessageId::ZERO);
+        loop {
+            let entry = inner
+                .subs
+                .lock()
+                .entry(room.to_owned())
+                .or_default()
+                .clone();
+            let mut count = entry.count.lock().await;
+            if !inner.subscription_is(room, &entry) {
+                continue; // Dropped by an unsubscribe while we waited: start again.
+            }
+            if *count > 0 {
+                *count += 1;
+                return Ok(());
+            }
+            inner.check()?;
+            inner.cursors.lock().entry(room.to_owned()).or_default();
+            let subscribed = async {
+                inner
+                    .subscriber
+                    .subscribe(inner.keys.channel(room))
+                    .await
+                    .map_err(unavailable)?;
+                // Where a gap read starts if the connection drops before the first message.
+                let tip: Value = inner
+                    .client
+                    .xrevrange(inner.keys.stream(room), "+", "-", Some(1))
+                    .await
+                    .map_err(unavailable)?;
+                Ok::<_, BridgeError>(
+                    parse_entries(room, tip)?
+                        .first()
+                        .and_then(|m| m.id.parse().ok()),
+                )
+            }
+            .await;
+            return match subscribed {
+                Ok(tip) => {
+                    if let Some(cursor) = inner.cursors.lock().get_mut(room) {
+                        cursor.floor = tip.unwrap_or(MessageId::ZERO);
+                    }
+                    *count = 1;
+                    Ok(())
                 }
-                subs.insert(room.to_owned(), 1);
-                Ok(())
-            }
-            Err(e) => {
-                inner.cursors.lock().remove(room);
-                let _ = inner.subscriber.unsubscribe(inner.keys.channel(room)).await;
-                Err(e)
-            }
+                Err(e) => {
+                    inner.cursors.lock().remove(room);
+                    let _ = inner.subscriber.unsubscribe(inner.keys.channel(room)).await;
+                    inner.drop_subscription(room, &entry);
+                    Err(e)
+                }
+            };
         }
     }
 
     async fn unsubscribe(&self, room: &str) -> Result<()> {
         let inner = &self.inner;
-        let mut subs = inner.subs.lock().await;
-        let Some(count) = subs.get_mut(room) else {
+        let Some(entry) = inner.subs.lock().get(room).cloned() else {
             return Ok(());
         };
+        let mut count = entry.count.lock().await;
+        if *count == 0 || !inner.subscription_is(room, &entry) {
+            return Ok(());
+        }
         *count -= 1;
         if *count > 0 {
             return Ok(());
         }
-        subs.remove(room);
         inner.cursors.lock().remove(room);
-        inner
+        let unsubscribed = inner
             .subscriber
             .unsubscribe(inner.keys.channel(room))
             .await
-            .map_err(unavailable)
+            .map_err(unavailable);
+        // Only now: a subscribe waiting on this entry starts again with a
+        // new one, so its SUBSCRIBE goes out after this UNSUBSCRIBE.
+        inner.drop_subscription(room, &entry);
+        unsubscribed
     }
 
     async fn publish(&self, msg: NewMessage) -> Result<Accepted> {
