@@ -29,6 +29,16 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+# The fuzz crate (its own workspace) without libFuzzer or sanitizers: every
+# seed and kept regression, then a few seconds of random mutations per
+# target. Coverage-guided fuzzing is scripts/fuzz.sh (cargo-fuzz, ASan).
+say "fuzz targets: seeds, regressions, ${CHAT_FUZZ_SMOKE_SECS:-3} s of mutations each"
+fuzz_started=$SECONDS
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo test --manifest-path fuzz/Cargo.toml --no-default-features --locked \
+  --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}"
+say "fuzz targets took $((SECONDS - fuzz_started)) s"
+
 say "web client: typecheck, unit tests, build"
 web_deps
 (cd web && npm run --silent typecheck && npm test --silent && npm run --silent build)
