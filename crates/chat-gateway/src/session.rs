@@ -601,23 +601,24 @@ impl Session {
             }
         }
         self.shared.hub.begin_join(&room, &self.conn, &self.key);
-        let result = async {
-            let members = bridge.enter_room(&room, &member).await?;
-            let (history, truncated) = match since {
+        // Presence and the replay are independent (both come after the
+        // subscription, which is what makes the replay gapless): one wait.
+        let history = async {
+            match since {
                 Some(since) => {
                     let replay = bridge.replay_after(&room, since).await?;
-                    (replay.messages, replay.truncated)
+                    Ok((replay.messages, replay.truncated))
                 }
-                None => (
+                None => Ok((
                     bridge
                         .recent(&room, clamp_page_limit(join.history_limit))
                         .await?,
                     false,
-                ),
-            };
-            Ok::<_, BridgeError>((members, history, truncated))
-        }
-        .await;
+                )),
+            }
+        };
+        let result = tokio::try_join!(bridge.enter_room(&room, &member), history)
+            .map(|(members, (history, truncated))| (members, history, truncated));
         match result {
             Ok((members, history, history_truncated)) => {
                 let last = history.last().and_then(|m| m.id.parse::<MessageId>().ok());

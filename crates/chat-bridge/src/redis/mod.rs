@@ -423,12 +423,27 @@ impl Bridge for RedisBridge {
     async fn replay_after(&self, room: &str, after: MessageId) -> Result<Replay> {
         let inner = &self.inner;
         inner.check()?;
-        let trimmed: Option<String> = inner
-            .client
-            .get(inner.keys.trimmed(room))
-            .await
-            .map_err(unavailable)?;
-        let messages = inner.read_after(room, after, None).await?;
+        // One round trip, the stream first: a trim between the two reads
+        // then flags the replay as truncated rather than hiding a gap.
+        let pipeline = inner.client.pipeline();
+        let queued = async {
+            let _: () = pipeline
+                .xrange(
+                    inner.keys.stream(room),
+                    format!("({after}"),
+                    "+",
+                    None::<u64>,
+                )
+                .await?;
+            pipeline.get::<(), _>(inner.keys.trimmed(room)).await
+        };
+        queued.await.map_err(unavailable)?;
+        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+        let (Some(entries), Some(trimmed)) = (replies.next(), replies.next()) else {
+            return Err(BridgeError::Unavailable("no reply from redis".into()));
+        };
+        let messages = parse_entries(room, entries.map_err(unavailable)?)?;
+        let trimmed: Option<String> = trimmed.map_err(unavailable)?.convert().ok().flatten();
         let truncated = trimmed
             .and_then(|t| t.parse::<MessageId>().ok())
             .is_some_and(|t| t > after);
