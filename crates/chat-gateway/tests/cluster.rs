@@ -809,3 +809,50 @@ async fn the_room_list_costs_the_same_whatever_the_number_of_rooms() {
     assert_eq!(calls("xrevrange"), 0, "{stats}");
     assert_eq!(calls("smembers"), 0, "{stats}");
 }
+
+/// Liveness costs a few Redis commands per gateway per second (issue 16):
+/// an idle gateway's beat is one pipelined SET + 2 HSET, and its reaper one
+/// HGETALL (+ one MGET when there are others to check).
+#[tokio::test]
+async fn an_idle_gateway_costs_a_few_redis_commands_a_second() {
+    use chat_test_support::RespValue;
+    let cluster = cluster(1).await;
+    let stats = || async {
+        let RespValue::Bulk(Some(stats)) = redis_cmd(&cluster, &["INFO", "commandstats"]).await
+        else {
+            panic!("no stats")
+        };
+        let stats = String::from_utf8(stats).unwrap();
+        let mut beats = 0u64;
+        let mut total = 0u64;
+        for line in stats.lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(":calls="))
+            else {
+                continue;
+            };
+            let calls: u64 = rest.split(',').next().unwrap().parse().unwrap();
+            if name == "set" {
+                beats = calls;
+            }
+            if !matches!(name, "info" | "config") {
+                total += calls;
+            }
+        }
+        (beats, total)
+    };
+    redis_cmd(&cluster, &["CONFIG", "RESETSTAT"]).await;
+    // Wait for the beats themselves, not for a time.
+    let (beats, total) = loop {
+        let (beats, total) = stats().await;
+        if beats >= 4 {
+            break (beats, total);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        total <= beats * 5,
+        "{total} commands for {beats} beats: more than 5 a beat"
+    );
+}
