@@ -1,41 +1,47 @@
-import { ErrorCode } from "../gen/chat/v1/chat_pb";
+// Error codes and close codes in words, from the catalogue of the chosen
+// language. The client branches on the code, never on the text.
 
-/** Words for people; the client branches on the code, never on the text. */
-export function describeError(code: ErrorCode, serverMessage = ""): string {
+import { ErrorCode } from "../gen/chat/v1/chat_pb";
+import type { Catalogue } from "./i18n";
+import { en } from "./lang-en";
+
+/** Words for people. */
+export function describeError(code: ErrorCode, serverMessage = "", c: Catalogue = en): string {
+  const e = c.errors;
   switch (code) {
     case ErrorCode.USERNAME_TAKEN:
-      return "That name is taken. Please choose another one.";
+      return e.usernameTaken;
     case ErrorCode.INVALID_USERNAME:
-      return "That name is not allowed. Use 1–32 characters, without control or invisible characters.";
+      return e.invalidUsername;
     case ErrorCode.INVALID_ROOM:
-      return "That room name is not allowed. Use 1–64 characters, without control or invisible characters and without spaces at either end.";
+      return e.invalidRoom;
     case ErrorCode.TOO_MANY_ROOMS:
-      return "You are in too many rooms already.";
+      return e.tooManyRooms;
     case ErrorCode.UNAVAILABLE:
-      return "The chat service is temporarily unavailable. Please try again in a moment.";
+      return e.unavailable;
     case ErrorCode.INTERNAL:
-      return "Something went wrong on the server. Please try again.";
+      return e.internal;
     case ErrorCode.INVALID_TOKEN:
-      return "Your sign-in has expired or is invalid.";
+      return e.invalidToken;
     case ErrorCode.KICKED:
-      return "You were removed from the chat by an operator.";
+      return e.kicked;
     case ErrorCode.SESSION_REPLACED:
-      return "This chat continued in another tab or window.";
+      return e.replaced;
     case ErrorCode.RATE_LIMITED:
-      return "You are sending messages too quickly; retrying shortly.";
+      return e.rateLimited;
     case ErrorCode.MESSAGE_TOO_LARGE:
-      return "That message is too long.";
+      return e.messageTooLarge;
     case ErrorCode.EMPTY_MESSAGE:
-      return "Cannot send an empty message.";
+      return e.emptyMessage;
     case ErrorCode.NOT_IN_ROOM:
-      return "You are not in this room.";
+      return e.notInRoom;
     case ErrorCode.NOT_AUTHENTICATED:
-      return "Not signed in yet.";
+      return e.notAuthenticated;
     case ErrorCode.INVALID_ARGUMENT:
     case ErrorCode.BAD_FRAME:
     case ErrorCode.UNSPECIFIED:
     default:
-      return serverMessage ? `Error: ${serverMessage}` : "Unexpected error.";
+      return serverMessage ? e.other(serverMessage) : e.unexpected;
   }
 }
 
@@ -43,8 +49,8 @@ export function describeError(code: ErrorCode, serverMessage = ""): string {
 export const CLOSE_SESSION_REPLACED = 4002;
 
 /** Why the server closed the connection for good (4001 / 4003), else null. */
-export function describeFatalClose(code: number, reason: string): string | null {
-  if (code === 4001) return reason ? `You were removed from the chat: ${reason}` : "You were removed from the chat by an operator.";
-  if (code === 4003) return reason ? `Your sign-in is no longer valid: ${reason}` : "Your sign-in has expired or is invalid.";
+export function describeFatalClose(code: number, reason: string, c: Catalogue = en): string | null {
+  if (code === 4001) return reason ? c.errors.kickedBecause(reason) : c.errors.kicked;
+  if (code === 4003) return reason ? c.errors.tokenInvalidBecause(reason) : c.errors.invalidToken;
   return null;
 }

@@ -1,6 +1,10 @@
 // Presence without noise: consecutive join/leave events collapse into one
 // timeline line, and the member list stays sorted. Pure: no DOM, no timers
-// of its own (Throttle takes them injected), so unit tests drive it.
+// of its own (Throttle takes them injected), so unit tests drive it. Names
+// are keyed as the server keys them (names.ts).
+
+import type { PresenceWords } from "./i18n";
+import { nameKey } from "./names";
 
 export type PresenceKind = "joined" | "left";
 
@@ -23,10 +27,6 @@ export interface PresenceGroup {
   names: string[];
 }
 
-/** The server's name identity: trimmed, NFC, lowercase ("Ana" and "ana" are one name). */
-export function nameKey(name: string): string {
-  return name.trim().normalize("NFC").toLowerCase();
-}
 
 interface Person {
   name: string;
@@ -85,8 +85,8 @@ export class PresenceRun {
   }
 
   /** The line shown for the run, e.g. "Ana, Bruno and 3 others joined; Carla left". */
-  text(maxNames = 3): string {
-    return describePresence(this.groups(), maxNames);
+  text(maxNames = 3, words: PresenceWords = ENGLISH): string {
+    return describePresence(this.groups(), maxNames, words);
   }
 }
 
@@ -95,32 +95,32 @@ function effect(p: Person): PresenceEffect {
   return p.last === "left" ? "left" : "left-joined";
 }
 
-const VERB: Record<PresenceEffect, string> = {
-  joined: "joined",
-  left: "left",
-  "joined-left": "joined and left",
-  "left-joined": "left and came back",
+/** The English words (the catalogues in lang-*.ts carry each language's). */
+const ENGLISH: PresenceWords = {
+  verbs: { joined: "joined", left: "left", "joined-left": "joined and left", "left-joined": "left and came back" },
+  and: "and",
+  others: (n) => `${n} others`,
 };
 
 /**
  * "Ana", "Ana and Bruno", "Ana, Bruno and Carla"; more than `max` names:
  * the first `max - 1` and "and N others" (N is always at least 2).
  */
-export function listNames(names: readonly string[], max = 3): string {
+export function listNames(names: readonly string[], max = 3, words: PresenceWords = ENGLISH): string {
   const n = names.length;
   if (n === 0) return "";
   if (n === 1) return names[0]!;
   const limit = Math.max(2, max);
-  if (n <= limit) return `${names.slice(0, -1).join(", ")} and ${names[n - 1]}`;
+  if (n <= limit) return `${names.slice(0, -1).join(", ")} ${words.and} ${names[n - 1]}`;
   const shown = names.slice(0, limit - 1);
-  return `${shown.join(", ")} and ${n - shown.length} others`;
+  return `${shown.join(", ")} ${words.and} ${words.others(n - shown.length)}`;
 }
 
 /** "Ana, Bruno and 3 others joined; Carla left; Dan joined and left". */
-export function describePresence(groups: readonly PresenceGroup[], maxNames = 3): string {
+export function describePresence(groups: readonly PresenceGroup[], maxNames = 3, words: PresenceWords = ENGLISH): string {
   return groups
     .filter((g) => g.names.length > 0)
-    .map((g) => `${listNames(g.names, maxNames)} ${VERB[g.effect]}`)
+    .map((g) => `${listNames(g.names, maxNames, words)} ${words.verbs[g.effect]}`)
     .join("; ");
 }
 

@@ -1,237 +1,54 @@
-// One chat session: a WebSocket connection to /ws that says Hello, joins one
-// room, and keeps that room's timeline correct across disconnects.
+// One chat session, the façade the views use: a connection to /ws that says
+// Hello, joins one room and keeps that room's timeline correct across
+// disconnects. The parts live beside it: connection.ts (the socket),
+// backoff.ts (when to retry), timeline.ts (messages and the resume point),
+// outbox.ts (sends not yet confirmed), members.ts, typing.ts and
+// resume-token.ts. Here are only the protocol's decisions.
 //
 // Everything that touches the outside world is injected (socket factory,
-// timers, clock, randomness, uuid, storage) so that tests can drive the class
-// directly.
+// timers, clock, randomness, uuid, storage) so that tests drive it directly.
 //
 // Reconnection rules:
-// - Every Welcome carries a resume token, the secret for this client's next
-//   session. The session keeps the latest one in memory and in the injected
-//   storage (in the browser the tab's sessionStorage: it survives a reload and
-//   is not shared with other tabs), under "chat.resume" together with the
-//   name it was issued for. Every Hello for that same name carries it: on
-//   each reconnect, and from a new session after a page reload. The server
-//   then hands the name over at once, even while the earlier connection is
-//   still open or its gateway has just died, and the other members see no
-//   one leave and come back. A token is never sent for another name.
-// - On an unexpected disconnect (network error, server close) the first
-//   retry goes out at once, after 0-100 ms of jitter. Only consecutive
-//   failures back off, exponentially with full jitter (the n-th failure in a
-//   row waits random() * min(cap, base * 2^(n-1))); the count starts over
-//   once the room is joined again. A Reconnect frame (drain) uses its
-//   after_ms instead.
-// - On the new connection it sends Hello with the same username, then Join
-//   with since_id = the resume point, then re-sends every Send not yet Acked
-//   with the same client_msg_id (the server dedupes those).
-// - The resume point is the greatest id received through the room's ordered
-//   stream (Joined.history and pushed ChatMessages). Messages shown because of
-//   an Ack are displayed too, but are not used as the resume point: an Ack may
-//   overtake pushes of smaller ids, which must not be skipped on resume.
-// - Messages are kept sorted by id pair and deduplicated by id, so replays
-//   and duplicates never show twice.
-// - USERNAME_TAKEN while resuming (the name held by a session whose token
-//   this one does not have) is retried with backoff; close codes 4001 / 4003
-//   stop for good.
-// - Error SESSION_REPLACED or close code 4002: a newer session of this client
-//   (another tab or window that had this tab's token) took over. The session
-//   stops for good, forgets the spent token, and says that the chat continued
-//   elsewhere; it never reconnects on it.
+// - Every Welcome carries a resume token (resume-token.ts), sent in every
+//   Hello for the same name: on each reconnect, and after a page reload. The
+//   server then hands the name over at once, even while the earlier
+//   connection is still open or its gateway has just died, and the other
+//   members see no one leave and come back.
+// - On an unexpected disconnect the first retry goes out at once, after
+//   0-100 ms of jitter; only consecutive failures back off (backoff.ts); the
+//   count starts over once the room is joined again. A Reconnect frame
+//   (drain) uses its after_ms instead.
+// - On the new connection: Hello with the same username, Join with since_id =
+//   the resume point, then every Send not yet Acked again with the same
+//   client_msg_id (the server dedupes those).
+// - USERNAME_TAKEN while resuming is retried with backoff; close codes 4001 /
+//   4003 stop for good.
+// - Error SESSION_REPLACED or close code 4002: another tab or window took
+//   over with this tab's token. The session stops for good, forgets the
+//   spent token, and never reconnects on it.
 
-import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
-import {
-  type ChatMessage,
-  ClientFrameSchema,
-  ErrorCode,
-  PresenceChange_Kind,
-  type ServerFrame,
-  ServerFrameSchema,
-} from "../gen/chat/v1/chat_pb";
+import { type ChatMessage, ErrorCode, PresenceChange_Kind, type ServerFrame } from "../gen/chat/v1/chat_pb";
+import { Backoff } from "./backoff";
+import { Connection, type ClientKind, type RefInfo } from "./connection";
+import { type Clock, realClock, type SocketLike, type StorageLike, tabStorage, Timer } from "./deps";
 import { CLOSE_SESSION_REPLACED, describeError, describeFatalClose } from "./errors";
-import { compareIds, maxId } from "./ids";
-import { compareNames, withMember, withoutMember } from "./presence";
+import type { Catalogue } from "./i18n";
+import type { ConnState, SessionListener, SessionOptions } from "./session-api";
+import { en } from "./lang-en";
+import { Members } from "./members";
+import { sameName } from "./names";
+import { Outbox, type OutboxEntry, type PendingMessage } from "./outbox";
+import { ResumeToken } from "./resume-token";
+import { type DisplayMessage, type MessageOrigin, Timeline } from "./timeline";
+import { Typing } from "./typing";
 
-// ------------------------------------------------------------------ injection
-
-/** The part of the browser WebSocket this class uses. */
-export interface SocketLike {
-  binaryType: string;
-  readonly readyState: number;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
-  send(data: Uint8Array): void;
-  close(code?: number, reason?: string): void;
-}
-
-export type TimerHandle = unknown;
-
-export interface Clock {
-  setTimeout(fn: () => void, ms: number): TimerHandle;
-  clearTimeout(handle: TimerHandle): void;
-  now(): number;
-  /** Uniform in [0, 1). */
-  random(): number;
-}
-
-export const realClock: Clock = {
-  setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
-  clearTimeout: (h) => globalThis.clearTimeout(h as ReturnType<typeof setTimeout>),
-  now: () => Date.now(),
-  random: () => Math.random(),
-};
-
-/** The part of the Web Storage API (sessionStorage) that keeps the resume token. */
-export interface StorageLike {
-  getItem(key: string): string | null;
-  setItem(key: string, value: string): void;
-  removeItem(key: string): void;
-}
-
-/** The tab's sessionStorage, or null where there is none (or it is disabled). */
-export function tabStorage(): StorageLike | null {
-  try {
-    return globalThis.sessionStorage ?? null;
-  } catch {
-    return null; // a SecurityError where storage is blocked
-  }
-}
-
-/** Where the resume token is stored: JSON {username, token}. */
-export const RESUME_STORAGE_KEY = "chat.resume";
-
-// ------------------------------------------------------------------ public types
-
-export type ConnState = "connecting" | "connected" | "reconnecting" | "offline";
-
-export interface DisplayMessage {
-  id: string;
-  room: string;
-  username: string;
-  text: string;
-  sentAtMs: number;
-  clientMsgId: string;
-  system: boolean;
-  own: boolean;
-}
-
-export interface PendingMessage {
-  clientMsgId: string;
-  text: string;
-  status: "pending" | "failed";
-  error?: string;
-}
-
-export interface JoinedInfo {
-  room: string;
-  members: string[];
-  /** False when this Joined resumes the room after a reconnect. */
-  first: boolean;
-  historyTruncated: boolean;
-}
-
-export interface SessionListener {
-  onState?(state: ConnState): void;
-  /** Welcome: the accepted name, and which gateway holds this connection. */
-  onWelcome?(username: string, info: { gatewayId: string; sessionId: string }): void;
-  onJoined?(info: JoinedInfo): void;
-  /** A confirmed message was inserted at `index` of the id-sorted list. */
-  onMessage?(msg: DisplayMessage, index: number): void;
-  /** A message was queued, or its status changed (e.g. failed). */
-  onPending?(p: PendingMessage): void;
-  /** A queued message is no longer pending (confirmed or dropped). */
-  onPendingResolved?(clientMsgId: string, id: string | null): void;
-  onMembers?(members: string[]): void;
-  onPresence?(username: string, kind: "joined" | "left"): void;
-  onTyping?(usernames: string[]): void;
-  /** The session could not enter the room (before the first Joined); it has stopped. */
-  onEntryError?(code: ErrorCode | null, text: string): void;
-  /** The session stopped for good after having joined (kicked, invalid token, ...). */
-  onFatal?(text: string): void;
-  /**
-   * A newer session of this client (another tab or window with this one's
-   * resume token) took over after the first Joined; this one has stopped and
-   * does not reconnect.
-   */
-  onReplaced?(text: string): void;
-  /** Something worth a transient note to the user. */
-  onNotice?(text: string): void;
-}
-
-export interface SessionOptions {
-  /** WebSocket URL, e.g. wss://host/ws. */
-  url: string;
-  username: string;
-  room: string;
-  listener?: SessionListener;
-  socketFactory?: (url: string) => SocketLike;
-  clock?: Clock;
-  uuid?: () => string;
-  /** Keeps the resume token across reloads; default the tab's sessionStorage, null for memory only. */
-  storage?: StorageLike | null;
-  client?: string;
-  /** The first retry after a connection that worked waits random() * this. */
-  retryJitterMs?: number;
-  backoffBaseMs?: number;
-  backoffCapMs?: number;
-  /** App-level Ping period while joined; 0 disables. */
-  pingIntervalMs?: number;
-  /** No frame for this long while joined: the connection is presumed dead. */
-  deadAfterMs?: number;
-  /** Socket not open after this long: retry. */
-  openTimeoutMs?: number;
-  /** Attempts to reach the server before the first Joined. */
-  initialAttempts?: number;
-  /** Re-send Typing(active=true) at most this often while typing. */
-  typingThrottleMs?: number;
-  /** Send Typing(active=false) after this much idle time. */
-  typingIdleMs?: number;
-  /** Drop a TypingNotice after this long without refresh. */
-  typingExpireMs?: number;
-}
-
-/** Longest wait between two Hello attempts while our old name is still held. */
-export const HELLO_RETRY_CAP_MS = 2_000;
-
-/** Full-jitter exponential backoff: random() * min(cap, base * 2^attempt). */
-export function backoffDelay(attempt: number, random: () => number, baseMs = 250, capMs = 10_000): number {
-  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
-  return Math.floor(random() * ceiling);
-}
-
-/**
- * The wait before a reconnect after `failures` failed attempts in a row: the
- * first retry goes out at once (random() * jitter), later ones back off
- * (backoffDelay of failures - 1).
- */
-export function reconnectDelay(failures: number, random: () => number, jitterMs = 100, baseMs = 250, capMs = 10_000): number {
-  if (failures <= 0) return Math.floor(random() * jitterMs);
-  return backoffDelay(failures - 1, random, baseMs, capMs);
-}
-
-/** Names compare after NFC normalisation and Unicode lowercasing. */
-export function sameName(a: string, b: string): boolean {
-  return a.trim().normalize("NFC").toLowerCase() === b.trim().normalize("NFC").toLowerCase();
-}
-
-const WS_OPEN = 1;
-
-type RefInfo =
-  | { kind: "hello" }
-  | { kind: "join" }
-  | { kind: "send"; clientMsgId: string }
-  | { kind: "leave" }
-  | { kind: "ping" };
-
-interface OutboxEntry {
-  clientMsgId: string;
-  text: string;
-  retries: number;
-  retryTimer: TimerHandle | null;
-}
-
-type Kind = NonNullable<MessageInitShape<typeof ClientFrameSchema>["kind"]>;
+export { backoffDelay, HELLO_RETRY_CAP_MS, reconnectDelay } from "./backoff";
+export { type Clock, realClock, type SocketLike, type StorageLike, tabStorage, type TimerHandle } from "./deps";
+export { sameName } from "./names";
+export type { PendingMessage } from "./outbox";
+export { RESUME_STORAGE_KEY } from "./resume-token";
+export type { DisplayMessage, MessageOrigin } from "./timeline";
+export type { ConnState, JoinedInfo, SessionListener, SessionOptions } from "./session-api";
 
 export class ChatSession {
   readonly url: string;
@@ -239,57 +56,34 @@ export class ChatSession {
   readonly username: string;
 
   private readonly listener: SessionListener;
-  private readonly socketFactory: (url: string) => SocketLike;
   private readonly clock: Clock;
   private readonly uuid: () => string;
-  private readonly storage: StorageLike | null;
   private readonly client: string;
-  private readonly retryJitterMs: number;
-  private readonly backoffBaseMs: number;
-  private readonly backoffCapMs: number;
-  private readonly pingIntervalMs: number;
-  private readonly deadAfterMs: number;
-  private readonly openTimeoutMs: number;
   private readonly initialAttempts: number;
-  private readonly typingThrottleMs: number;
-  private readonly typingIdleMs: number;
-  private readonly typingExpireMs: number;
+  private readonly pageSize: number;
+  private readonly t: () => Catalogue;
 
-  private ws: SocketLike | null = null;
-  private nextRef = 1n;
-  private refs = new Map<bigint, RefInfo>();
+  private readonly conn: Connection;
+  private readonly backoff: Backoff;
+  private readonly reconnectTimer: Timer;
+  private readonly helloRetryTimer: Timer;
+  private readonly token: ResumeToken;
+  private readonly messages = new Timeline();
+  private readonly outbox: Outbox;
+  private readonly memberList = new Members();
+  private readonly typing: Typing;
+
   private state: ConnState = "connecting";
   private stopped = false;
   private everJoined = false;
+  /** Joined on the current connection: sends and typing go out now. */
   private joinedNow = false;
-  /** Failed connection attempts in a row; drives the backoff. */
-  private attempt = 0;
+  /** An older page is on its way. */
+  private fetching = false;
   private acceptedName = "";
-  /** The latest Welcome.resume_token for this name (or the stored one): sent in every Hello. */
-  private resumeToken = "";
   /** Welcome.gateway_id of the current connection; empty while not welcomed. */
   private gateway = "";
   private maxTextBytes = 4096;
-
-  private messages: DisplayMessage[] = [];
-  private seen = new Set<string>();
-  private resumeId = "";
-  private outbox = new Map<string, OutboxEntry>();
-  private memberList: string[] = [];
-
-  private reconnectTimer: TimerHandle | null = null;
-  private helloRetryTimer: TimerHandle | null = null;
-  private openTimer: TimerHandle | null = null;
-  private pingTimer: TimerHandle | null = null;
-  private lastFrameAt = 0;
-
-  private typingActive = false;
-  private typingSentAt = 0;
-  private typingIdleTimer: TimerHandle | null = null;
-  private typers = new Map<string, { name: string; timer: TimerHandle }>();
-
-  /** Delays chosen by the backoff, most recent last (for tests and diagnostics). */
-  readonly backoffHistory: number[] = [];
 
   constructor(opts: SessionOptions) {
     this.url = opts.url;
@@ -297,24 +91,49 @@ export class ChatSession {
     this.room = opts.room.normalize("NFC");
     this.username = opts.username;
     this.listener = opts.listener ?? {};
-    this.socketFactory =
-      opts.socketFactory ?? ((url) => new WebSocket(url) as unknown as SocketLike);
     this.clock = opts.clock ?? realClock;
     this.uuid = opts.uuid ?? (() => crypto.randomUUID());
-    this.storage = opts.storage === undefined ? tabStorage() : opts.storage;
     this.client = opts.client ?? "web/0.1";
-    this.retryJitterMs = opts.retryJitterMs ?? 100;
-    this.backoffBaseMs = opts.backoffBaseMs ?? 250;
-    this.backoffCapMs = opts.backoffCapMs ?? 10_000;
-    this.pingIntervalMs = opts.pingIntervalMs ?? 20_000;
-    this.deadAfterMs = opts.deadAfterMs ?? 50_000;
-    this.openTimeoutMs = opts.openTimeoutMs ?? 10_000;
     this.initialAttempts = opts.initialAttempts ?? 3;
-    this.typingThrottleMs = opts.typingThrottleMs ?? 3_000;
-    this.typingIdleMs = opts.typingIdleMs ?? 4_000;
-    this.typingExpireMs = opts.typingExpireMs ?? 5_000;
+    this.pageSize = opts.pageSize ?? 50;
+    this.t = opts.texts ?? (() => en);
+    const capMs = opts.backoffCapMs ?? 10_000;
+    this.backoff = new Backoff({
+      random: () => this.clock.random(),
+      jitterMs: opts.retryJitterMs ?? 100,
+      baseMs: opts.backoffBaseMs ?? 250,
+      capMs,
+    });
+    this.conn = new Connection(
+      {
+        url: opts.url,
+        socketFactory: opts.socketFactory ?? ((url) => new WebSocket(url) as unknown as SocketLike),
+        clock: this.clock,
+        openTimeoutMs: opts.openTimeoutMs ?? 10_000,
+        pingIntervalMs: opts.pingIntervalMs ?? 20_000,
+        deadAfterMs: opts.deadAfterMs ?? 50_000,
+      },
+      {
+        onOpen: () => this.sendHello(),
+        onFrame: (f) => this.onFrame(f),
+        onLost: (code, reason) => this.onDisconnect(code, reason),
+      },
+    );
+    this.reconnectTimer = new Timer(this.clock);
+    this.helloRetryTimer = new Timer(this.clock);
+    this.outbox = new Outbox(this.clock, capMs);
+    this.typing = new Typing({
+      clock: this.clock,
+      throttleMs: opts.typingThrottleMs ?? 3_000,
+      idleMs: opts.typingIdleMs ?? 4_000,
+      expireMs: opts.typingExpireMs ?? 5_000,
+      send: (active) => this.frame({ case: "typing", value: { room: this.room, active } }),
+      canSend: () => this.joinedNow,
+      onTypers: (names) => this.listener.onTyping?.(names),
+    });
     // After a reload: the token of this tab's previous session, if it had this name.
-    this.resumeToken = this.storedToken();
+    this.token = new ResumeToken(opts.storage === undefined ? tabStorage() : opts.storage);
+    this.token.load(this.username);
   }
 
   // ---------------------------------------------------------------- accessors
@@ -331,18 +150,22 @@ export class ChatSession {
     return this.gateway;
   }
   get members(): readonly string[] {
-    return this.memberList;
+    return this.memberList.names;
   }
   /** Confirmed messages in id order. */
   get timeline(): readonly DisplayMessage[] {
-    return this.messages;
+    return this.messages.list;
   }
   /** The since_id the next resume would use. */
   get resumePoint(): string {
-    return this.resumeId;
+    return this.messages.resumePoint;
+  }
+  /** Whether older messages may exist (false once a page said it was the first). */
+  get hasOlder(): boolean {
+    return this.messages.hasMore;
   }
   get pending(): PendingMessage[] {
-    return [...this.outbox.values()].map((e) => ({ clientMsgId: e.clientMsgId, text: e.text, status: "pending" as const }));
+    return this.outbox.pending;
   }
   get isStopped(): boolean {
     return this.stopped;
@@ -350,11 +173,15 @@ export class ChatSession {
   get limits(): { maxTextBytes: number } {
     return { maxTextBytes: this.maxTextBytes };
   }
+  /** Delays chosen by the backoff, most recent last (for tests and diagnostics). */
+  get backoffHistory(): readonly number[] {
+    return this.backoff.history;
+  }
 
   // ---------------------------------------------------------------- commands
 
   start(): void {
-    if (this.stopped || this.ws || this.reconnectTimer !== null) return;
+    if (this.stopped || this.conn.socket || this.reconnectTimer.pending) return;
     this.setState("connecting");
     this.connect();
   }
@@ -367,45 +194,48 @@ export class ChatSession {
     if (this.stopped) return null;
     if (text.trim() === "") return null;
     if (new TextEncoder().encode(text).length > this.maxTextBytes) {
-      this.listener.onNotice?.(`That message is too long (at most ${this.maxTextBytes} bytes).`);
+      this.listener.onNotice?.(this.t().tooLong(this.maxTextBytes));
       return null;
     }
     const clientMsgId = this.uuid();
-    const entry: OutboxEntry = { clientMsgId, text, retries: 0, retryTimer: null };
-    this.outbox.set(clientMsgId, entry);
+    const entry = this.outbox.add(clientMsgId, text);
     this.listener.onPending?.({ clientMsgId, text, status: "pending" });
-    this.stopTyping();
+    this.typing.stop();
     if (this.joinedNow) this.transmit(entry);
     return clientMsgId;
+  }
+
+  /**
+   * Asks for the page of messages before the oldest one held (FetchHistory
+   * with before_id). Returns false when there is nothing to ask: not joined,
+   * a page already on its way, or the start of the room reached.
+   */
+  fetchOlder(): boolean {
+    if (!this.joinedNow || this.fetching || !this.messages.hasMore) return false;
+    const beforeId = this.messages.oldestId;
+    this.fetching = true;
+    const ref = this.frame(
+      { case: "fetchHistory", value: { room: this.room, beforeId, limit: this.pageSize } },
+      { kind: "history", beforeId },
+    );
+    if (ref === 0n) this.fetching = false;
+    return ref !== 0n;
   }
 
   /** Call on every edit of the input box. */
   userTyping(): void {
     if (!this.joinedNow) return;
-    const now = this.clock.now();
-    if (!this.typingActive || now - this.typingSentAt >= this.typingThrottleMs) {
-      this.typingActive = true;
-      this.typingSentAt = now;
-      this.frame({ case: "typing", value: { room: this.room, active: true } });
-    }
-    this.clearTimer("typingIdleTimer");
-    this.typingIdleTimer = this.clock.setTimeout(() => {
-      this.typingIdleTimer = null;
-      this.stopTyping();
-    }, this.typingIdleMs);
+    this.typing.userTyping();
   }
 
   stopTyping(): void {
-    this.clearTimer("typingIdleTimer");
-    if (!this.typingActive) return;
-    this.typingActive = false;
-    if (this.joinedNow) this.frame({ case: "typing", value: { room: this.room, active: false } });
+    this.typing.stop();
   }
 
   /** If waiting to reconnect, try now (e.g. the browser came back online). */
   retryNow(): void {
-    if (this.stopped || this.reconnectTimer === null) return;
-    this.clearTimer("reconnectTimer");
+    if (this.stopped || !this.reconnectTimer.pending) return;
+    this.reconnectTimer.clear();
     this.connect();
   }
 
@@ -413,10 +243,10 @@ export class ChatSession {
   leave(): void {
     if (this.stopped) return;
     if (this.joinedNow) {
-      this.stopTyping();
+      this.typing.stop();
       this.frame({ case: "leave", value: { room: this.room } }, { kind: "leave" });
     }
-    this.keepToken("");
+    this.token.keep("", this.me);
     this.stop("offline");
   }
 
@@ -424,15 +254,12 @@ export class ChatSession {
   stop(state: ConnState = "offline"): void {
     if (this.stopped) return;
     this.stopped = true;
-    for (const key of ["reconnectTimer", "helloRetryTimer", "openTimer", "pingTimer", "typingIdleTimer"] as const) {
-      this.clearTimer(key);
-    }
-    for (const e of this.outbox.values()) {
-      if (e.retryTimer !== null) this.clock.clearTimeout(e.retryTimer);
-      e.retryTimer = null;
-    }
-    this.clearTypers();
-    this.dropSocket(1000, "bye");
+    this.reconnectTimer.clear();
+    this.helloRetryTimer.clear();
+    this.conn.stopTimers();
+    this.outbox.cancelAllRetries();
+    this.typing.reset();
+    this.conn.drop(1000, "bye");
     this.joinedNow = false;
     this.gateway = "";
     this.setState(state);
@@ -442,97 +269,36 @@ export class ChatSession {
 
   private connect(): void {
     if (this.stopped) return;
-    this.refs.clear();
     this.joinedNow = false;
+    this.fetching = false;
     this.gateway = "";
-    let sock: SocketLike;
-    try {
-      sock = this.socketFactory(this.url);
-    } catch {
-      this.onDisconnect(1006, "");
-      return;
-    }
-    this.ws = sock;
-    let opened = false;
-    sock.binaryType = "arraybuffer";
-    sock.onopen = () => {
-      if (this.ws !== sock) return;
-      opened = true;
-      this.clearTimer("openTimer");
-      this.lastFrameAt = this.clock.now();
-      this.sendHello();
-    };
-    sock.onmessage = (ev) => {
-      if (this.ws !== sock) return;
-      this.lastFrameAt = this.clock.now();
-      const data = ev.data;
-      let bytes: Uint8Array;
-      if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
-      else if (data instanceof Uint8Array) bytes = data;
-      else return; // text frames are not part of the protocol
-      let frame: ServerFrame;
-      try {
-        frame = fromBinary(ServerFrameSchema, bytes);
-      } catch {
-        return;
-      }
-      this.onFrame(frame);
-    };
-    sock.onerror = () => {
-      /* a close event follows */
-    };
-    sock.onclose = (ev) => {
-      if (this.ws !== sock) return;
-      this.ws = null;
-      this.onDisconnect(ev.code, ev.reason);
-    };
-    this.openTimer = this.clock.setTimeout(() => {
-      this.openTimer = null;
-      if (this.ws === sock && !opened) {
-        this.dropSocket(4000, "open timeout");
-        this.onDisconnect(1006, "open timeout");
-      }
-    }, this.openTimeoutMs);
-  }
-
-  /** Detaches the current socket (its events are ignored from now on) and closes it. */
-  private dropSocket(code: number, reason: string): void {
-    const sock = this.ws;
-    this.ws = null;
-    if (!sock) return;
-    sock.onopen = sock.onmessage = sock.onerror = sock.onclose = null;
-    try {
-      sock.close(code, reason);
-    } catch {
-      /* already closed */
-    }
+    this.conn.open();
   }
 
   private onDisconnect(code: number, reason: string): void {
     this.joinedNow = false;
+    this.fetching = false;
     this.gateway = "";
-    this.refs.clear();
-    this.typingActive = false;
-    for (const key of ["helloRetryTimer", "openTimer", "pingTimer", "typingIdleTimer"] as const) {
-      this.clearTimer(key);
-    }
-    this.clearTypers();
+    this.conn.forgetRequests();
+    this.helloRetryTimer.clear();
+    this.conn.stopTimers();
+    this.typing.reset();
     if (this.stopped) return;
 
     if (code === CLOSE_SESSION_REPLACED) {
       this.replaced();
       return;
     }
-    const fatal = describeFatalClose(code, reason);
+    const fatal = describeFatalClose(code, reason, this.t());
     if (fatal) {
       if (this.everJoined) this.listener.onFatal?.(fatal);
       else this.listener.onEntryError?.(code === 4001 ? ErrorCode.KICKED : ErrorCode.INVALID_TOKEN, fatal);
       this.stop("offline");
       return;
     }
-    if (this.reconnectTimer !== null) return; // a reconnect is already planned (Reconnect frame)
-    if (!this.everJoined && this.attempt + 1 >= this.initialAttempts) {
-      this.listener.onEntryError?.(null, "Could not reach the chat server. Please check your connection and try again.");
+    if (this.reconnectTimer.pending) return; // a reconnect is already planned (Reconnect frame)
+    if (!this.everJoined && this.backoff.failures + 1 >= this.initialAttempts) {
+      this.listener.onEntryError?.(null, this.t().unreachable);
       this.stop("offline");
       return;
     }
@@ -541,24 +307,18 @@ export class ChatSession {
 
   private scheduleReconnect(delayMs?: number): void {
     if (this.stopped) return;
-    this.clearTimer("reconnectTimer");
-    let delay = delayMs;
-    if (delay === undefined) {
-      delay = reconnectDelay(this.attempt, this.clock.random, this.retryJitterMs, this.backoffBaseMs, this.backoffCapMs);
-      this.attempt++;
-      this.backoffHistory.push(delay);
-    }
+    this.reconnectTimer.clear();
+    const delay = delayMs ?? this.backoff.nextReconnect();
     this.setState(this.everJoined ? "reconnecting" : "connecting");
-    this.reconnectTimer = this.clock.setTimeout(() => {
-      this.reconnectTimer = null;
-      this.dropSocket(1000, "reconnecting");
+    this.reconnectTimer.set(() => {
+      this.conn.drop(1000, "reconnecting");
       this.connect();
     }, delay);
   }
 
   private sendHello(): void {
     this.frame(
-      { case: "hello", value: { username: this.username, client: this.client, resumeToken: this.resumeToken } },
+      { case: "hello", value: { username: this.username, client: this.client, resumeToken: this.token.value } },
       { kind: "hello" },
     );
   }
@@ -568,28 +328,15 @@ export class ChatSession {
   }
 
   private transmit(entry: OutboxEntry): void {
-    if (entry.retryTimer !== null) {
-      this.clock.clearTimeout(entry.retryTimer);
-      entry.retryTimer = null;
-    }
+    this.outbox.cancelRetry(entry);
     this.frame(
       { case: "send", value: { room: this.room, text: entry.text, clientMsgId: entry.clientMsgId } },
       { kind: "send", clientMsgId: entry.clientMsgId },
     );
   }
 
-  private frame(kind: Kind, info?: RefInfo): bigint {
-    const sock = this.ws;
-    if (!sock || sock.readyState !== WS_OPEN) return 0n;
-    const ref = info ? this.nextRef++ : 0n;
-    if (info) this.refs.set(ref, info);
-    const bytes = toBinary(ClientFrameSchema, create(ClientFrameSchema, { ref, kind }));
-    try {
-      sock.send(bytes);
-    } catch {
-      /* the close event will follow */
-    }
-    return ref;
+  private frame(kind: ClientKind, info?: RefInfo): bigint {
+    return this.conn.send(kind, info);
   }
 
   // ---------------------------------------------------------------- incoming
@@ -598,46 +345,45 @@ export class ChatSession {
     const k = f.kind;
     switch (k.case) {
       case "welcome": {
-        this.clearTimer("helloRetryTimer");
-        this.refs.delete(f.ref);
+        this.helloRetryTimer.clear();
+        this.conn.take(f.ref);
         this.acceptedName = k.value.username || this.username;
         this.gateway = k.value.gatewayId;
         // The token just sent is spent; this one resumes the session from now on.
-        this.keepToken(k.value.resumeToken);
+        this.token.keep(k.value.resumeToken, this.me);
         const max = k.value.limits?.maxTextBytes;
         if (max) this.maxTextBytes = max;
         this.listener.onWelcome?.(this.acceptedName, { gatewayId: k.value.gatewayId, sessionId: k.value.sessionId });
         // First join: the server's default history; resume: everything after the resume point.
-        this.sendJoin(this.everJoined ? this.resumeId : "");
+        this.sendJoin(this.everJoined ? this.messages.resumePoint : "");
         break;
       }
       case "joined":
         if (k.value.room !== this.room) break;
-        this.refs.delete(f.ref);
+        this.conn.take(f.ref);
         this.onJoined(k.value.members, k.value.history, k.value.historyTruncated);
         break;
       case "message":
         if (k.value.room !== this.room) break;
-        this.onChatMessage(k.value, true);
+        this.onChatMessage(k.value, "stream");
         break;
       case "presence": {
         const p = k.value;
         if (p.room !== this.room) break;
         if (p.kind === PresenceChange_Kind.JOINED) {
-          this.memberList = withMember(this.memberList, p.username);
-          this.listener.onMembers?.(this.memberList);
+          const list = this.memberList.joined(p.username);
+          this.listener.onMembers?.(list);
           this.listener.onPresence?.(p.username, "joined");
         } else if (p.kind === PresenceChange_Kind.LEFT) {
-          this.memberList = withoutMember(this.memberList, p.username);
-          this.removeTyper(p.username);
-          this.listener.onMembers?.(this.memberList);
+          const list = this.memberList.left(p.username);
+          this.typing.removeTyper(p.username);
+          this.listener.onMembers?.(list);
           this.listener.onPresence?.(p.username, "left");
         }
         break;
       }
       case "ack": {
-        const info = this.refs.get(f.ref);
-        this.refs.delete(f.ref);
+        const info = this.conn.take(f.ref);
         if (!info || info.kind !== "send") break;
         const entry = this.outbox.get(info.clientMsgId);
         if (!entry) break; // already confirmed by the pushed ChatMessage
@@ -653,8 +399,19 @@ export class ChatSession {
             system: false,
             own: true,
           },
-          false,
+          "ack",
         );
+        break;
+      }
+      case "history": {
+        const info = this.conn.take(f.ref);
+        if (!info || info.kind !== "history" || k.value.room !== this.room) break;
+        this.fetching = false;
+        let added = 0;
+        for (const m of k.value.messages) if (this.onChatMessage(m, "older")) added++;
+        // An empty page says there is nothing before it, whatever has_more says.
+        this.messages.hasMore = k.value.hasMore && k.value.messages.length > 0;
+        this.listener.onOlder?.({ added, hasMore: this.messages.hasMore });
         break;
       }
       case "error":
@@ -663,18 +420,17 @@ export class ChatSession {
       case "typing": {
         const t = k.value;
         if (t.room !== this.room || sameName(t.username, this.me)) break;
-        if (t.active) this.setTyper(t.username);
-        else this.removeTyper(t.username);
+        if (t.active) this.typing.setTyper(t.username);
+        else this.typing.removeTyper(t.username);
         break;
       }
       case "reconnect":
         // Drain: keep using this connection until after_ms, then move on.
-        if (this.reconnectTimer === null) this.scheduleReconnect(k.value.afterMs);
+        if (!this.reconnectTimer.pending) this.scheduleReconnect(k.value.afterMs);
         break;
       case "pong":
       case "left":
-      case "history":
-        this.refs.delete(f.ref);
+        this.conn.take(f.ref);
         break;
       default:
         break;
@@ -685,30 +441,31 @@ export class ChatSession {
     const first = !this.everJoined;
     this.everJoined = true;
     this.joinedNow = true;
-    this.attempt = 0;
-    this.memberList = [...members].sort(compareNames);
+    this.backoff.reset();
+    const list = this.memberList.reset(members);
     // Only leave "reconnecting" if no drain reconnect is pending on this connection.
-    if (this.reconnectTimer === null) this.setState("connected");
-    this.listener.onJoined?.({ room: this.room, members: this.memberList, first, historyTruncated: truncated });
-    this.listener.onMembers?.(this.memberList);
+    if (!this.reconnectTimer.pending) this.setState("connected");
+    this.listener.onJoined?.({ room: this.room, members: list, first, historyTruncated: truncated });
+    this.listener.onMembers?.(list);
     for (const m of history) {
       if (m.room && m.room !== this.room) continue;
-      this.onChatMessage(m, true);
+      this.onChatMessage(m, "stream");
     }
-    if (!first && truncated) this.listener.onNotice?.("Some messages from while you were away are no longer available.");
+    if (!first && truncated) this.listener.onNotice?.(this.t().historyGap);
     // Everything not confirmed yet goes out again, with the same client_msg_id.
-    for (const entry of this.outbox.values()) this.transmit(entry);
-    this.schedulePing();
+    for (const entry of this.outbox.all()) this.transmit(entry);
+    this.conn.startPing(() => this.joinedNow);
   }
 
-  private onChatMessage(m: ChatMessage, stream: boolean): void {
+  /** Returns whether the message was new. */
+  private onChatMessage(m: ChatMessage, origin: MessageOrigin): boolean {
     let own = !m.system && sameName(m.username, this.me);
     if (m.clientMsgId && this.outbox.has(m.clientMsgId) && !m.system) {
       own = true;
       this.resolveOutbox(m.clientMsgId, m.id);
     }
-    if (!m.system) this.removeTyper(m.username);
-    this.addMessage(
+    if (!m.system && origin === "stream") this.typing.removeTyper(m.username);
+    return this.addMessage(
       {
         id: m.id,
         room: m.room || this.room,
@@ -719,40 +476,24 @@ export class ChatSession {
         system: m.system,
         own,
       },
-      stream,
+      origin,
     );
   }
 
-  /** Inserts in id order unless already shown; returns whether it was new. */
-  private addMessage(msg: DisplayMessage, stream: boolean): boolean {
-    if (stream) this.resumeId = maxId(this.resumeId, msg.id);
-    if (this.seen.has(msg.id)) return false;
-    this.seen.add(msg.id);
-    // Binary search for the first element with a greater id.
-    let lo = 0;
-    let hi = this.messages.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (compareIds(this.messages[mid]!.id, msg.id) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    this.messages.splice(lo, 0, msg);
-    this.listener.onMessage?.(msg, lo);
+  private addMessage(msg: DisplayMessage, origin: MessageOrigin): boolean {
+    const index = this.messages.add(msg, origin);
+    if (index < 0) return false;
+    this.listener.onMessage?.(msg, index, origin);
     return true;
   }
 
   private resolveOutbox(clientMsgId: string, id: string | null): void {
-    const entry = this.outbox.get(clientMsgId);
-    if (!entry) return;
-    if (entry.retryTimer !== null) this.clock.clearTimeout(entry.retryTimer);
-    this.outbox.delete(clientMsgId);
-    this.listener.onPendingResolved?.(clientMsgId, id);
+    if (this.outbox.remove(clientMsgId)) this.listener.onPendingResolved?.(clientMsgId, id);
   }
 
   private onError(ref: bigint, code: ErrorCode, message: string): void {
-    const info = this.refs.get(ref);
-    this.refs.delete(ref);
-    const text = describeError(code, message);
+    const info = this.conn.take(ref);
+    const text = describeError(code, message, this.t());
 
     if (code === ErrorCode.SESSION_REPLACED) {
       this.replaced();
@@ -771,7 +512,7 @@ export class ChatSession {
         if (this.everJoined && (code === ErrorCode.USERNAME_TAKEN || isTransient(code))) {
           // Our previous connection still holds the name: ask again later.
           this.retryHelloLater();
-        } else if (!this.everJoined && isTransient(code) && this.attempt + 1 < this.initialAttempts) {
+        } else if (!this.everJoined && isTransient(code) && this.backoff.failures + 1 < this.initialAttempts) {
           this.retryHelloLater();
         } else {
           this.failHard(code, text);
@@ -781,7 +522,7 @@ export class ChatSession {
         if (this.everJoined && code === ErrorCode.INVALID_ARGUMENT) {
           this.sendJoin(""); // the resume point was refused: take the recent history instead
         } else if (this.everJoined && isTransient(code)) {
-          this.dropSocket(1000, "retry");
+          this.conn.drop(1000, "retry");
           this.scheduleReconnect();
         } else {
           this.failHard(code, text);
@@ -792,37 +533,30 @@ export class ChatSession {
         if (!entry) break;
         if (code === ErrorCode.RATE_LIMITED || code === ErrorCode.NOT_IN_ROOM || isTransient(code)) {
           if (code === ErrorCode.RATE_LIMITED && entry.retries === 0) this.listener.onNotice?.(text);
-          entry.retries++;
-          const delay = Math.min(this.backoffCapMs, 500 * entry.retries) + Math.floor(this.clock.random() * 250);
-          entry.retryTimer = this.clock.setTimeout(() => {
-            entry.retryTimer = null;
-            if (this.outbox.has(entry.clientMsgId) && this.joinedNow) this.transmit(entry);
-          }, delay);
+          this.outbox.retryLater(entry, (e) => {
+            if (this.joinedNow) this.transmit(e);
+          });
         } else {
-          this.outbox.delete(entry.clientMsgId);
+          this.outbox.remove(entry.clientMsgId);
           this.listener.onPending?.({ clientMsgId: entry.clientMsgId, text: entry.text, status: "failed", error: text });
         }
         break;
       }
+      case "history":
+        // Rate-limited or refused: the next scroll to the top asks again.
+        this.fetching = false;
+        break;
       default:
         break;
     }
   }
 
   private retryHelloLater(): void {
-    // The server answered, so it is reachable: the name frees within seconds
-    // (5 s after a close, ~12 s after a gateway crash). Poll for it at most
-    // every 2 s rather than backing off to the full reconnect cap.
-    const cap = Math.min(this.backoffCapMs, HELLO_RETRY_CAP_MS);
-    const delay = backoffDelay(this.attempt, this.clock.random, this.backoffBaseMs, cap);
-    this.attempt++;
-    this.backoffHistory.push(delay);
+    const delay = this.backoff.nextHello();
     this.setState(this.everJoined ? "reconnecting" : "connecting");
-    const sock = this.ws;
-    this.clearTimer("helloRetryTimer");
-    this.helloRetryTimer = this.clock.setTimeout(() => {
-      this.helloRetryTimer = null;
-      if (this.ws === sock && sock) this.sendHello();
+    const sock = this.conn.socket;
+    this.helloRetryTimer.set(() => {
+      if (this.conn.socket === sock && sock) this.sendHello();
     }, delay);
   }
 
@@ -834,108 +568,17 @@ export class ChatSession {
 
   /** A newer session of this client took over (Error SESSION_REPLACED, close 4002): stop, never reconnect. */
   private replaced(): void {
-    this.keepToken(""); // spent by the session that took over
-    const text = describeError(ErrorCode.SESSION_REPLACED);
+    this.token.keep("", this.me); // spent by the session that took over
+    const text = describeError(ErrorCode.SESSION_REPLACED, "", this.t());
     if (this.everJoined) this.listener.onReplaced?.(text);
     else this.listener.onEntryError?.(ErrorCode.SESSION_REPLACED, text);
     this.stop("offline");
   }
 
-  // ---------------------------------------------------------------- resume token
-
-  /** The stored token if it was issued for this session's name, else "". */
-  private storedToken(): string {
-    let rec: unknown;
-    try {
-      const raw = this.storage?.getItem(RESUME_STORAGE_KEY);
-      if (!raw) return "";
-      rec = JSON.parse(raw);
-    } catch {
-      return ""; // storage blocked, or not our JSON
-    }
-    const { username, token } = (rec ?? {}) as { username?: unknown; token?: unknown };
-    if (typeof username !== "string" || typeof token !== "string") return "";
-    return sameName(username, this.username) ? token : "";
-  }
-
-  /** Remembers the token for the next Hello, in memory and in storage ("" forgets it). */
-  private keepToken(token: string): void {
-    this.resumeToken = token;
-    try {
-      if (token) this.storage?.setItem(RESUME_STORAGE_KEY, JSON.stringify({ username: this.me, token }));
-      else this.storage?.removeItem(RESUME_STORAGE_KEY);
-    } catch {
-      /* storage full or blocked: the token still lives in memory for reconnects */
-    }
-  }
-
-  // ---------------------------------------------------------------- liveness
-
-  private schedulePing(): void {
-    this.clearTimer("pingTimer");
-    if (this.pingIntervalMs <= 0) return;
-    this.pingTimer = this.clock.setTimeout(() => {
-      this.pingTimer = null;
-      if (!this.joinedNow || !this.ws) return;
-      if (this.clock.now() - this.lastFrameAt > this.deadAfterMs) {
-        // Nothing (not even a Pong) for too long: presume the connection dead.
-        this.dropSocket(4000, "no response");
-        this.onDisconnect(1006, "no response");
-        return;
-      }
-      this.frame({ case: "ping", value: { clientTimeMs: BigInt(this.clock.now()) } }, { kind: "ping" });
-      this.schedulePing();
-    }, this.pingIntervalMs);
-  }
-
-  // ---------------------------------------------------------------- typing notices
-
-  private setTyper(name: string): void {
-    const key = name.normalize("NFC").toLowerCase();
-    const old = this.typers.get(key);
-    if (old) this.clock.clearTimeout(old.timer);
-    const timer = this.clock.setTimeout(() => {
-      this.typers.delete(key);
-      this.emitTypers();
-    }, this.typingExpireMs);
-    this.typers.set(key, { name, timer });
-    if (!old) this.emitTypers();
-  }
-
-  private removeTyper(name: string): void {
-    const key = name.normalize("NFC").toLowerCase();
-    const old = this.typers.get(key);
-    if (!old) return;
-    this.clock.clearTimeout(old.timer);
-    this.typers.delete(key);
-    this.emitTypers();
-  }
-
-  private clearTypers(): void {
-    if (this.typers.size === 0) return;
-    for (const t of this.typers.values()) this.clock.clearTimeout(t.timer);
-    this.typers.clear();
-    this.emitTypers();
-  }
-
-  private emitTypers(): void {
-    this.listener.onTyping?.([...this.typers.values()].map((t) => t.name).sort(compareNames));
-  }
-
-  // ---------------------------------------------------------------- helpers
-
   private setState(s: ConnState): void {
     if (this.state === s) return;
     this.state = s;
     this.listener.onState?.(s);
-  }
-
-  private clearTimer(
-    key: "reconnectTimer" | "helloRetryTimer" | "openTimer" | "pingTimer" | "typingIdleTimer",
-  ): void {
-    const h = this[key];
-    if (h !== null) this.clock.clearTimeout(h);
-    this[key] = null;
   }
 }
 
