@@ -130,6 +130,8 @@ export class ChatView {
   setHidden(hidden: boolean): void {
     this.unread.setHidden(hidden);
     this.showTitle();
+    // Back after a while: "Today" may have become yesterday.
+    if (!hidden && this.session) this.timeline.relabel();
   }
 
   private show(room: string): void {
@@ -181,7 +183,9 @@ export class ChatView {
           this.show(info.room);
         }
         this.renderMembers(info.members);
-        if (info.first) queueMicrotask(() => this.timeline.maybeLoadOlder());
+        // A page asked for on the connection that was lost will not come: ask again.
+        if (!info.first) this.timeline.olderDone(s.hasOlder, null, true);
+        queueMicrotask(() => this.timeline.maybeLoadOlder());
       },
       onMembers: (members) => {
         if (!mine()) return;
@@ -204,7 +208,7 @@ export class ChatView {
         }
       },
       onOlder: (info) => {
-        if (mine()) this.timeline.olderDone(info.hasMore, this.olderAnchor);
+        if (mine()) this.timeline.olderDone(info.hasMore, this.olderAnchor, info.failed);
         this.olderAnchor = null;
       },
       onPending: (p) => {

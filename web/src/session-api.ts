@@ -24,8 +24,11 @@ export interface SessionListener {
   onJoined?(info: JoinedInfo): void;
   /** A confirmed message was inserted at `index` of the id-sorted list. */
   onMessage?(msg: DisplayMessage, index: number, origin: MessageOrigin): void;
-  /** An older page (fetchOlder) is in: its messages came through onMessage first. */
-  onOlder?(info: { added: number; hasMore: boolean }): void;
+  /**
+   * An older page (fetchOlder) is in: its messages came through onMessage
+   * first. `failed`: it was refused (e.g. rate-limited); ask again later.
+   */
+  onOlder?(info: { added: number; hasMore: boolean; failed?: boolean }): void;
   /** A message was queued, or its status changed (e.g. failed). */
   onPending?(p: PendingMessage): void;
   /** A queued message is no longer pending (confirmed or dropped). */

@@ -545,6 +545,7 @@ export class ChatSession {
       case "history":
         // Rate-limited or refused: the next scroll to the top asks again.
         this.fetching = false;
+        this.listener.onOlder?.({ added: 0, hasMore: this.messages.hasMore, failed: true });
         break;
       default:
         break;

@@ -100,7 +100,7 @@ export class TimelineView {
    * through insertConfirmed with origin "older"), keeps the reading position,
    * and marks the beginning of the room when there is nothing before.
    */
-  olderDone(hasMore: boolean, anchor: { el: HTMLElement; top: number } | null): void {
+  olderDone(hasMore: boolean, anchor: { el: HTMLElement; top: number } | null, failed = false): void {
     this.loading?.remove();
     this.loading = null;
     if (anchor && anchor.el.isConnected) {
@@ -112,8 +112,9 @@ export class TimelineView {
       start.setAttribute("data-testid", "room-start");
       this.list.prepend(start);
     }
-    // Still at the top (a short page, or everything fits): the next page.
-    queueMicrotask(() => this.maybeLoadOlder());
+    // Still at the top (a short page, or everything fits): the next page. Not
+    // after a refusal (a rate limit): the next scroll asks again.
+    if (!failed) queueMicrotask(() => this.maybeLoadOlder());
   }
 
   /** The element at the top of the reading position, to keep it in place while older messages go in above. */
@@ -331,8 +332,8 @@ export class TimelineView {
 
   // ---------------------------------------------------------------- language, keyboard
 
-  /** Redraws every word in the list in the language now chosen. */
-  private relabel(): void {
+  /** Redraws every word in the list (the language changed, or a new day made "Today" yesterday). */
+  relabel(): void {
     const { t, lang } = this.d.locale;
     for (const div of this.list.querySelectorAll<HTMLElement>(":scope > .divider.day")) {
       div.textContent = dayLabel(Number(div.dataset.ms), this.d.now(), lang, t);

@@ -21,6 +21,8 @@ import {
   PresenceChange_Kind,
   ServerFrameSchema,
 } from "../gen/chat/v1/chat_pb";
+import { compareIds } from "../src/ids";
+import { nameKey } from "../src/names";
 
 type Kind = NonNullable<MessageInitShape<typeof ServerFrameSchema>["kind"]>;
 
@@ -45,7 +47,6 @@ const dedupe = new Map<string, ChatMessage>();
 let lastMs = 0;
 let seq = 0;
 
-const nameKey = (n: string) => n.trim().normalize("NFC").toLowerCase();
 const badName = (n: string, max: number) => {
   const chars = [...n.normalize("NFC")];
   return chars.length < 1 || chars.length > max || /[\p{Cc}\p{Cf}]/u.test(n);
@@ -198,6 +199,16 @@ wss.on("connection", (ws) => {
           if (o !== c) send(o, { case: "typing", value: { room: k.value.room, username: c.name!, active: k.value.active } });
         }
         return;
+      case "fetchHistory": {
+        const { room, beforeId, limit } = k.value;
+        if (!c.rooms.has(room)) return err(ErrorCode.NOT_IN_ROOM, "not in room");
+        const all = history.get(room) ?? [];
+        const end = beforeId ? all.findIndex((m) => compareIds(m.id, beforeId) >= 0) : all.length;
+        const upTo = end < 0 ? all.length : end;
+        const n = Math.min(limit || 50, 200);
+        const page = all.slice(Math.max(0, upTo - n), upTo);
+        return send(c, { case: "history", value: { room, messages: page, hasMore: upTo - page.length > 0 } }, ref);
+      }
       case "ping":
         return send(c, { case: "pong", value: { clientTimeMs: k.value.clientTimeMs, serverTimeMs: BigInt(Date.now()) } }, ref);
       default:

@@ -708,3 +708,55 @@ describe("resume tokens", () => {
     assert.equal(h.sockets.sockets.length, 1);
   });
 });
+
+describe("older pages (FetchHistory)", () => {
+  test("pages backwards from the oldest id, inserts above, never moves the resume point, ends at has_more=false", () => {
+    const h = harness();
+    const older: { added: number; hasMore: boolean; failed?: boolean }[] = [];
+    h.listener.onOlder = (info) => older.push(info);
+    h.session.start();
+    handshake(h, [msg("50-0", "bob", "m50"), msg("51-0", "bob", "m51")]);
+    const ws = h.sockets.current;
+    assert.equal(h.session.resumePoint, "51-0");
+
+    assert.equal(h.session.fetchOlder(), true);
+    assert.equal(h.session.fetchOlder(), false, "one page at a time");
+    const f = ws.last("fetchHistory");
+    assert.ok(f);
+    assert.equal(f.kind.value.beforeId, "50-0");
+    assert.equal(f.kind.value.room, "lobby");
+    // The page overlaps a message already shown (and a live one arrives meanwhile): nothing twice.
+    ws.push({ case: "message", value: msg("52-0", "bob", "live") });
+    ws.push({ case: "history", value: { room: "lobby", messages: [msg("48-0", "bob", "m48"), msg("49-0", "bob", "m49"), msg("50-0", "bob", "m50")], hasMore: true } }, f.ref);
+    assert.deepEqual(ids(h), ["48-0", "49-0", "50-0", "51-0", "52-0"]);
+    assert.deepEqual(older, [{ added: 2, hasMore: true }]);
+    assert.equal(h.session.resumePoint, "52-0", "older pages never move the resume point");
+
+    // A refusal (rate limit) says so and lets the next scroll ask again.
+    assert.equal(h.session.fetchOlder(), true);
+    const g = ws.last("fetchHistory")!;
+    assert.equal(g.kind.value.beforeId, "48-0");
+    ws.push({ case: "error", value: { code: ErrorCode.RATE_LIMITED, message: "slow down" } }, g.ref);
+    assert.deepEqual(older.at(-1), { added: 0, hasMore: true, failed: true });
+
+    assert.equal(h.session.fetchOlder(), true);
+    const last = ws.last("fetchHistory")!;
+    ws.push({ case: "history", value: { room: "lobby", messages: [msg("47-0", "bob", "m47")], hasMore: false } }, last.ref);
+    assert.equal(h.session.hasOlder, false);
+    assert.equal(h.session.fetchOlder(), false, "the beginning of the room");
+    assert.deepEqual(ids(h)[0], "47-0");
+    assert.equal(h.session.resumePoint, "52-0");
+  });
+
+  test("not before joining, and an empty page is the beginning whatever has_more says", () => {
+    const h = harness();
+    assert.equal(h.session.fetchOlder(), false, "not joined");
+    h.session.start();
+    handshake(h);
+    assert.equal(h.session.fetchOlder(), true);
+    const f = h.sockets.current.last("fetchHistory")!;
+    assert.equal(f.kind.value.beforeId, "", "an empty room asks from the newest");
+    h.sockets.current.push({ case: "history", value: { room: "lobby", messages: [], hasMore: true } }, f.ref);
+    assert.equal(h.session.hasOlder, false);
+  });
+});
