@@ -202,6 +202,7 @@ export class ChatView {
         if (origin === "older") return;
         if (this.unread.onMessage(m.id, m.own)) this.timeline.markUnread(m.id);
         this.showTitle();
+        // Only pushes are news: not the replay of a Joined (the history), not an Ack.
         if (origin === "stream" && !m.own && !m.system) {
           this.queueAnnouncement(`${m.username}: ${m.text}`);
           if (mentions(m.text, self().me)) this.notifyMention(m.username, m.text);

@@ -49,7 +49,10 @@ export class EntryView {
       ev.preventDefault();
       this.submit();
     });
-    d.locale.onChange(() => this.relabel());
+    d.locale.onChange(() => {
+      this.relabel();
+      if (!this.root.hidden) void this.refreshRooms();
+    });
   }
 
   /** Fills in the fields (after a reload, from the fragment, or as remembered). */

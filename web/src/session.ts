@@ -449,7 +449,7 @@ export class ChatSession {
     this.listener.onMembers?.(list);
     for (const m of history) {
       if (m.room && m.room !== this.room) continue;
-      this.onChatMessage(m, "stream");
+      this.onChatMessage(m, "replay");
     }
     if (!first && truncated) this.listener.onNotice?.(this.t().historyGap);
     // Everything not confirmed yet goes out again, with the same client_msg_id.
@@ -464,7 +464,7 @@ export class ChatSession {
       own = true;
       this.resolveOutbox(m.clientMsgId, m.id);
     }
-    if (!m.system && origin === "stream") this.typing.removeTyper(m.username);
+    if (!m.system && origin !== "older") this.typing.removeTyper(m.username);
     return this.addMessage(
       {
         id: m.id,

@@ -18,8 +18,11 @@ export interface DisplayMessage {
   own: boolean;
 }
 
-/** Where a message came from: the ordered stream, an Ack, or an older page. */
-export type MessageOrigin = "stream" | "ack" | "older";
+/**
+ * Where a message came from: the ordered stream (a push: "stream"; the
+ * replay in a Joined: "replay"), an Ack, or an older page.
+ */
+export type MessageOrigin = "stream" | "replay" | "ack" | "older";
 
 export class Timeline {
   private readonly messages: DisplayMessage[] = [];
@@ -55,7 +58,7 @@ export class Timeline {
 
   /** Inserts in id order unless already held; returns its index, or -1 when it was not new. */
   add(msg: DisplayMessage, origin: MessageOrigin): number {
-    if (origin === "stream") this.resumeId = maxId(this.resumeId, msg.id);
+    if (origin === "stream" || origin === "replay") this.resumeId = maxId(this.resumeId, msg.id);
     if (this.seen.has(msg.id)) return -1;
     this.seen.add(msg.id);
     // Binary search for the first element with a greater id.

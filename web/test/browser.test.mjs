@@ -11,12 +11,11 @@
 // Screenshots go to test-artifacts/screenshots/ at the repository root.
 
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, openSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { freePort, until as waitUntil } from "./support.mjs";
+import { CHROMIUM_ARGS, startGateway, stopGateway, until as waitUntil } from "./support.mjs";
 import { ErrorCode, presenceFrame, RawClient } from "./raw-client.ts";
 import { chromium } from "playwright-core";
 
@@ -39,53 +38,27 @@ function until(what, cond, timeoutMs = WAIT, everyMs = 100) {
   return waitUntil(what, cond, timeoutMs, everyMs);
 }
 
-async function startGateway() {
-  const bin = process.env.CHAT_GATEWAY_BIN || join(repoRoot, "target/debug/chat-gateway");
-  if (!existsSync(bin)) return `no CHAT_URL and no gateway binary at ${bin} (set CHAT_URL or CHAT_GATEWAY_BIN)`;
-  if (!existsSync(join(distDir, "index.html"))) throw new Error(`${distDir} is not built: run npm run build`);
-  const port = await freePort();
-  const args = ["--listen", `127.0.0.1:${port}`, "--web-root", distDir];
-  // Only pass --admin-listen to a gateway that knows it.
-  const help = spawnSync(bin, ["--help"], { encoding: "utf8" });
-  if (`${help.stdout}${help.stderr}`.includes("--admin-listen")) args.push("--admin-listen", "127.0.0.1:0");
-  if (process.env.CHAT_GATEWAY_ARGS) args.push(...process.env.CHAT_GATEWAY_ARGS.split(/\s+/).filter(Boolean));
-  mkdirSync(artifacts, { recursive: true });
-  const logPath = join(artifacts, "browser-test-gateway.log");
-  const log = openSync(logPath, "w");
-  const child = spawn(bin, args, { stdio: ["ignore", log, log], env: { ...process.env } });
-  let exited = null;
-  child.on("exit", (code, signal) => (exited = { code, signal }));
-  gateway = child;
-  const url = `http://127.0.0.1:${port}`;
-  await until(`${url}/healthz (gateway log: ${logPath})`, async () => {
-    if (exited) throw new Error(`gateway exited early (${JSON.stringify(exited)}), see ${logPath}`);
-    const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) });
-    return r.status === 200;
-  }, 30_000);
-  baseUrl = url;
-  return "";
-}
-
 before(async () => {
   mkdirSync(shots, { recursive: true });
-  if (!baseUrl) skipReason = await startGateway();
-  if (skipReason) return;
+  if (!baseUrl) {
+    const g = await startGateway({ repoRoot, distDir, logPath: join(artifacts, "browser-test-gateway.log") });
+    if (g.skip) {
+      skipReason = g.skip;
+      return;
+    }
+    gateway = g.child;
+    baseUrl = g.url;
+  }
   baseUrl = baseUrl.replace(/\/+$/, "");
   if (process.env.CHAT_URL) {
     await until(`${baseUrl}/healthz`, async () => (await fetch(`${baseUrl}/healthz`, { signal: AbortSignal.timeout(2_000) })).status === 200, 30_000);
   }
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 });
 
 after(async () => {
   await browser?.close();
-  if (gateway && gateway.exitCode === null) {
-    gateway.kill("SIGTERM");
-    await until("the gateway to exit", () => gateway.exitCode !== null || gateway.signalCode !== null, 15_000).catch(() => gateway.kill("SIGKILL"));
-  }
+  await stopGateway(gateway);
 });
 
 /** A page (at `path`, default "/") with error, dialog and console bookkeeping. */

@@ -3,6 +3,7 @@
 // with the server's name rules).
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { catalogues } from "../src/i18n";
 import { continuesGroup, dayLabel, daysAgo, GROUP_GAP_MS, needsDivider } from "../src/layout";
@@ -88,6 +89,17 @@ describe("mentions", () => {
     assert.deepEqual(marked("@", "ana"), []);
     assert.ok(!mentions("ana", "ana"), "the name without @");
     assert.ok(mentions("cc @ana", "ana"));
+  });
+
+  test("the shared name vectors (chat-proto's): a mention in any spelling of the same name", () => {
+    const file = new URL("../../crates/chat-proto/tests/name_keys.json", import.meta.url);
+    const { vectors } = JSON.parse(readFileSync(file, "utf8")) as { vectors: { raw: string; display: string; key: string }[] };
+    for (const v of vectors) {
+      for (const written of [v.display, v.key]) {
+        assert.deepEqual(marked(`oi @${written} tudo bem`, v.raw), [`@${written}`], `@${written} mentions ${JSON.stringify(v.raw)}`);
+      }
+      assert.deepEqual(marked(`oi @${v.key}x`, v.raw), [], `@${v.key}x is someone else`);
+    }
   });
 
   test("the segments put back together are the text, unchanged", () => {

@@ -208,11 +208,14 @@ describe("the chat screen people expect", () => {
       await P.page.evaluate(() => (document.querySelector("#messages").scrollTop = 0));
       return (await P.page.locator('[data-testid="room-start"]').count()) === 1;
     }, 30_000, 250);
-    // A live message after paging: shown once, at the end.
+    assert.equal(await P.page.locator('[data-testid="announcer"]').textContent(), "", "the history is not announced");
+    // A live message after paging: shown once, at the end, and announced politely.
     const live = await say(writers[0], room, "live after paging");
     await until("the live message", async () => (await shown()).some(([id]) => id === live));
     const all = await shown();
     assert.deepEqual(all, [...expected, [live, "live after paging"]], "every message once, in id order");
+    assert.equal(await P.page.locator('[data-testid="announcer"]').textContent(), `w0_${s}: live after paging`);
+    assert.equal(await P.page.locator('[data-testid="announcer"]').getAttribute("aria-live"), "polite");
     assert.equal(await P.page.$eval("#messages", (m) => m.firstElementChild?.dataset.testid), "room-start");
     // One day: one divider; consecutive messages of one writer grouped, each still saying its author to screen readers.
     assert.deepEqual(await P.page.$$eval('#messages [data-testid="day"]', (els) => els.map((e) => e.textContent)), ["Today"]);
