@@ -15,7 +15,8 @@ export const LANG_STORAGE_KEY = "chat.lang";
 
 /** The words of the presence lines ("Ana, Bruno and 3 others joined"). */
 export interface PresenceWords {
-  verbs: Record<PresenceEffect, string>;
+  /** What `n` people did: "joined"; "entrou" (1), "entraram" (more). */
+  verb(effect: PresenceEffect, n: number): string;
   /** The word before the last name: "and", "e". */
   and: string;
   /** "3 others", "mais 3". */

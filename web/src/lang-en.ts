@@ -57,7 +57,7 @@ export const en: Catalogue = {
   mentionedYou: (author, room) => `${author} mentioned you in ${room}`,
   newMessage: (author) => `New message from ${author}`,
   presence: {
-    verbs: { joined: "joined", left: "left", "joined-left": "joined and left", "left-joined": "left and came back" },
+    verb: (effect, _n) => ({ joined: "joined", left: "left", "joined-left": "joined and left", "left-joined": "left and came back" })[effect],
     and: "and",
     others: (n) => `${n} others`,
   },

@@ -57,7 +57,10 @@ export const ptBR: Catalogue = {
   mentionedYou: (author, room) => `${author} mencionou você em ${room}`,
   newMessage: (author) => `Nova mensagem de ${author}`,
   presence: {
-    verbs: { joined: "entrou", left: "saiu", "joined-left": "entrou e saiu", "left-joined": "saiu e voltou" },
+    verb: (effect, n) =>
+      (n === 1
+        ? { joined: "entrou", left: "saiu", "joined-left": "entrou e saiu", "left-joined": "saiu e voltou" }
+        : { joined: "entraram", left: "saíram", "joined-left": "entraram e saíram", "left-joined": "saíram e voltaram" })[effect],
     and: "e",
     others: (n) => `mais ${n}`,
   },

@@ -97,7 +97,7 @@ function effect(p: Person): PresenceEffect {
 
 /** The English words (the catalogues in lang-*.ts carry each language's). */
 const ENGLISH: PresenceWords = {
-  verbs: { joined: "joined", left: "left", "joined-left": "joined and left", "left-joined": "left and came back" },
+  verb: (effect) => ({ joined: "joined", left: "left", "joined-left": "joined and left", "left-joined": "left and came back" })[effect],
   and: "and",
   others: (n) => `${n} others`,
 };
@@ -120,7 +120,7 @@ export function listNames(names: readonly string[], max = 3, words: PresenceWord
 export function describePresence(groups: readonly PresenceGroup[], maxNames = 3, words: PresenceWords = ENGLISH): string {
   return groups
     .filter((g) => g.names.length > 0)
-    .map((g) => `${listNames(g.names, maxNames, words)} ${words.verbs[g.effect]}`)
+    .map((g) => `${listNames(g.names, maxNames, words)} ${words.verb(g.effect, g.names.length)}`)
     .join("; ");
 }
 

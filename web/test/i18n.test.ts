@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { textKeys } from "../src/dom";
 import { type Catalogue, catalogues, formatTime, LANGS, pickLang } from "../src/i18n";
+import { EFFECT_ORDER, PresenceRun } from "../src/presence";
 
 /** Every key path of a catalogue ("errors.kicked", "connState.offline", ...), with its value. */
 function leaves(obj: object, prefix = ""): Map<string, unknown> {
@@ -33,9 +34,14 @@ describe("catalogue", () => {
         assert.ok(v.trim() && (w as string).trim(), `${k} is empty`);
       } else {
         assert.equal((w as (...a: unknown[]) => string).length, (v as (...a: unknown[]) => string).length, `${k} arity`);
-        const args = Array.from({ length: (v as () => string).length }, (_, i) => (i === 0 ? 3 : "x"));
-        assert.ok((v as (...a: unknown[]) => string)(...args).trim(), `${k}() is empty`);
-        assert.ok((w as (...a: unknown[]) => string)(...args).trim(), `${k}() is empty in pt-BR`);
+        const calls =
+          k === "presence.verb"
+            ? EFFECT_ORDER.flatMap((e) => [[e, 1], [e, 2]])
+            : [Array.from({ length: (v as () => string).length }, (_, i) => (i === 0 ? 3 : "x"))];
+        for (const args of calls) {
+          assert.ok((v as (...a: unknown[]) => string)(...args)?.trim(), `${k}(${args}) is empty`);
+          assert.ok((w as (...a: unknown[]) => string)(...args)?.trim(), `${k}(${args}) is empty in pt-BR`);
+        }
       }
     }
   });
@@ -57,6 +63,11 @@ describe("catalogue", () => {
     assert.equal(pt.people(1), "1 pessoa");
     assert.equal(pt.people(3), "3 pessoas");
     assert.equal(catalogues.en.people(3), "3 people");
+    const run = new PresenceRun();
+    for (const n of ["Ana", "Bruno", "Carla", "Davi", "Eva"]) run.add(n, "joined");
+    run.add("Fábio", "left");
+    assert.equal(run.text(3, pt.presence), "Ana, Bruno e mais 3 entraram; Fábio saiu");
+    assert.equal(run.text(3, catalogues.en.presence), "Ana, Bruno and 3 others joined; Fábio left");
   });
 });
 
