@@ -12,7 +12,6 @@ mod control;
 mod http;
 mod hub;
 mod metrics;
-mod proxy;
 mod ratelimit;
 mod server;
 mod session;

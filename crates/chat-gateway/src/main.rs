@@ -41,8 +41,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener =
-        bind_listener(config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let listener = chat_net::bind_listener(config.listen)
+        .with_context(|| format!("binding {}", config.listen))?;
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| {
@@ -66,24 +66,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = out.flush();
     };
     chat_gateway::run(listener, Some(admin), config, ready, shutdown_signal()).await
-}
-
-/// The accept queue a listener asks for (the kernel caps it at
-/// `net.core.somaxconn`). `TcpListener::bind` asks for 128: a reconnect
-/// storm of thousands of clients (a gateway died) then overflows it, and
-/// every dropped SYN costs its client a 1 s retransmit.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds `addr` with a [`LISTEN_BACKLOG`] accept queue.
-fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,8 +1,8 @@
 //! Counters for `/metrics`, kept as atomics so the message path never locks.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use chat_net::prometheus::{Kind, TextWriter};
 use chat_proto::v1::ErrorCode;
 
 /// Number of `ErrorCode` values (0..=16).
@@ -53,141 +53,181 @@ impl Metrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self, gateway_id: &str, bridge_up: bool, draining: bool) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut metric = |name: &str, kind: &str, help: &str, value: i128| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+        let mut out = TextWriter::with_capacity(2048);
+        let mut metric = |name: &str, kind: Kind, help: &str, value: i128| {
+            out.single(name, kind, help, value);
         };
         metric(
             "chat_connections_open",
-            "gauge",
+            Kind::Gauge,
             "Open WebSocket connections.",
             self.connections_open.load(Relaxed).into(),
         );
         metric(
             "chat_connections_total",
-            "counter",
+            Kind::Counter,
             "WebSocket connections accepted.",
             self.connections_total.load(Relaxed).into(),
         );
         metric(
             "chat_connections_refused_total",
-            "counter",
+            Kind::Counter,
             "Connections refused (limit or draining).",
             self.connections_refused.load(Relaxed).into(),
         );
         metric(
             "chat_frames_in_total",
-            "counter",
+            Kind::Counter,
             "Binary frames received from clients.",
             self.frames_in.load(Relaxed).into(),
         );
         metric(
             "chat_frames_out_total",
-            "counter",
+            Kind::Counter,
             "Frames written to clients.",
             self.frames_out.load(Relaxed).into(),
         );
         metric(
             "chat_messages_accepted_total",
-            "counter",
+            Kind::Counter,
             "Messages accepted (stored and published).",
             self.messages_accepted.load(Relaxed).into(),
         );
         metric(
             "chat_messages_duplicate_total",
-            "counter",
+            Kind::Counter,
             "Sends answered as duplicates of an accepted client_msg_id.",
             self.messages_duplicate.load(Relaxed).into(),
         );
         metric(
             "chat_slow_consumers_dropped_total",
-            "counter",
+            Kind::Counter,
             "Connections closed (1008) because their outbound queue was full.",
             self.slow_consumers_dropped.load(Relaxed).into(),
         );
         metric(
             "chat_sessions_resumed_total",
-            "counter",
+            Kind::Counter,
             "Hellos that took a name over with a resume token.",
             self.sessions_resumed.load(Relaxed).into(),
         );
         metric(
             "chat_tcp_connections_open",
-            "gauge",
+            Kind::Gauge,
             "TCP connections open (WebSockets included).",
             self.tcp_open.load(Relaxed).into(),
         );
         metric(
             "chat_http_header_timeouts_total",
-            "counter",
+            Kind::Counter,
             "Connections closed because a request head or PROXY header did not arrive in time.",
             self.header_timeouts.load(Relaxed).into(),
         );
         metric(
             "chat_http_keepalive_closed_total",
-            "counter",
+            Kind::Counter,
             "Idle keep-alive HTTP connections closed.",
             self.keepalive_closed.load(Relaxed).into(),
         );
         metric(
             "chat_metrics_refused_total",
-            "counter",
+            Kind::Counter,
             "/metrics requests from addresses not allowed (404).",
             self.metrics_refused.load(Relaxed).into(),
         );
         metric(
             "chat_api_rooms_limited_total",
-            "counter",
+            Kind::Counter,
             "/api/rooms requests over their address's rate (429).",
             self.rooms_api_limited.load(Relaxed).into(),
         );
         metric(
             "chat_api_rooms_refreshes_total",
-            "counter",
+            Kind::Counter,
             "Times the /api/rooms snapshot was rebuilt.",
             self.rooms_api_refreshes.load(Relaxed).into(),
         );
         metric(
             "chat_bridge_up",
-            "gauge",
+            Kind::Gauge,
             "1 when the cluster backend (Redis) is reachable.",
             i128::from(bridge_up),
         );
         metric(
             "chat_draining",
-            "gauge",
+            Kind::Gauge,
             "1 while the gateway drains.",
             i128::from(draining),
         );
-        let _ = writeln!(out, "# HELP chat_tcp_refused_total TCP connections closed before HTTP, by reason.\n# TYPE chat_tcp_refused_total counter");
+        out.family(
+            "chat_tcp_refused_total",
+            Kind::Counter,
+            "TCP connections closed before HTTP, by reason.",
+        );
         for (reason, counter) in [
             ("address_cap", &self.refused_address_cap),
             ("address_rate", &self.refused_address_rate),
             ("proxy_untrusted", &self.refused_proxy_untrusted),
             ("proxy_invalid", &self.refused_proxy_invalid),
         ] {
-            let _ = writeln!(
-                out,
-                "chat_tcp_refused_total{{reason=\"{reason}\"}} {}",
-                counter.load(Relaxed)
+            out.sample(
+                "chat_tcp_refused_total",
+                &[("reason", reason)],
+                counter.load(Relaxed),
             );
         }
-        let _ = writeln!(out, "# HELP chat_errors_total Error frames sent, by code.\n# TYPE chat_errors_total counter");
+        out.family(
+            "chat_errors_total",
+            Kind::Counter,
+            "Error frames sent, by code.",
+        );
         for (index, counter) in self.errors.iter().enumerate().skip(1) {
             let Ok(code) = ErrorCode::try_from(index as i32) else {
                 continue;
             };
             let name = code.as_str_name().trim_start_matches("ERROR_CODE_");
-            let _ = writeln!(
-                out,
-                "chat_errors_total{{code=\"{name}\"}} {}",
-                counter.load(Relaxed)
+            out.sample(
+                "chat_errors_total",
+                &[("code", name)],
+                counter.load(Relaxed),
             );
         }
-        let _ = writeln!(out, "# HELP chat_gateway_info Gateway identity.\n# TYPE chat_gateway_info gauge\nchat_gateway_info{{gateway_id=\"{}\"}} 1", gateway_id.replace(['"', '\\', '\n'], "_"));
-        out
+        // The id is flag-given; characters a label value would escape become `_`.
+        let gateway_id = gateway_id.replace(['"', '\\', '\n'], "_");
+        out.family("chat_gateway_info", Kind::Gauge, "Gateway identity.")
+            .sample("chat_gateway_info", &[("gateway_id", &gateway_id)], 1);
+        out.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names and the layout are a public interface: dashboards and tests read them.
+    #[test]
+    fn renders_the_exposition_scrapers_read() {
+        let metrics = Metrics::default();
+        metrics.frames_in.store(7, Relaxed);
+        metrics.refused_proxy_invalid.store(2, Relaxed);
+        metrics.error(ErrorCode::NotInRoom);
+        let text = metrics.render("gw\"1", true, false);
+        assert!(text.starts_with(
+            "# HELP chat_connections_open Open WebSocket connections.\n\
+             # TYPE chat_connections_open gauge\nchat_connections_open 0\n"
+        ));
+        assert!(text.contains("\nchat_frames_in_total 7\n"));
+        assert!(text.contains("\nchat_bridge_up 1\n# HELP chat_draining "));
+        assert!(text.contains(
+            "# HELP chat_tcp_refused_total TCP connections closed before HTTP, by reason.\n\
+             # TYPE chat_tcp_refused_total counter\n\
+             chat_tcp_refused_total{reason=\"address_cap\"} 0\n"
+        ));
+        assert!(text.contains("\nchat_tcp_refused_total{reason=\"proxy_invalid\"} 2\n"));
+        assert!(text.contains("\nchat_errors_total{code=\"NOT_IN_ROOM\"} 1\n"));
+        assert!(text.ends_with(
+            "# HELP chat_gateway_info Gateway identity.\n\
+             # TYPE chat_gateway_info gauge\nchat_gateway_info{gateway_id=\"gw_1\"} 1\n"
+        ));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_net::proxy_v2;
 use chat_proto::v1::{server_frame, Reconnect};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -19,7 +20,6 @@ use tokio::time::Instant;
 
 use crate::conn::close_code;
 use crate::hub::encode_push;
-use crate::proxy;
 use crate::state::{Refusal, Shared, SocketSlot};
 
 /// Accepts connections until a drain starts, then drains and returns.
@@ -116,7 +116,8 @@ async fn connection(
     let (client, slot) = match slot {
         Some(slot) => {
             if shared.config.proxy_protocol {
-                match tokio::time::timeout_at(deadline, proxy::starts_like_header(&stream)).await {
+                match tokio::time::timeout_at(deadline, proxy_v2::starts_like_header(&stream)).await
+                {
                     Ok(Ok(false)) => {}
                     Ok(Ok(true)) => {
                         metrics.refused_proxy_untrusted.fetch_add(1, Relaxed);
@@ -137,7 +138,7 @@ async fn connection(
             (peer, slot)
         }
         None => {
-            let client = match tokio::time::timeout_at(deadline, proxy::read_header(&mut stream))
+            let client = match tokio::time::timeout_at(deadline, proxy_v2::read_header(&mut stream))
                 .await
             {
                 Ok(Ok(Some(client))) => client,

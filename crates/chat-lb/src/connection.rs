@@ -8,37 +8,53 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_net::proxy_v2;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::backend::{Backend, Observation, Transition};
-use crate::config::HealthConfig;
-use crate::listener::Slot;
 use crate::metrics::Stats;
-use crate::pool::Pool;
-use crate::proxy_protocol;
 use crate::relay::{self, Meters, Outcome};
-use crate::sources::Sources;
+use crate::slot::{Shared, Slot};
 
-/// What every connection needs; shared by all of them.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) pool: Arc<Pool>,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) connect_timeout: Duration,
-    /// For the fall/rise numbers applied to passive observations.
-    pub(crate) health: HealthConfig,
-    pub(crate) send_proxy_v2: bool,
-    /// The most bytes one relay read moves (see `relay::relay`).
-    pub(crate) buffer_size: usize,
-    pub(crate) idle_timeout: Option<Duration>,
-    /// How long an accepted client may stay silent before it is closed.
-    pub(crate) client_first_byte_timeout: Duration,
-    /// Connections held and opened per client source; admitted by the accept loop, given
-    /// back by each connection's [`Slot`].
-    pub(crate) sources: Sources,
+/// Counts and logs a client that ended, or was ended, before its first byte.
+fn closed_before_first_byte(outcome: FirstByte, timeout: Duration, stats: &Stats) {
+    match outcome {
+        FirstByte::Arrived => {}
+        FirstByte::Closed => debug!("client closed before sending anything"),
+        FirstByte::Failed(err) => debug!(error = %err, "client failed before sending anything"),
+        FirstByte::TimedOut => {
+            stats.first_byte_timeouts.fetch_add(1, Ordering::Relaxed);
+            debug!(?timeout, "client sent nothing in time; connection closed");
+        }
+        FirstByte::Cancelled => {
+            debug!("drain deadline passed before the client spoke; connection closed");
+        }
+    }
+}
+
+/// Counts and logs a client closed because no backend connection could be opened for it.
+fn refused(not_connected: NotConnected, stats: &Stats) {
+    match not_connected {
+        NotConnected::LocalError(err) => {
+            stats.rejected_local_error.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %err, "cannot open a backend connection here; connection closed");
+        }
+        NotConnected::NoneAccepted { tried } => {
+            stats.rejected_no_backend.fetch_add(1, Ordering::Relaxed);
+            // With none up, the outage was already logged when the last one went down.
+            if tried == 0 {
+                debug!("no backend is up; connection closed");
+            } else {
+                warn!(
+                    tried,
+                    "no backend accepted the connection; connection closed"
+                );
+            }
+        }
+    }
 }
 
 /// Serves one accepted client, holding `slot` (and through it what every connection shares)
@@ -82,55 +98,13 @@ pub(crate) fn serve(
         let timeout = shared.client_first_byte_timeout;
         match Box::pin(first_byte(&client, timeout, cancel, &shared.stats)).await {
             FirstByte::Arrived => {}
-            FirstByte::Closed => {
-                debug!("client closed before sending anything");
-                return;
-            }
-            FirstByte::Failed(err) => {
-                debug!(error = %err, "client failed before sending anything");
-                return;
-            }
-            FirstByte::TimedOut => {
-                shared
-                    .stats
-                    .first_byte_timeouts
-                    .fetch_add(1, Ordering::Relaxed);
-                debug!(?timeout, "client sent nothing in time; connection closed");
-                return;
-            }
-            FirstByte::Cancelled => {
-                debug!("drain deadline passed before the client spoke; connection closed");
-                return;
-            }
+            silent => return closed_before_first_byte(silent, timeout, &shared.stats),
         }
         // Boxed so the connect timer is freed once connected instead of staying in every
         // connection's task for its whole life.
         let (backend, mut upstream) = match Box::pin(connect(shared)).await {
             Ok(connected) => connected,
-            Err(NotConnected::LocalError(err)) => {
-                shared
-                    .stats
-                    .rejected_local_error
-                    .fetch_add(1, Ordering::Relaxed);
-                warn!(error = %err, "cannot open a backend connection here; connection closed");
-                return;
-            }
-            Err(NotConnected::NoneAccepted { tried }) => {
-                shared
-                    .stats
-                    .rejected_no_backend
-                    .fetch_add(1, Ordering::Relaxed);
-                // With none up, the outage was already logged when the last one went down.
-                if tried == 0 {
-                    debug!("no backend is up; connection closed");
-                } else {
-                    warn!(
-                        tried,
-                        "no backend accepted the connection; connection closed"
-                    );
-                }
-                return;
-            }
+            Err(not_connected) => return refused(not_connected, &shared.stats),
         };
         let stats = &backend.stats;
         stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +114,7 @@ pub(crate) fn serve(
 
         if shared.send_proxy_v2 {
             let header = match client.local_addr() {
-                Ok(local) => proxy_protocol::header(peer, local),
+                Ok(local) => proxy_v2::header(peer, local),
                 Err(err) => {
                     debug!(error = %err, "client closed before relaying");
                     return;

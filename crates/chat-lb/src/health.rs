@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_net::proxy_v2;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -25,7 +26,6 @@ use crate::config::HealthConfig;
 use crate::connection::is_local_error;
 use crate::metrics::Stats;
 use crate::pool::Pool;
-use crate::proxy_protocol;
 
 /// The status line must arrive within this many bytes.
 const MAX_STATUS_LINE: usize = 1024;
@@ -120,7 +120,7 @@ async fn probe(addr: &str, send_proxy_v2: bool) -> std::io::Result<u16> {
     let mut request = Vec::with_capacity(96);
     if send_proxy_v2 {
         // A backend that requires PROXY headers would reject a bare request.
-        request.extend_from_slice(&proxy_protocol::local_header());
+        request.extend_from_slice(&proxy_v2::local_header());
     }
     request.extend_from_slice(
         format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),

@@ -13,11 +13,11 @@ mod health;
 mod listener;
 mod metrics;
 mod pool;
-mod proxy_protocol;
 mod relay;
 mod server;
 mod shards;
 mod signal;
+mod slot;
 mod sources;
 
 pub use config::{

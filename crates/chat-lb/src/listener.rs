@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
-use crate::connection::{self, Shared};
+use crate::connection;
 use crate::shards::Shards;
+use crate::slot::{Shared, Slot};
 use crate::sources::{Refusal, Source};
 
 /// First and longest pause after an accept error such as EMFILE.
@@ -105,12 +106,7 @@ impl Listener {
         source: Source,
         permit: OwnedSemaphorePermit,
     ) {
-        let slot = Slot {
-            shared: Arc::clone(&self.shared),
-            source,
-            _permit: permit,
-        };
-        slot.shared.stats.active.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot::new(Arc::clone(&self.shared), source, permit);
         // Handed over as a plain socket: it joins the event loop of the thread it goes to.
         let stream = match stream.into_std() {
             Ok(stream) => stream,
@@ -158,28 +154,6 @@ impl Listener {
                 }
             }
         }
-    }
-}
-
-/// A connection's slot: held by its task until the connection ends, then gives back the permit
-/// and the source's place, and lowers the active-connections gauge. It also carries what every
-/// connection shares, so the task holds one `Arc` for both.
-pub(crate) struct Slot {
-    shared: Arc<Shared>,
-    source: Source,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Slot {
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.shared.stats.active.fetch_sub(1, Ordering::Relaxed);
-        self.shared.sources.release(self.source, Instant::now());
     }
 }
 

@@ -145,29 +145,11 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The accept queue a listener asks for (the kernel caps it at
-/// `net.core.somaxconn`). `TcpListener::bind` asks for 128: a reconnect
-/// storm of thousands of clients (a gateway died) then overflows it, and
-/// every dropped SYN costs its client a 1 s retransmit.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds `addr` with a [`LISTEN_BACKLOG`] accept queue.
-fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 async fn serve(cli: &Cli, config: Config) -> anyhow::Result<()> {
     // Installed before binding, so a SIGTERM during start-up is not lost.
     let signals = Signals::from_os().context("cannot install signal handlers")?;
-    let listener =
-        bind_listener(cli.listen).with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let listener = chat_net::bind_listener(cli.listen)
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
     let admin = TcpListener::bind(cli.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cli.admin_listen))?;

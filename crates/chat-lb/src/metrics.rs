@@ -1,7 +1,9 @@
 //! Process-wide counters and their rendering in the Prometheus text format.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chat_net::prometheus::{Kind, Label, TextWriter};
 
 use crate::backend::Backend;
 use crate::pool::Pool;
@@ -49,26 +51,32 @@ fn get(counter: &AtomicU64) -> u64 {
 /// Renders every metric; backends removed by a reload are no longer listed.
 pub(crate) fn render(pool: &Pool, stats: &Stats, sources: &Sources) -> String {
     let backends = pool.snapshot();
-    let mut out = String::with_capacity(2048 + backends.len() * 1024);
-    let mut m = Writer { out: &mut out };
-    m.global(
+    let mut m = TextWriter::with_capacity(2048 + backends.len() * 1024);
+    render_process(&mut m, stats, sources);
+    render_backends(&mut m, &backends);
+    m.finish()
+}
+
+/// The families that belong to no single backend.
+fn render_process(m: &mut TextWriter, stats: &Stats, sources: &Sources) {
+    m.single(
         "chat_lb_connections_accepted_total",
-        "counter",
+        Kind::Counter,
         "Client connections accepted.",
         get(&stats.accepted),
     );
-    m.global(
+    m.single(
         "chat_lb_active_connections",
-        "gauge",
+        Kind::Gauge,
         "Client connections currently open.",
         get(&stats.active),
     );
-    m.header(
+    m.family(
         "chat_lb_connections_rejected_total",
-        "counter",
+        Kind::Counter,
         "Client connections closed without relaying, by reason.",
     );
-    m.value(
+    m.sample(
         "chat_lb_connections_rejected_total",
         &[("reason", "max_connections")],
         get(&stats.rejected_max_connections),
@@ -79,73 +87,76 @@ pub(crate) fn render(pool: &Pool, stats: &Stats, sources: &Sources) -> String {
         ("conn_rate_per_source", &stats.rejected_source_rate),
         ("local_error", &stats.rejected_local_error),
     ] {
-        m.value(
+        m.sample(
             "chat_lb_connections_rejected_total",
             &[("reason", reason)],
             get(counter),
         );
     }
-    m.global(
+    m.single(
         "chat_lb_awaiting_first_byte",
-        "gauge",
+        Kind::Gauge,
         "Clients accepted that have not sent a byte yet (no backend connection is open for them).",
         get(&stats.awaiting_first_byte),
     );
-    m.header(
+    m.family(
         "chat_lb_timeouts_total",
-        "counter",
+        Kind::Counter,
         "Client connections closed by a deadline, by deadline.",
     );
-    m.value(
+    m.sample(
         "chat_lb_timeouts_total",
         &[("timeout", "client_first_byte")],
         get(&stats.first_byte_timeouts),
     );
-    m.value(
+    m.sample(
         "chat_lb_timeouts_total",
         &[("timeout", "idle")],
         get(&stats.idle_timeouts),
     );
-    m.global(
+    m.single(
         "chat_lb_sources_tracked",
-        "gauge",
+        Kind::Gauge,
         "Client sources (IPv4 addresses, IPv6 /64s) with open connections or a partly used rate bucket.",
         sources.tracked() as u64,
     );
-    m.global(
+    m.single(
         "chat_lb_local_connect_errors_total",
-        "counter",
+        Kind::Counter,
         "Backend connects (for clients or health checks) that failed for want of local resources (EMFILE and the like); not held against the backend.",
         get(&stats.local_connect_errors),
     );
-    m.global(
+    m.single(
         "chat_lb_accept_errors_total",
-        "counter",
+        Kind::Counter,
         "Accept failures that caused a back-off.",
         get(&stats.accept_errors),
     );
-    m.header(
+    m.family(
         "chat_lb_config_reloads_total",
-        "counter",
+        Kind::Counter,
         "Backend set reloads, by result.",
     );
-    m.value(
+    m.sample(
         "chat_lb_config_reloads_total",
         &[("result", "success")],
         get(&stats.reloads_ok),
     );
-    m.value(
+    m.sample(
         "chat_lb_config_reloads_total",
         &[("result", "failure")],
         get(&stats.reloads_failed),
     );
-    m.global(
+    m.single(
         "chat_lb_draining",
-        "gauge",
+        Kind::Gauge,
         "1 once shutdown has begun.",
         u64::from(stats.draining.load(Ordering::Relaxed)),
     );
+}
 
+/// One family per backend figure, one sample per backend (and variant).
+fn render_backends(m: &mut TextWriter, backends: &[Arc<Backend>]) {
     let up = |b: &Backend| u64::from(b.is_up());
     let active = |b: &Backend| get(&b.stats.active_connections);
     let connections = |b: &Backend| get(&b.stats.connections);
@@ -157,31 +168,31 @@ pub(crate) fn render(pool: &Pool, stats: &Stats, sources: &Sources) -> String {
     let families = [
         Family {
             name: "chat_lb_backend_up",
-            kind: "gauge",
+            kind: Kind::Gauge,
             help: "1 if the backend takes new connections.",
             variants: &[(None, up)],
         },
         Family {
             name: "chat_lb_backend_active_connections",
-            kind: "gauge",
+            kind: Kind::Gauge,
             help: "Connections currently relayed to the backend.",
             variants: &[(None, active)],
         },
         Family {
             name: "chat_lb_backend_connections_total",
-            kind: "counter",
+            kind: Kind::Counter,
             help: "Connections relayed to the backend.",
             variants: &[(None, connections)],
         },
         Family {
             name: "chat_lb_backend_connect_failures_total",
-            kind: "counter",
+            kind: Kind::Counter,
             help: "Failed or timed-out connect attempts for clients.",
             variants: &[(None, connect_failures)],
         },
         Family {
             name: "chat_lb_backend_health_checks_total",
-            kind: "counter",
+            kind: Kind::Counter,
             help: "Active health checks, by result.",
             variants: &[
                 (Some(("result", "success")), health_ok),
@@ -190,7 +201,7 @@ pub(crate) fn render(pool: &Pool, stats: &Stats, sources: &Sources) -> String {
         },
         Family {
             name: "chat_lb_backend_bytes_total",
-            kind: "counter",
+            kind: Kind::Counter,
             help: "Bytes relayed, by direction.",
             variants: &[
                 (Some(("direction", "to_backend")), to_backend),
@@ -199,68 +210,27 @@ pub(crate) fn render(pool: &Pool, stats: &Stats, sources: &Sources) -> String {
         },
     ];
     for family in families {
-        m.header(family.name, family.kind, family.help);
+        m.family(family.name, family.kind, family.help);
         for &(extra, read) in family.variants {
             for backend in backends.iter() {
                 let mut labels = vec![("backend", backend.addr())];
                 labels.extend(extra);
-                m.value(family.name, &labels, read(backend));
+                m.sample(family.name, &labels, read(backend));
             }
         }
     }
-    out
 }
 
 /// A per-backend metric: one sample per backend and variant (an extra label and its value).
 struct Family<'a> {
     name: &'a str,
-    kind: &'a str,
+    kind: Kind,
     help: &'a str,
     variants: &'a [(Option<Label<'a>>, ReadValue)],
 }
 
-/// An extra label: name and value.
-type Label<'a> = (&'a str, &'a str);
 /// Reads a sample's value from a backend.
 type ReadValue = fn(&Backend) -> u64;
-
-struct Writer<'a> {
-    out: &'a mut String,
-}
-
-impl Writer<'_> {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    fn global(&mut self, name: &str, kind: &str, help: &str, value: u64) {
-        self.header(name, kind, help);
-        self.value(name, &[], value);
-    }
-
-    fn value(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (key, val)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{key}=\"{}\"", escape(val));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
-}
-
-/// Label values escape backslash, double quote and newline.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
 
 #[cfg(test)]
 mod tests {
@@ -296,10 +266,5 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').unwrap();
             value.parse::<u64>().unwrap();
         }
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

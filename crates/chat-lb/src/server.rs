@@ -11,12 +11,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{self, Config, ConfigError, FileConfig};
-use crate::connection::Shared;
 use crate::listener::Listener;
 use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::shards::Shards;
 use crate::signal::{Reload, Signals};
+use crate::slot::Shared;
 use crate::sources::Sources;
 use crate::{admin, health, Error};
 

@@ -2,31 +2,13 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::{counts, eventually, http_get, spread, Binary, Client, TestBackend, PATIENCE};
 use tokio::net::TcpStream;
-
-/// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("chat-lb-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Replaces the file in one step, so a reload never reads half of it.
 fn write_atomically(path: &Path, text: &str) {
@@ -53,8 +35,8 @@ async fn sighup_applies_backend_changes_and_keeps_established_connections() {
         TestBackend::start("b").await,
         TestBackend::start("c").await,
     );
-    let dir = TempDir::new("sighup");
-    let path = dir.0.join("lb.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
     write_atomically(&path, &backends_toml(&[&a, &b]));
     let lb = Binary::start(&["--config", path.to_str().unwrap()]);
     let mut kept = Client::open(lb.proxy).await.expect("relayed");
@@ -120,44 +102,26 @@ async fn sigterm_drains_established_connections_then_exits_zero() {
     );
 }
 
-/// Runs the binary to its exit (killing it after a deadline) and returns status and stderr.
-fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-lb"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chat-lb {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status, stderr)
+/// Runs the binary to its exit (killing it after [`PATIENCE`]) and returns status and stderr.
+async fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let output = chat_test_support::run_to_exit(env!("CARGO_BIN_EXE_chat-lb"), &all, PATIENCE)
+        .await
+        .unwrap_or_else(|err| panic!("chat-lb {args:?}: {err}"));
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
-#[test]
-fn invalid_configuration_exits_64_with_one_line() {
-    let dir = TempDir::new("invalid");
-    let unknown_key = dir.0.join("unknown.toml");
+#[tokio::test]
+async fn invalid_configuration_exits_64_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown_key = dir.path().join("unknown.toml");
     std::fs::write(&unknown_key, "backends = [\"127.0.0.1:1\"]\nbackend = 1\n").unwrap();
     let unknown_key = unknown_key.to_str().unwrap();
-    let missing = dir.0.join("missing.toml");
+    let missing = dir.path().join("missing.toml");
     let missing = missing.to_str().unwrap();
     let cases: &[&[&str]] = &[
         &[],
@@ -178,7 +142,7 @@ fn invalid_configuration_exits_64_with_one_line() {
         &["--config", missing],
     ];
     for args in cases {
-        let (status, stderr) = run_to_exit(args);
+        let (status, stderr) = run_to_exit(args).await;
         assert_eq!(status.code(), Some(64), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(

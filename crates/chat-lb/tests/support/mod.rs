@@ -1,6 +1,7 @@
 //! Test support: small TCP backends, a balancer started through the library `run` or as the
-//! real binary, clients from chosen source addresses, a metrics reader and an `eventually`
-//! helper.
+//! real binary, clients from chosen source addresses, and thin wrappers over
+//! `chat-test-support`'s generic helpers (`eventually`, `http_get`, `metric_value`; it is only
+//! a dev-dependency: the balancer itself depends on no chat crate).
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
@@ -18,25 +19,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 /// Upper bound for any single wait in a test.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Polls `check` until it returns true; panics with `what` after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        sleep(Duration::from_millis(20)).await;
+    if let Err(last) = chat_test_support::try_eventually(PATIENCE, check).await {
+        panic!("timed out waiting for: {what} ({last})");
     }
 }
 
@@ -400,20 +396,9 @@ impl Lb {
 
 /// A minimal HTTP/1.1 GET; returns the status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    timeout(PATIENCE, stream.read_to_string(&mut response))
+    chat_test_support::http_get(addr, path)
         .await
-        .expect("admin response timed out")
-        .unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+        .unwrap_or_else(|err| panic!("GET {path} on {addr}: {err}"))
 }
 
 /// A `/metrics` scrape.
@@ -427,10 +412,7 @@ impl Metrics {
             let inner: Vec<_> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
             key = format!("{key}{{{}}}", inner.join(","));
         }
-        self.0
-            .lines()
-            .find_map(|line| line.strip_prefix(&key)?.strip_prefix(' '))
-            .map(|value| value.parse().unwrap())
+        chat_test_support::metric_value(&self.0, &key).map(|value| value as u64)
     }
 
     pub fn backend(&self, name: &str, backend: &TestBackend) -> Option<u64> {
