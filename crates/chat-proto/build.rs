@@ -1,5 +1,5 @@
-//! Generates the prost (and, with `admin`, tonic) code from `proto/` with the
-//! pure-Rust `protox` compiler, so that no system `protoc` is needed.
+//! Generates the prost code of `chat.v1` from `proto/` with the pure-Rust `protox`
+//! compiler, so that no system `protoc` is needed. (The admin API is `chat-admin-proto`.)
 
 use std::path::PathBuf;
 
@@ -11,17 +11,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile([&chat], [&root])?;
     prost_build::Config::new().compile_fds(fds)?;
 
-    #[cfg(feature = "admin")]
-    {
-        let admin = root.join("chat/admin/v1/admin.proto");
-        println!("cargo:rerun-if-changed={}", admin.display());
-        let fds = protox::compile([&admin], [&root])?;
-        let out = PathBuf::from(std::env::var("OUT_DIR")?);
-        std::fs::write(
-            out.join("admin_descriptor.bin"),
-            prost::Message::encode_to_vec(&fds),
-        )?;
-        tonic_prost_build::configure().compile_fds(fds)?;
-    }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chat_proto::admin::chat_admin_client::ChatAdminClient;
+use chat_admin_proto::chat_admin_client::ChatAdminClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;

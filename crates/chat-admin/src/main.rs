@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chat_proto::admin::{
+use chat_admin_proto::{
     DrainGatewayRequest, KickUserRequest, ListGatewaysRequest, ListRoomsRequest, ListUsersRequest,
     SendSystemMessageRequest,
 };

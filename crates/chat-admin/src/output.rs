@@ -1,7 +1,7 @@
 //! What each subcommand prints: an aligned table for people, or one JSON
 //! document for scripts (field names as in `admin.proto`, numbers as numbers).
 
-use chat_proto::admin::{Gateway, Room, User};
+use chat_admin_proto::{Gateway, Room, User};
 use serde::Serialize;
 
 /// Left-aligned columns separated by two spaces; the header in capitals.

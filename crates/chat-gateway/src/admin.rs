@@ -11,14 +11,14 @@
 
 use std::sync::Arc;
 
-use chat_bridge::{BridgeError, NewMessage};
-use chat_proto::admin::chat_admin_server::{ChatAdmin, ChatAdminServer};
-use chat_proto::admin::{
+use chat_admin_proto::chat_admin_server::{ChatAdmin, ChatAdminServer};
+use chat_admin_proto::{
     DrainGatewayRequest, DrainGatewayResponse, Gateway, KickUserRequest, KickUserResponse,
     ListGatewaysRequest, ListGatewaysResponse, ListRoomsRequest, ListRoomsResponse,
     ListUsersRequest, ListUsersResponse, Room, SendSystemMessageRequest, SendSystemMessageResponse,
     User,
 };
+use chat_bridge::{BridgeError, NewMessage};
 use chat_proto::{check_text, normalize_room, normalize_username};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,11 +42,11 @@ pub async fn serve(
         .set_serving::<ChatAdminServer<AdminService>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(chat_proto::admin::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(chat_admin_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(chat_proto::admin::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(chat_admin_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let auth = BearerAuth {

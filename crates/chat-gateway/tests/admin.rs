@@ -10,12 +10,12 @@
 use std::process::Output;
 use std::time::Duration;
 
-use chat_client::{Client, ClientError};
-use chat_proto::admin::chat_admin_client::ChatAdminClient;
-use chat_proto::admin::{
+use chat_admin_proto::chat_admin_client::ChatAdminClient;
+use chat_admin_proto::{
     DrainGatewayRequest, KickUserRequest, ListGatewaysRequest, ListRoomsRequest, ListUsersRequest,
     SendSystemMessageRequest,
 };
+use chat_client::{Client, ClientError};
 use chat_proto::v1::{presence_change, server_frame, ErrorCode, ServerFrame};
 use chat_test_support::{
     admin_addr, chat_admin_bin, eventually, run_to_exit, BackendKind, Cluster, Gateway,

@@ -24,17 +24,6 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/chat.v1.rs"));
 }
 
-/// Generated types and gRPC stubs of `chat.admin.v1` (the operator API).
-#[cfg(feature = "admin")]
-pub mod admin {
-    #![allow(clippy::all, missing_docs, rust_2018_idioms)]
-    include!(concat!(env!("OUT_DIR"), "/chat.admin.v1.rs"));
-
-    /// Encoded `FileDescriptorSet` of the admin API, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/admin_descriptor.bin"));
-}
-
 pub use prost::Message;
 
 /// Encodes a frame into a fresh buffer sized exactly for it.
