@@ -303,8 +303,8 @@ export class ChatView {
     this.memberCount.textContent = count;
     this.membersTotal.textContent = count;
     this.membersTotal.title = t.members(members.length);
+    // Its name is what it shows ("Members 3", the word for screen readers only); the title says more.
     this.membersToggle.title = t.showMembers(members.length);
-    this.membersToggle.setAttribute("aria-label", t.showMembers(members.length));
   }
 
   private renderTyping(names: string[]): void {

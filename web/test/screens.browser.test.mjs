@@ -353,7 +353,7 @@ describe("the chat screen people expect", () => {
       for (const theme of ["light", "dark"]) {
         const P = await open({ ...opts, locale: "pt-BR", colorScheme: theme });
         await P.page.locator('[data-testid="username"]').fill(`Ana${s}`);
-        if (size === "desktop") found[`entry ${theme}`] = await axeProblems(P.page);
+        found[`entry ${theme} ${size}`] = await axeProblems(P.page);
         await P.page.screenshot({ path: join(shots, `screen-entry-${theme}-${size}.png`) });
         await P.page.locator("#room").fill(room);
         await P.page.locator("#join").click();
@@ -365,8 +365,13 @@ describe("the chat screen people expect", () => {
         }
         await P.page.locator("#messages .msg.own:not(.pending)").first().waitFor({ timeout: WAIT });
         await P.page.locator("#input").fill("");
-        if (size === "desktop") found[`chat ${theme}`] = await axeProblems(P.page);
+        found[`chat ${theme} ${size}`] = await axeProblems(P.page);
         await P.page.screenshot({ path: join(shots, `screen-chat-${theme}-${size}.png`) });
+        // The settings and, on a phone, the member panel opened over the chat.
+        await P.page.locator('[data-testid="settings"]').click();
+        if (size === "phone") await P.page.locator("#members-toggle").click();
+        found[`chat ${theme} ${size}, panels open`] = await axeProblems(P.page);
+        await P.page.keyboard.press("Escape");
         // Leave (a goodbye frees the name at once) so that the next page can take it.
         await P.page.locator("#leave").click();
         await P.page.locator("#entry").waitFor({ state: "visible", timeout: WAIT });
