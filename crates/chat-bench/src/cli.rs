@@ -1,12 +1,13 @@
 //! Command-line interface: one clap-derive tree, every flag also a
 //! `CHAT_BENCH_*` environment variable.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use chat_measure::args::{invalid, parse_secs, watched_arg, InvalidArgs, OutputArgs};
 
 /// Load generator for the chat system.
 ///
@@ -36,39 +37,11 @@ pub enum Command {
     /// A TCP echo server (also answering `GET /healthz` so balancers see it as healthy).
     EchoServer(EchoServerArgs),
     /// The machine's floor for a fan-out: the same deliveries with nothing but sockets and one relay hop.
-    Floor(FloorArgs),
+    Floor(chat_yardstick::FloorArgs),
     /// The least a Layer-4 balancer can do (one thread, read and write): a yardstick for chat-lb.
-    Relay(RelayArgs),
+    Relay(chat_yardstick::RelayArgs),
     /// Overlays the latency curves of several JSON reports in one SVG.
     Plot(PlotArgs),
-}
-
-/// Output options shared by the measuring subcommands.
-#[derive(Debug, Clone, Args)]
-pub struct OutputArgs {
-    /// Print the JSON report on stdout instead of the table.
-    #[arg(long, env = "CHAT_BENCH_JSON")]
-    pub json: bool,
-    /// Also write the JSON report to this file.
-    #[arg(long, env = "CHAT_BENCH_JSON_FILE", value_name = "FILE")]
-    pub json_file: Option<PathBuf>,
-    /// Write an SVG plot: latency by percentile and the rate over time.
-    #[arg(long, env = "CHAT_BENCH_PLOT", value_name = "FILE.svg")]
-    pub plot: Option<PathBuf>,
-    /// A label for the report and plot (e.g. "via chat-lb").
-    #[arg(long, env = "CHAT_BENCH_LABEL", default_value = "")]
-    pub label: String,
-    /// A process to report CPU and memory of, as NAME=PID (repeatable).
-    #[arg(
-        long = "watch-pid",
-        env = "CHAT_BENCH_WATCH_PID",
-        value_name = "NAME=PID",
-        value_delimiter = ','
-    )]
-    pub watch_pid: Vec<String>,
-    /// No progress bar (it is also hidden when stderr is not a terminal).
-    #[arg(long, env = "CHAT_BENCH_NO_PROGRESS")]
-    pub no_progress: bool,
 }
 
 /// When a publisher's in-flight message leaves the window (rate 0).
@@ -106,18 +79,18 @@ pub struct FanoutArgs {
     pub window_release: WindowRelease,
     /// Measured time (e.g. 10, 10s, 500ms).
     #[arg(long, env = "CHAT_BENCH_DURATION", value_parser = parse_secs, default_value = "10s")]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
     pub duration: Duration,
     /// Unmeasured time before it.
     #[arg(long, env = "CHAT_BENCH_WARMUP", value_parser = parse_secs, default_value = "2s")]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
     pub warmup: Duration,
     /// Message text size in bytes (at least 30: the stamp).
     #[arg(long, env = "CHAT_BENCH_PAYLOAD", default_value_t = 64)]
     pub payload: usize,
     /// After the measured time, how long to wait for outstanding deliveries.
     #[arg(long, env = "CHAT_BENCH_DRAIN_TIMEOUT", value_parser = parse_secs, default_value = "10s")]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
     pub drain_timeout: Duration,
     /// Connection set-ups in progress at once.
     #[arg(long, env = "CHAT_BENCH_CONNECT_CONCURRENCY", default_value_t = 64)]
@@ -143,7 +116,7 @@ pub struct ConnectionsArgs {
     pub rate: f64,
     /// How long to hold them open once all are up (e.g. 30s).
     #[arg(long, env = "CHAT_BENCH_HOLD", value_parser = parse_secs, default_value = "10s")]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
     pub hold: Duration,
     /// Members per room (each connection joins one room).
     #[arg(long, env = "CHAT_BENCH_MEMBERS", default_value_t = 100)]
@@ -182,11 +155,11 @@ pub struct FailoverArgs {
     pub rate: f64,
     /// Chatting before the crash.
     #[arg(long, env = "CHAT_BENCH_WARMUP", value_parser = parse_secs, default_value = "3s")]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
     pub warmup: Duration,
     /// Chatting after the crash.
     #[arg(long, env = "CHAT_BENCH_DURATION", value_parser = parse_secs, default_value = "10s")]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
     pub duration: Duration,
     /// Restart the killed gateway at once with the same --gateway-id and
     /// address, as a supervisor would.
@@ -194,12 +167,12 @@ pub struct FailoverArgs {
     pub restart: bool,
     /// After the chatting, how long to wait for outstanding acks and deliveries.
     #[arg(long, env = "CHAT_BENCH_DRAIN_TIMEOUT", value_parser = parse_secs, default_value = "10s")]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
     pub drain_timeout: Duration,
     /// A member's first reconnect attempt waits a random time up to this
     /// (chat_client::Backoff::first_jitter).
     #[arg(long, env = "CHAT_BENCH_RECONNECT_JITTER", value_parser = parse_secs, default_value = "50ms")]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
     pub reconnect_jitter: Duration,
     /// Connection set-ups in progress at once.
     #[arg(long, env = "CHAT_BENCH_CONNECT_CONCURRENCY", default_value_t = 64)]
@@ -249,11 +222,11 @@ pub struct PingpongArgs {
     pub rate: f64,
     /// Measured time.
     #[arg(long, env = "CHAT_BENCH_DURATION", value_parser = parse_secs, default_value = "10s")]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
     pub duration: Duration,
     /// Unmeasured time before it.
     #[arg(long, env = "CHAT_BENCH_WARMUP", value_parser = parse_secs, default_value = "1s")]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
     pub warmup: Duration,
     /// Source addresses to spread connections over.
     #[arg(long, env = "CHAT_BENCH_LOCAL_IPS")]
@@ -261,43 +234,6 @@ pub struct PingpongArgs {
     #[command(flatten)]
     #[serde(skip)]
     pub output: OutputArgs,
-}
-
-#[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct FloorArgs {
-    /// Rooms.
-    #[arg(long, env = "CHAT_BENCH_ROOMS", default_value_t = 10)]
-    pub rooms: usize,
-    /// Members per room: each its own connection.
-    #[arg(long, env = "CHAT_BENCH_MEMBERS", default_value_t = 100)]
-    pub members: usize,
-    /// Messages per second per room.
-    #[arg(long, env = "CHAT_BENCH_RATE", default_value_t = 100.0)]
-    pub rate: f64,
-    /// Message size in bytes (at least 8: the send time).
-    #[arg(long, env = "CHAT_BENCH_PAYLOAD", default_value_t = 80)]
-    pub payload: usize,
-    /// Measured time.
-    #[arg(long, env = "CHAT_BENCH_DURATION", value_parser = parse_secs, default_value = "10s")]
-    #[serde(serialize_with = "secs")]
-    pub duration: Duration,
-    /// Unmeasured time before it.
-    #[arg(long, env = "CHAT_BENCH_WARMUP", value_parser = parse_secs, default_value = "2s")]
-    #[serde(serialize_with = "secs")]
-    pub warmup: Duration,
-    #[command(flatten)]
-    #[serde(skip)]
-    pub output: OutputArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RelayArgs {
-    /// Address to listen on.
-    #[arg(long, env = "CHAT_BENCH_LISTEN", default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
-    /// Where every accepted connection is relayed to.
-    #[arg(long, env = "CHAT_BENCH_BACKEND")]
-    pub backend: SocketAddr,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -329,65 +265,12 @@ pub struct PlotArgs {
     pub reports: Vec<PathBuf>,
 }
 
-/// A usage problem found after parsing: reported in one line, exit code 64.
-#[derive(Debug)]
-pub struct InvalidArgs(pub String);
-
-impl fmt::Display for InvalidArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InvalidArgs {}
-
-/// An [`InvalidArgs`] error from anything printable.
-pub fn invalid(problem: impl fmt::Display) -> anyhow::Error {
-    InvalidArgs(format!("{problem:#}")).into()
-}
-
-/// Parses `10`, `1.5`, `10s`, `250ms`, `2m` into a duration.
-pub fn parse_secs(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 250ms)"))?;
-    if !(value.is_finite() && value >= 0.0) {
-        return Err(format!("{text:?} is not a duration (e.g. 10s, 250ms)"));
-    }
-    Ok(Duration::from_secs_f64(value * scale))
-}
-
-/// Durations appear in the JSON parameters as seconds.
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
 /// The `--local-ips` flag, parsed (empty when not given: the OS picks).
 pub fn local_ips_arg(spec: Option<&str>) -> anyhow::Result<Vec<std::net::IpAddr>> {
     spec.map(crate::local_ips::parse_local_ips)
         .transpose()
         .map_err(invalid)
         .map(Option::unwrap_or_default)
-}
-
-/// The `--watch-pid NAME=PID,...` flags, parsed.
-pub fn watched_arg(specs: &[String]) -> anyhow::Result<Vec<crate::usage::Watched>> {
-    specs
-        .iter()
-        .map(|s| crate::usage::parse_watched(s))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .map_err(invalid)
 }
 
 #[cfg(test)]

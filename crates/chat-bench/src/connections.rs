@@ -4,6 +4,7 @@
 //! `--watch-pid`, the RSS growth per connection.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use crate::member::{failure_kind, join, run_id, ws_config};
 use crate::pacing::Pacer;
 use crate::progress::{Progress, Timeline, SAMPLE_EVERY};
 use crate::report::{fmt_bytes, fmt_int, fmt_rate, unix_ms, Measured, Report, Results};
-use crate::usage::WindowUsage;
+use crate::usage::{ProcessUsage, WindowUsage};
 
 /// Read buffer per idle connection: idle members get presence changes only.
 const READ_BUFFER: usize = 4 * 1024;
@@ -114,7 +115,8 @@ impl Results for ConnectionsResults {
     }
 }
 
-/// Runs the scenario and returns its report.
+/// Runs the scenario and returns its report: the members connect (at `--rate`), are held
+/// for the measured window, then the report.
 pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
     if args.n == 0 || args.members == 0 || args.connect_concurrency == 0 {
         return Err(invalid(
@@ -127,39 +129,97 @@ pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
     let local_ips = local_ips_arg(args.local_ips.as_deref())?;
     let watched = watched_arg(&args.output.watch_pid)?;
     let started_unix_ms = unix_ms();
-    let run = run_id();
-    let progress = Progress::new(args.n as u64, args.output.no_progress);
-    let counters = Arc::new(Counters::default());
-    let shards = Shards::new(4);
-    let stop = CancellationToken::new();
-    let mut holders = JoinSet::new();
-    let mut timeline = Timeline::default();
-
+    let mut run = Running {
+        progress: Progress::new(args.n as u64, args.output.no_progress),
+        counters: Arc::new(Counters::default()),
+        shards: Shards::new(4),
+        stop: CancellationToken::new(),
+        holders: JoinSet::new(),
+        timeline: Timeline::default(),
+        epoch: Instant::now(),
+    };
     let mut usage = WindowUsage::new(watched);
     usage.start()?;
-    let epoch = Instant::now();
-    timeline.value(0.0, 0.0);
+    run.epoch = Instant::now();
+    run.timeline.value(0.0, 0.0);
 
-    // ---------------------------------------------------------------- connect
-    progress.phase("connect", args.n as u64);
+    connect_all(&args, &local_ips, &mut run).await?;
+    let connect_secs = run.epoch.elapsed().as_secs_f64();
+    let held_secs = hold_all(&args, &mut run, &mut usage).await?;
+    let open_at_end = run.counters.open.load(Relaxed);
+    let (bench_cpu, processes) = usage.into_usage().expect("the hold ended");
+    run.progress.finish();
+
+    run.stop.cancel();
+    while run.holders.join_next().await.is_some() {}
+    let results = results(
+        &args,
+        &run.counters,
+        connect_secs,
+        held_secs,
+        open_at_end,
+        &processes,
+    );
+    Report::new(
+        "connections",
+        &args,
+        &args.output.label,
+        started_unix_ms,
+        results,
+        Measured {
+            latency_kind: "set-up time (connect + Hello + Join)",
+            latency: LatencySummary::from_histogram(&run.shards.merged()),
+            timeline_unit: "open connections",
+            timeline: run.timeline.into_points(),
+            bench_cpu,
+            processes,
+        },
+    )
+}
+
+/// What the phases of a run share.
+struct Running {
+    progress: Progress,
+    counters: Arc<Counters>,
+    /// Set-up latencies.
+    shards: Arc<Shards>,
+    /// Tells the holders to close.
+    stop: CancellationToken,
+    /// One task per member that connected, holding it idle.
+    holders: JoinSet<()>,
+    /// Open connections over time.
+    timeline: Timeline,
+    /// When connecting began.
+    epoch: Instant,
+}
+
+/// Opens the `--n` members at `--rate`, `--connect-concurrency` at a time, each handed to
+/// a holder as soon as it joined.
+async fn connect_all(
+    args: &ConnectionsArgs,
+    local_ips: &[IpAddr],
+    run: &mut Running,
+) -> Result<()> {
+    let id = run_id();
+    run.progress.phase("connect", args.n as u64);
     let pacer = (args.rate > 0.0).then(|| Pacer::new(args.rate, Duration::ZERO));
     let permits = Arc::new(Semaphore::new(args.connect_concurrency));
     let mut setups = JoinSet::new();
     let mut last_sample = Instant::now();
     for index in 0..args.n {
         if let Some(pacer) = &pacer {
-            tokio::time::sleep_until((epoch + pacer.due_at(index as u64)).into()).await;
+            tokio::time::sleep_until((run.epoch + pacer.due_at(index as u64)).into()).await;
         }
         let permit = Arc::clone(&permits)
             .acquire_owned()
             .await
             .expect("never closed");
         let url = args.url.clone();
-        let room = format!("idle-{run}-{}", index / args.members);
-        let username = format!("c{run}-{index}");
-        let local = pick(&local_ips, index);
-        let mut recorder = shards.recorder(index);
-        let shared = Arc::clone(&counters);
+        let room = format!("idle-{id}-{}", index / args.members);
+        let username = format!("c{id}-{index}");
+        let local = pick(local_ips, index);
+        let mut recorder = run.shards.recorder(index);
+        let shared = Arc::clone(&run.counters);
         setups.spawn(async move {
             let started = Instant::now();
             let result = join(&url, local, &username, &room, ws_config(READ_BUFFER)).await;
@@ -181,46 +241,58 @@ pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
         // pending tasks stays small.
         while let Some(done) = futures_util::FutureExt::now_or_never(setups.join_next()).flatten() {
             if let Some(client) = done.context("set-up task failed")? {
-                holders.spawn(hold(client, Arc::clone(&counters), stop.clone()));
+                run.holders
+                    .spawn(hold(client, Arc::clone(&run.counters), run.stop.clone()));
             }
         }
         if last_sample.elapsed() >= SAMPLE_EVERY {
             last_sample = Instant::now();
-            let open = counters.open.load(Relaxed);
-            timeline.value(epoch.elapsed().as_secs_f64(), open as f64);
-            progress.update(
+            let open = run.counters.open.load(Relaxed);
+            run.timeline
+                .value(run.epoch.elapsed().as_secs_f64(), open as f64);
+            run.progress.update(
                 index as u64,
                 format!(
                     "{} open, {} failed",
                     fmt_int(open),
-                    fmt_int(failed(&counters))
+                    fmt_int(failed(&run.counters))
                 ),
             );
         }
     }
     while let Some(done) = setups.join_next().await {
         if let Some(client) = done.context("set-up task failed")? {
-            holders.spawn(hold(client, Arc::clone(&counters), stop.clone()));
+            run.holders
+                .spawn(hold(client, Arc::clone(&run.counters), run.stop.clone()));
         }
     }
-    let connect_secs = epoch.elapsed().as_secs_f64();
+    Ok(())
+}
 
-    // ---------------------------------------------------------------- hold
+/// The measured window: holds every member for `--hold` (at least [`SETTLE`]), sampling
+/// the open connections; ends the usage window. Returns how long it held.
+async fn hold_all(
+    args: &ConnectionsArgs,
+    run: &mut Running,
+    usage: &mut WindowUsage,
+) -> Result<f64> {
     let hold_start = Instant::now();
     let hold_end = hold_start + args.hold.max(SETTLE);
-    progress.phase("hold", args.hold.max(SETTLE).as_millis() as u64);
+    run.progress
+        .phase("hold", args.hold.max(SETTLE).as_millis() as u64);
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     loop {
         ticks.tick().await;
         let now = Instant::now();
-        let open = counters.open.load(Relaxed);
-        timeline.value(now.duration_since(epoch).as_secs_f64(), open as f64);
-        progress.update(
+        let open = run.counters.open.load(Relaxed);
+        run.timeline
+            .value(now.duration_since(run.epoch).as_secs_f64(), open as f64);
+        run.progress.update(
             now.duration_since(hold_start).as_millis() as u64,
             format!(
                 "{} open, {} dropped",
                 fmt_int(open),
-                fmt_int(dropped(&counters))
+                fmt_int(dropped(&run.counters))
             ),
         );
         if now >= hold_end {
@@ -228,15 +300,18 @@ pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
             break;
         }
     }
-    let held_secs = hold_start.elapsed().as_secs_f64();
-    let open_at_end = counters.open.load(Relaxed);
-    let (bench_cpu, processes) = usage.into_usage().expect("the hold ended");
-    progress.finish();
+    Ok(hold_start.elapsed().as_secs_f64())
+}
 
-    // ---------------------------------------------------------------- wind down
-    stop.cancel();
-    while holders.join_next().await.is_some() {}
-
+/// The scenario's own results, from the counters of a finished run.
+fn results(
+    args: &ConnectionsArgs,
+    counters: &Counters,
+    connect_secs: f64,
+    held_secs: f64,
+    open_at_end: u64,
+    processes: &[ProcessUsage],
+) -> ConnectionsResults {
     let connected = counters.connected.load(Relaxed);
     let failure_reasons = std::mem::take(&mut *counters.failures.lock());
     let drop_reasons = std::mem::take(&mut *counters.dropped.lock());
@@ -253,7 +328,7 @@ pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
             )
         })
         .collect();
-    let results = ConnectionsResults {
+    ConnectionsResults {
         requested: args.n,
         members_per_room: args.members,
         connected,
@@ -266,22 +341,7 @@ pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
         dropped: drop_reasons.values().sum(),
         drop_reasons,
         rss_per_connection_bytes,
-    };
-    Report::new(
-        "connections",
-        &args,
-        &args.output.label,
-        started_unix_ms,
-        results,
-        Measured {
-            latency_kind: "set-up time (connect + Hello + Join)",
-            latency: LatencySummary::from_histogram(&shards.merged()),
-            timeline_unit: "open connections",
-            timeline: timeline.into_points(),
-            bench_cpu,
-            processes,
-        },
-    )
+    }
 }
 
 fn failed(counters: &Counters) -> u64 {

@@ -7,19 +7,11 @@ mod connections;
 mod echo;
 mod failover;
 mod fanout;
-mod floor;
-mod latency;
 mod lean_frame;
 mod local_ips;
 mod member;
-mod pacing;
 mod payload;
 mod pingpong;
-mod plot;
-mod progress;
-mod relay;
-mod report;
-mod usage;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -27,11 +19,13 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::error::ErrorKind;
 use clap::Parser as _;
-use serde::Serialize;
 
-use crate::cli::{Cli, Command, InvalidArgs, OutputArgs, PlotArgs};
+// The measuring toolkit, under the names the scenarios use (`crate::latency`, ...).
+use chat_measure::{latency, pacing, plot, progress, report, usage};
+
+use crate::cli::{Cli, Command, InvalidArgs, PlotArgs};
 use crate::latency::LatencySummary;
-use crate::report::{Report, Results};
+use chat_measure::output::emit;
 
 /// Exit code for invalid usage (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -101,42 +95,15 @@ async fn run(command: Command) -> Result<()> {
         Command::EchoServer(args) => echo::run(args).await,
         Command::Floor(args) => {
             let output = args.output.clone();
-            emit(&floor::run(args).await?, &output)
+            emit(&chat_yardstick::floor::run(args).await?, &output)
         }
-        Command::Relay(args) => tokio::task::spawn_blocking(move || relay::serve(&args))
-            .await
-            .context("relay task failed")?,
+        Command::Relay(args) => {
+            tokio::task::spawn_blocking(move || chat_yardstick::relay::serve(&args))
+                .await
+                .context("relay task failed")?
+        }
         Command::Plot(args) => compare(&args),
     }
-}
-
-/// Prints the report and writes the files asked for.
-fn emit<R: Results + Serialize>(report: &Report<R>, output: &OutputArgs) -> Result<()> {
-    if let Some(path) = &output.json_file {
-        report.write_json(path)?;
-    }
-    if let Some(path) = &output.plot {
-        let title = match report.label.as_str() {
-            "" => format!("chat-bench {}: {}", report.scenario, report.latency_kind),
-            label => format!(
-                "chat-bench {} ({label}): {}",
-                report.scenario, report.latency_kind
-            ),
-        };
-        plot::plot_run(
-            path,
-            &title,
-            &report.latency,
-            &report.timeline_unit,
-            &report.timeline,
-        )?;
-    }
-    if output.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
 }
 
 /// `chat-bench plot`: the latency curves of several reports in one SVG.

@@ -78,31 +78,18 @@ impl Results for PingpongResults {
     }
 }
 
-/// Runs the scenario and returns its report.
-pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
-    if args.conns == 0 || args.depth == 0 {
-        return Err(invalid("--conns and --depth must be at least 1"));
-    }
-    if args.size < PING_HEADER_LEN {
-        return Err(invalid(format!(
-            "--size must be at least {PING_HEADER_LEN} bytes"
-        )));
-    }
-    if !(args.rate >= 0.0 && args.rate.is_finite()) {
-        return Err(invalid("--rate must be 0 or a positive number"));
-    }
-    let target = resolve(&args.url).await?;
-    let local_ips = local_ips_arg(args.local_ips.as_deref())?;
-    let watched = watched_arg(&args.output.watch_pid)?;
-    let started_unix_ms = unix_ms();
-    let progress = Progress::new(args.conns as u64, args.output.no_progress);
-    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-
-    // ---------------------------------------------------------------- connect
+/// Opens the `--conns` connections at once; counts those that fail. At least one must open.
+async fn connect_all(
+    args: &PingpongArgs,
+    target: SocketAddr,
+    local_ips: &[IpAddr],
+    errors: &Mutex<BTreeMap<String, u64>>,
+    progress: &Progress,
+) -> Result<Vec<TcpStream>> {
     progress.phase("connect", args.conns as u64);
     let mut connecting = JoinSet::new();
     for index in 0..args.conns {
-        let local = pick(&local_ips, index);
+        let local = pick(local_ips, index);
         connecting.spawn(connect(target, local));
     }
     let mut streams = Vec::with_capacity(args.conns);
@@ -124,9 +111,34 @@ pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
             errors.lock()
         );
     }
+    Ok(streams)
+}
+
+/// Runs the scenario and returns its report: the connections are opened, ping-pong
+/// through the measured window, then the report.
+pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
+    if args.conns == 0 || args.depth == 0 {
+        return Err(invalid("--conns and --depth must be at least 1"));
+    }
+    if args.size < PING_HEADER_LEN {
+        return Err(invalid(format!(
+            "--size must be at least {PING_HEADER_LEN} bytes"
+        )));
+    }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        return Err(invalid("--rate must be 0 or a positive number"));
+    }
+    let target = resolve(&args.url).await?;
+    let local_ips = local_ips_arg(args.local_ips.as_deref())?;
+    let watched = watched_arg(&args.output.watch_pid)?;
+    let started_unix_ms = unix_ms();
+    let progress = Progress::new(args.conns as u64, args.output.no_progress);
+    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+
+    let streams = connect_all(&args, target, &local_ips, &errors, &progress).await?;
     let connected = streams.len();
 
-    // ---------------------------------------------------------------- run
+    // ---------------------------------------------------------------- measured window
     let shards = Shards::new(8);
     let clock = Arc::new(Clock::start(args.warmup, args.duration));
     let mut tasks = JoinSet::new();

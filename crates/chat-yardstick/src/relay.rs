@@ -17,7 +17,16 @@ use anyhow::Context as _;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use crate::cli::RelayArgs;
+/// `relay` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CHAT_BENCH_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Where every accepted connection is relayed to.
+    #[arg(long, env = "CHAT_BENCH_BACKEND")]
+    pub backend: SocketAddr,
+}
 
 /// Read buffer, shared by every connection.
 const BUFFER: usize = 16 * 1024;

@@ -26,13 +26,43 @@ use anyhow::{anyhow, Context as _, Result};
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{invalid, watched_arg, FloorArgs};
-use crate::latency::{Clock, LatencySummary, Recorder, Shards};
-use crate::pacing::Pacer;
-use crate::progress::{watch_window, Progress};
 use crate::relay::{drain, Drained, Relay};
-use crate::report::{fmt_cpu, fmt_int, fmt_percent, fmt_rate, unix_ms, Measured, Report, Results};
-use crate::usage::{current_tid, CpuUsage, Watched, WindowUsage};
+use chat_measure::args::{invalid, parse_secs, watched_arg, OutputArgs};
+use chat_measure::latency::{Clock, LatencySummary, Recorder, Shards};
+use chat_measure::pacing::Pacer;
+use chat_measure::progress::{watch_window, Progress};
+use chat_measure::report::{
+    fmt_cpu, fmt_int, fmt_percent, fmt_rate, unix_ms, Measured, Report, Results,
+};
+use chat_measure::usage::{current_tid, CpuUsage, ProcessUsage, Watched, WindowUsage};
+
+/// `floor` flags.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct FloorArgs {
+    /// Rooms.
+    #[arg(long, env = "CHAT_BENCH_ROOMS", default_value_t = 10)]
+    pub rooms: usize,
+    /// Members per room: each its own connection.
+    #[arg(long, env = "CHAT_BENCH_MEMBERS", default_value_t = 100)]
+    pub members: usize,
+    /// Messages per second per room.
+    #[arg(long, env = "CHAT_BENCH_RATE", default_value_t = 100.0)]
+    pub rate: f64,
+    /// Message size in bytes (at least 8: the send time).
+    #[arg(long, env = "CHAT_BENCH_PAYLOAD", default_value_t = 80)]
+    pub payload: usize,
+    /// Measured time.
+    #[arg(long, env = "CHAT_BENCH_DURATION", value_parser = parse_secs, default_value = "10s")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
+    pub duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, env = "CHAT_BENCH_WARMUP", value_parser = parse_secs, default_value = "2s")]
+    #[serde(serialize_with = "chat_measure::args::secs")]
+    pub warmup: Duration,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub output: OutputArgs,
+}
 
 /// The send time at the start of each message: nanoseconds since the run's epoch.
 const STAMP: usize = 8;
@@ -129,27 +159,14 @@ pub async fn run(args: FloorArgs) -> Result<Report<FloorResults>> {
     let conns = args.rooms * args.members;
     let progress = Progress::new(conns as u64, args.output.no_progress);
 
-    // ---------------------------------------------------------------- set up
-    progress.phase("connect", conns as u64);
-    let sink_listener = TcpListener::bind("127.0.0.1:0").context("binding the sink")?;
-    let relay = Relay::bind(
-        "127.0.0.1:0".parse().expect("static address"),
-        sink_listener.local_addr()?,
-    )
-    .context("binding the relay")?;
-    let relay_addr = relay.local_addr()?;
-    let stop_relay = Arc::new(AtomicBool::new(false));
-    let relay_thread = spawn_stage("relay", {
-        let stop = Arc::clone(&stop_relay);
-        move || relay.run(&stop).context("relay")
-    })?;
-    let (sockets, sink_sockets) =
-        tokio::task::spawn_blocking(move || connect_through(relay_addr, &sink_listener, conns))
-            .await
-            .context("connect task failed")??;
-    progress.update(conns as u64, String::new());
+    let SetUp {
+        relay_thread,
+        stop_relay,
+        sockets,
+        sink_sockets,
+    } = set_up(conns, &progress).await?;
 
-    // ---------------------------------------------------------------- run
+    // ---------------------------------------------------------------- measured window
     let shards = Shards::new(1);
     let clock = Arc::new(Clock::start(args.warmup, args.duration));
     let sink_thread = spawn_stage("sink", {
@@ -195,8 +212,75 @@ pub async fn run(args: FloorArgs) -> Result<Report<FloorResults>> {
     progress.finish();
 
     let measured_secs = args.duration.as_secs_f64();
+    let results = results(&args, measured_secs, &sent, received, stage_usage);
+    Report::new(
+        "floor",
+        &args,
+        &args.output.label,
+        started_unix_ms,
+        results,
+        Measured {
+            latency_kind: "end-to-end latency (send to receipt)",
+            latency: LatencySummary::from_histogram(&shards.merged()),
+            timeline_unit: "deliveries/s",
+            timeline: watch.timeline,
+            bench_cpu: watch.bench_cpu,
+            processes,
+        },
+    )
+}
+
+/// The relay and the sockets of a floor run, connected through it.
+struct SetUp {
+    relay_thread: Stage<()>,
+    /// Tells the relay to stop.
+    stop_relay: Arc<AtomicBool>,
+    /// The source's ends, one per member.
+    sockets: Vec<TcpStream>,
+    /// The sink's ends, in the same order.
+    sink_sockets: Vec<mio::net::TcpStream>,
+}
+
+/// Binds the sink and the relay, starts the relay's thread and connects `conns` sockets
+/// through it.
+async fn set_up(conns: usize, progress: &Progress) -> Result<SetUp> {
+    progress.phase("connect", conns as u64);
+    let sink_listener = TcpListener::bind("127.0.0.1:0").context("binding the sink")?;
+    let relay = Relay::bind(
+        "127.0.0.1:0".parse().expect("static address"),
+        sink_listener.local_addr()?,
+    )
+    .context("binding the relay")?;
+    let relay_addr = relay.local_addr()?;
+    let stop_relay = Arc::new(AtomicBool::new(false));
+    let relay_thread = spawn_stage("relay", {
+        let stop = Arc::clone(&stop_relay);
+        move || relay.run(&stop).context("relay")
+    })?;
+    let (sockets, sink_sockets) =
+        tokio::task::spawn_blocking(move || connect_through(relay_addr, &sink_listener, conns))
+            .await
+            .context("connect task failed")??;
+    progress.update(conns as u64, String::new());
+
+    Ok(SetUp {
+        relay_thread,
+        stop_relay,
+        sockets,
+        sink_sockets,
+    })
+}
+
+/// The floor's own results.
+fn results(
+    args: &FloorArgs,
+    measured_secs: f64,
+    sent: &Sent,
+    received: u64,
+    stage_usage: Vec<ProcessUsage>,
+) -> FloorResults {
     let expected = sent.in_window * args.members as u64;
-    let results = FloorResults {
+    FloorResults {
         rooms: args.rooms,
         members: args.members,
         payload: args.payload,
@@ -214,22 +298,7 @@ pub async fn run(args: FloorArgs) -> Result<Report<FloorResults>> {
                 cpu: usage.cpu,
             })
             .collect(),
-    };
-    Report::new(
-        "floor",
-        &args,
-        &args.output.label,
-        started_unix_ms,
-        results,
-        Measured {
-            latency_kind: "end-to-end latency (send to receipt)",
-            latency: LatencySummary::from_histogram(&shards.merged()),
-            timeline_unit: "deliveries/s",
-            timeline: watch.timeline,
-            bench_cpu: watch.bench_cpu,
-            processes,
-        },
-    )
+    }
 }
 
 /// A running stage: its thread and its kernel thread id (for its CPU time).
@@ -432,7 +501,7 @@ fn messages(partial: &mut Vec<u8>, mut bytes: &[u8], size: usize, mut each: impl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::OutputArgs;
+    use chat_measure::args::OutputArgs;
 
     fn message(stamp: u64, size: usize) -> Vec<u8> {
         let mut m = vec![0xAB; size];
