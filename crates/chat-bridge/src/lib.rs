@@ -26,8 +26,8 @@ pub use pending::Pending;
 pub use redis::{Keys as RedisKeys, RedisBridge, RedisConfig};
 pub use resume::{ResumeToken, TokenHash};
 pub use types::{
-    Accepted, BridgeError, GatewayStatus, HistoryPage, Member, NewMessage, Replay, Resumed,
-    RoomSummary, UserSummary,
+    parse_session_id, session_id, Accepted, BridgeError, GatewayStatus, HistoryPage, Member,
+    NewMessage, Replay, Resumed, RoomSummary, UserSummary,
 };
 
 use async_trait::async_trait;

@@ -6,12 +6,27 @@ use chat_proto::MessageId;
 /// A session as the bridge sees it: the name it holds and who holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// Unique per connection, cluster-wide (gateway id + counter).
+    /// Unique per connection, cluster-wide: [`session_id`] of the gateway
+    /// process's instance id and a counter.
     pub session_id: String,
     /// Normalised name (NFC + lowercase): the identity.
     pub key: String,
     /// The name as shown.
     pub username: String,
+}
+
+/// The id of a gateway instance's `n`th session: `<instance>-<n>`.
+pub fn session_id(instance: &str, n: u64) -> String {
+    format!("{instance}-{n}")
+}
+
+/// The instance a [`session_id`] belongs to, and its number.
+pub fn parse_session_id(session_id: &str) -> Option<(&str, u64)> {
+    let (instance, n) = session_id.rsplit_once('-')?;
+    if instance.is_empty() || n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((instance, n.parse().ok()?))
 }
 
 /// What a session took over from the earlier session of the same client
@@ -117,4 +132,28 @@ pub enum BridgeError {
         instance: String,
         address: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_id_names_its_instance_and_number() {
+        let id = session_id("gw-1~00000000000000aa", 42);
+        assert_eq!(id, "gw-1~00000000000000aa-42");
+        assert_eq!(parse_session_id(&id), Some(("gw-1~00000000000000aa", 42)));
+        for bad in [
+            "",
+            "-",
+            "gw",
+            "gw-",
+            "-4",
+            "gw-+4",
+            "gw-4x",
+            "gw-99999999999999999999999",
+        ] {
+            assert_eq!(parse_session_id(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -69,13 +69,9 @@ async fn answer_drain(shared: Arc<Shared>, reply_to: String) {
 /// A newer session of the same client took the name over: the local session
 /// `session_id`, if here, gets `Error SESSION_REPLACED` and is closed with 4002.
 fn replace(shared: &Shared, key: &str, session_id: &str) {
-    let target = shared
-        .conns
-        .lock()
-        .values()
-        .find(|conn| *conn.session_id == *session_id)
-        .cloned();
-    let Some(conn) = target else { return };
+    let Some(conn) = shared.local_conn(session_id) else {
+        return;
+    };
     tracing::info!(user = %key, session = %session_id, "session replaced by a newer one of the same client");
     shared.metrics.error(ErrorCode::SessionReplaced);
     let frame = encode_push(server_frame::Kind::Error(ErrorFrame {

@@ -61,7 +61,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let id = shared.next_conn.fetch_add(1, Relaxed);
-    let session_id = format!("{}-{id}", shared.instance_id);
+    let session_id = shared.session_id(id);
     let (conn, inbox) = ConnHandle::new(id, &session_id, shared.config.outbound_queue as usize);
     let open = {
         let mut conns = shared.conns.lock();

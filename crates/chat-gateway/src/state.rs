@@ -50,6 +50,26 @@ impl Shared {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
+
+    /// The session id of this process's connection `conn`.
+    pub fn session_id(&self, conn: u64) -> String {
+        chat_bridge::session_id(&self.instance_id, conn)
+    }
+
+    /// The local connection that `session_id` names, when it is one of this
+    /// process's: a lookup, not a scan, because a reconnect storm sends one
+    /// takeover per returning client to every gateway.
+    pub fn local_conn(&self, session_id: &str) -> Option<Arc<ConnHandle>> {
+        let id = conn_of(&self.instance_id, session_id)?;
+        let conn = self.conns.lock().get(&id).cloned()?;
+        (*conn.session_id == *session_id).then_some(conn)
+    }
+}
+
+/// The connection number in a session id of `instance_id`, if it is one.
+fn conn_of(instance_id: &str, session_id: &str) -> Option<u64> {
+    chat_bridge::parse_session_id(session_id)
+        .and_then(|(instance, n)| (instance == instance_id).then_some(n))
 }
 
 pub fn now_ms() -> u64 {
@@ -309,5 +329,20 @@ mod tests {
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
         assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
         assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+    }
+
+    #[test]
+    fn a_session_id_names_a_connection_of_its_own_instance_only() {
+        let me = "gw-1~00000000000000aa";
+        assert_eq!(conn_of(me, &chat_bridge::session_id(me, 42)), Some(42));
+        assert_eq!(
+            conn_of(me, "gw-1~00000000000000bb-42"),
+            None,
+            "another instance"
+        );
+        assert_eq!(conn_of(me, "gw-1~00000000000000aa42"), None, "no separator");
+        for bad in ["-", "-+4", "--4", "-4x", "-99999999999999999999999"] {
+            assert_eq!(conn_of(me, &format!("{me}{bad}")), None, "{bad}");
+        }
     }
 }

@@ -100,16 +100,20 @@ impl Control {
         }
     }
 
-    /// What gateway `me` must do, if anything. (A `Drained` answer is for
-    /// the bridge that asked, not for the gateway.)
-    pub fn for_gateway(self, me: &str) -> Option<ControlCommand> {
+    /// What gateway `me` (this process: `instance`) must do, if anything.
+    /// (A `Drained` answer is for the bridge that asked, not for the
+    /// gateway; a `Replace` only for the instance of the replaced session,
+    /// so that a reconnect storm does not reach every gateway's control task.)
+    pub fn for_gateway(self, me: &str, instance: &str) -> Option<ControlCommand> {
         match self {
             Self::Kick { key, room, reason } => Some(ControlCommand::Kick { key, room, reason }),
             Self::Drain {
                 gateway_id,
                 reply_to,
             } => (gateway_id == me).then_some(ControlCommand::Drain { reply_to }),
-            Self::Replace { key, session_id } => Some(ControlCommand::Replace { key, session_id }),
+            Self::Replace { key, session_id } => (crate::parse_session_id(&session_id)
+                .is_some_and(|(of, _)| of == instance))
+            .then_some(ControlCommand::Replace { key, session_id }),
             Self::Drained { .. } => None,
         }
     }
@@ -183,26 +187,47 @@ mod tests {
             reply_to: Some("r".into()),
         };
         assert_eq!(
-            drain.clone().for_gateway("gw-1"),
+            drain.clone().for_gateway("gw-1", "gw-1~a"),
             Some(ControlCommand::Drain {
                 reply_to: Some("r".into())
             })
         );
-        assert_eq!(drain.for_gateway("gw-2"), None);
+        assert_eq!(drain.for_gateway("gw-2", "gw-2~a"), None);
         let kick = Control::Kick {
             key: "a".into(),
             room: None,
             reason: "r".into(),
         };
-        assert!(kick.for_gateway("any").is_some());
+        assert!(kick.for_gateway("any", "any~a").is_some());
         let answer = Control::Drained {
             reply_to: "r".into(),
             told: 1,
         };
         assert_eq!(
-            answer.for_gateway("gw-1"),
+            answer.for_gateway("gw-1", "gw-1~a"),
             None,
             "answers are for the bridge"
         );
+    }
+
+    #[test]
+    fn a_takeover_is_for_the_instance_of_the_replaced_session_only() {
+        let replace = Control::Replace {
+            key: "ann".into(),
+            session_id: crate::session_id("gw-1~aa", 7),
+        };
+        assert_eq!(
+            replace.clone().for_gateway("gw-1", "gw-1~aa"),
+            Some(ControlCommand::Replace {
+                key: "ann".into(),
+                session_id: "gw-1~aa-7".into()
+            })
+        );
+        assert_eq!(
+            replace.clone().for_gateway("gw-1", "gw-1~bb"),
+            None,
+            "a restarted gw-1"
+        );
+        assert_eq!(replace.for_gateway("gw-2", "gw-2~aa"), None);
     }
 }

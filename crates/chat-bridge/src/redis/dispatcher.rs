@@ -78,7 +78,9 @@ impl Inner {
                     }
                     Some(control) => {
                         tracing::debug!(?control, "control command");
-                        if let Some(command) = control.for_gateway(&self.config.gateway_id) {
+                        if let Some(command) =
+                            control.for_gateway(&self.config.gateway_id, &self.config.instance)
+                        {
                             self.sink.deliver(BridgeEvent::Control(command));
                         }
                     }

@@ -78,12 +78,22 @@ impl Inner {
             )
             .await
             .map_err(unavailable)?;
-        self.index_presence(
-            &member.session_id,
-            &[room.to_owned()],
-            Some((room, values.len())),
-        )
-        .await?;
+        let Some((changed, values)) = values.split_first() else {
+            return Err(BridgeError::Corrupt(
+                "the enter script answered nothing".into(),
+            ));
+        };
+        // This session's entry already there (a resume re-tagged it) was
+        // indexed when it was written: a resumed join costs one round trip
+        // less, which a reconnect storm multiplies by every returning member.
+        if changed != "0" {
+            self.index_presence(
+                &member.session_id,
+                &[room.to_owned()],
+                Some((room, values.len())),
+            )
+            .await?;
+        }
         let mut names: Vec<String> = values
             .iter()
             .map(|v| Holder::parse(v).map_or("", |h| h.display).to_owned())
@@ -161,10 +171,9 @@ impl Inner {
         if swapped != 1 {
             return Ok(None); // Taken over (or freed) by someone else meanwhile.
         }
-        // Three more round trips whatever the number of rooms: index the
-        // name and read the earlier session's rooms; re-tag its presence
-        // entries there (silently); index them for this session, forget the
-        // earlier one's, and tell its gateway to close it (4002).
+        // Two more round trips whatever the number of rooms: index the name
+        // and read the earlier session's rooms, then move its presence
+        // entries there to this session (silently).
         let pipeline = self.client.pipeline();
         let queued = async {
             let _: () = pipeline
@@ -187,43 +196,37 @@ impl Inner {
             None => Vec::new(),
         };
 
+        // One more round trip: re-tag the entries, index them for this
+        // session, forget the earlier one's index, and tell its gateway to
+        // close it (4002). Rooms whose entry did not move (the earlier
+        // session had left them) may stay indexed: the index is a superset
+        // of the entries (reaping and takeovers check the entry's tag).
         let value = format!("{tag}{}", member.username);
-        let pipeline = self.client.pipeline();
-        for room in &candidates {
-            // EVAL (the text, not its hash): a pipeline cannot reload a
-            // script Redis lost; Redis caches the compiled script anyway.
-            let _: () = pipeline
-                .custom(
-                    CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false),
-                    vec![
-                        Value::from_static_str(scripts::RETAG),
-                        Value::from(1),
-                        Value::from(self.keys.members(room)),
-                        Value::from(member.key.as_str()),
-                        Value::from(previous_tag.as_str()),
-                        Value::from(value.as_str()),
-                    ],
-                )
-                .await
-                .map_err(unavailable)?;
-        }
-        let moved = pipeline.try_all::<u64>().await;
-        let mut rooms = Vec::new();
-        for (room, moved) in candidates.into_iter().zip(moved) {
-            if moved.map_err(unavailable)? == 1 {
-                rooms.push(room);
-            }
-        }
-        rooms.sort();
-
         let replace = control::Control::Replace {
             key: member.key.clone(),
             session_id: holder.session.to_owned(),
         };
         let pipeline = self.client.pipeline();
         let queued = async {
-            if !rooms.is_empty() {
-                self.queue_index(&pipeline, &member.session_id, &rooms, None)
+            for room in &candidates {
+                // EVAL (the text, not its hash): a pipeline cannot reload a
+                // script Redis lost; Redis caches the compiled script anyway.
+                let _: () = pipeline
+                    .custom(
+                        CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false),
+                        vec![
+                            Value::from_static_str(scripts::RETAG),
+                            Value::from(1),
+                            Value::from(self.keys.members(room)),
+                            Value::from(member.key.as_str()),
+                            Value::from(previous_tag.as_str()),
+                            Value::from(value.as_str()),
+                        ],
+                    )
+                    .await?;
+            }
+            if !candidates.is_empty() {
+                self.queue_index(&pipeline, &member.session_id, &candidates, None)
                     .await?;
             }
             let _: () = pipeline
@@ -234,7 +237,21 @@ impl Inner {
                 .await
         };
         queued.await.map_err(unavailable)?;
-        run_pipeline(&pipeline).await?;
+        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+        let mut rooms = Vec::new();
+        for room in candidates {
+            let moved = replies
+                .next()
+                .ok_or_else(|| BridgeError::Corrupt("a re-tag went unanswered".into()))?
+                .map_err(unavailable)?;
+            if moved.as_u64() == Some(1) {
+                rooms.push(room);
+            }
+        }
+        for reply in replies {
+            reply.map_err(unavailable)?;
+        }
+        rooms.sort();
         {
             let mut local = self.local.lock();
             for room in &rooms {

@@ -65,15 +65,25 @@ return out
 /// Enter a room. KEYS: members, stream, trimmed. ARGV: name key,
 /// "instance\tsession\tdisplay", channel, presence payload. Publishes JOINED
 /// when the name is new in the room; a room with members does not expire.
-/// Returns every value of the members hash.
+/// Returns what changed ("2": the name is new in the room, "1": the entry
+/// was another session's, "0": this session's entry was already there, as
+/// after a resume), then every value of the members hash.
 pub const ENTER: &str = r#"
-local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if new == 1 then
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local changed = '0'
+if not cur then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   redis.call('PUBLISH', ARGV[3], ARGV[4])
+  changed = '2'
+elseif cur ~= ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  changed = '1'
 end
 redis.call('PERSIST', KEYS[2])
 redis.call('PERSIST', KEYS[3])
-return redis.call('HVALS', KEYS[1])
+local out = redis.call('HVALS', KEYS[1])
+table.insert(out, 1, changed)
+return out
 "#;
 
 /// Leave a room if this session holds the entry. KEYS: members, stream,
