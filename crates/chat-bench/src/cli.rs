@@ -42,6 +42,9 @@ pub enum Command {
     Relay(chat_yardstick::RelayArgs),
     /// Overlays the latency curves of several JSON reports in one SVG.
     Plot(PlotArgs),
+    /// The standard scenarios on fresh local processes, and a summary table
+    /// (what `scripts/bench.sh` runs after building).
+    Suite(crate::suite::SuiteArgs),
 }
 
 /// When a publisher's in-flight message leaves the window (rate 0).

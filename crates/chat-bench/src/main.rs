@@ -12,6 +12,7 @@ mod local_ips;
 mod member;
 mod payload;
 mod pingpong;
+mod suite;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -103,6 +104,7 @@ async fn run(command: Command) -> Result<()> {
                 .context("relay task failed")?
         }
         Command::Plot(args) => compare(&args),
+        Command::Suite(args) => suite::run(args).await,
     }
 }
 

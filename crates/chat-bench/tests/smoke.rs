@@ -332,3 +332,42 @@ async fn pingpong_through_the_minimal_relay_is_clean() {
     assert_eq!(report["errors"], 0);
     assert_eq!(report["latency"]["count"], report["round_trips"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_runs_scenario_1_and_summarises_it_from_the_report() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .args(["suite", "--quick", "--only", "1", "--out"])
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(RUN_TIMEOUT, run)
+        .await
+        .expect("the suite finished in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("s1-fanout.json")).unwrap())
+            .unwrap();
+    check_fanout(&report);
+    assert!(out.path().join("s1-fanout.svg").exists());
+    assert!(out.path().join("logs/s1-gateway.log").exists());
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let row = summary
+        .lines()
+        .find(|l| l.starts_with("| 1. one gateway, 1 x 200, as fast as acks allow | "))
+        .unwrap_or_else(|| panic!("no scenario 1 row in:\n{summary}"));
+    let deliveries = report["deliveries_per_sec"].as_f64().unwrap().floor();
+    assert!(
+        row.contains(&format!("| {deliveries} deliveries/s, loss 0, p99 ")),
+        "{row}"
+    );
+    assert!(!summary.contains("Runs that failed"), "{summary}");
+    assert!(summary.contains("mode: quick"), "{summary}");
+}
