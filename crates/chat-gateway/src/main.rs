@@ -7,6 +7,11 @@ use chat_gateway::{Config, LogFormat};
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc keeps freed pages for reuse where glibc's malloc gave heap tops
+/// back and faulted them in again (zeroed) on the next burst of connections.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for invalid configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 /// Exit code when another live process serves this gateway id (EX_CONFIG).
