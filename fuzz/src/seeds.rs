@@ -119,9 +119,32 @@ pub fn frame_decoder() -> Vec<(&'static str, Vec<u8>)> {
 
 /// Seeds of the `session` target, by file name.
 pub fn session() -> Vec<(&'static str, Vec<u8>)> {
-    const A: usize = 0;
-    const B: usize = 1;
-    let bin = |r: u64, kind: Kind| Op::Binary(bytes(r, kind));
+    let mut inputs = vec![("close-while-receiving", close_while_receiving())];
+    inputs.extend(conversations());
+    inputs.extend(edge_cases());
+    inputs.push(("flood", flood()));
+    inputs.push(("too-many-rooms", too_many_rooms()));
+    inputs.extend(history());
+    inputs
+        .into_iter()
+        .map(|(name, ops)| (name, encode(&ops)))
+        .collect()
+}
+
+/// Client A and client B of a `session` input.
+const A: usize = 0;
+const B: usize = 1;
+
+/// A binary message carrying the client frame `kind` with ref `r`.
+fn bin(r: u64, kind: Kind) -> Op {
+    Op::Binary(bytes(r, kind))
+}
+
+/// One input: a named sequence of operations.
+type Input = (&'static str, Vec<(usize, Op)>);
+
+/// Joins, sends and leaves as fast as they can be written.
+fn flood() -> Vec<(usize, Op)> {
     let mut flood = vec![(A, Op::Hello(1)), (A, bin(2, join("flood", "", 0)))];
     for i in 0..30u64 {
         flood.push((A, bin(10 + i, send("flood", "x", &format!("k{}", i % 3)))));
@@ -129,13 +152,22 @@ pub fn session() -> Vec<(&'static str, Vec<u8>)> {
         flood.push((A, bin(200 + i, join("flood", "0-0", 200))));
     }
     flood.push((A, Op::Sync));
+    flood
+}
+
+/// More joins than one session may hold.
+fn too_many_rooms() -> Vec<(usize, Op)> {
     let mut rooms = vec![(A, Op::Hello(1))];
     for i in 0..34u64 {
         rooms.push((A, bin(10 + i, join(&format!("room {i}"), "", 1))));
     }
     rooms.push((A, Op::Sync));
-    // A closes while B's messages are fanned out to it: nothing may follow
-    // the gateway's reply to A's Close.
+    rooms
+}
+
+/// A closes while B's messages are fanned out to it: nothing may follow
+/// the gateway's reply to A's Close.
+fn close_while_receiving() -> Vec<(usize, Op)> {
     let mut close_while_receiving = vec![
         (A, Op::Hello(1)),
         (B, Op::Hello(1)),
@@ -152,8 +184,12 @@ pub fn session() -> Vec<(&'static str, Vec<u8>)> {
         close_while_receiving.push((B, bin(10 + i, send("race", "y", ""))));
     }
     close_while_receiving.push((B, Op::Sync));
-    let inputs: Vec<(&'static str, Vec<(usize, Op)>)> = vec![
-        ("close-while-receiving", close_while_receiving),
+    close_while_receiving
+}
+
+/// Ordinary use: one member, two members, a resume, requests before Hello.
+fn conversations() -> Vec<Input> {
+    vec![
         (
             "conversation",
             vec![
@@ -221,6 +257,12 @@ pub fn session() -> Vec<(&'static str, Vec<u8>)> {
                 (A, Op::Sync),
             ],
         ),
+    ]
+}
+
+/// Text messages, oversized frames, close codes and pings.
+fn edge_cases() -> Vec<Input> {
+    vec![
         (
             "text-message",
             vec![
@@ -255,32 +297,30 @@ pub fn session() -> Vec<(&'static str, Vec<u8>)> {
                 (A, Op::Sync),
             ],
         ),
-        ("flood", flood),
-        ("too-many-rooms", rooms),
-        (
-            "history",
-            vec![
-                (A, Op::Hello(1)),
-                (A, bin(2, join("hist", "", 0))),
-                (A, bin(3, send("hist", "one", ""))),
-                (A, bin(4, send("hist", "two", ""))),
-                (A, bin(5, fetch("hist", "", 1))),
-                (A, bin(6, fetch("hist", "18446744073709551615-0", 200))),
-                (A, bin(7, fetch("hist", "x", 0))),
-                (
-                    A,
-                    bin(
-                        8,
-                        join("hist", "18446744073709551615-18446744073709551615", 0),
-                    ),
+    ]
+}
+
+/// History pages and replays at the edges of the id space.
+fn history() -> Vec<Input> {
+    vec![(
+        "history",
+        vec![
+            (A, Op::Hello(1)),
+            (A, bin(2, join("hist", "", 0))),
+            (A, bin(3, send("hist", "one", ""))),
+            (A, bin(4, send("hist", "two", ""))),
+            (A, bin(5, fetch("hist", "", 1))),
+            (A, bin(6, fetch("hist", "18446744073709551615-0", 200))),
+            (A, bin(7, fetch("hist", "x", 0))),
+            (
+                A,
+                bin(
+                    8,
+                    join("hist", "18446744073709551615-18446744073709551615", 0),
                 ),
-                (A, bin(9, send("hist", "three", ""))),
-                (A, Op::Sync),
-            ],
-        ),
-    ];
-    inputs
-        .into_iter()
-        .map(|(name, ops)| (name, encode(&ops)))
-        .collect()
+            ),
+            (A, bin(9, send("hist", "three", ""))),
+            (A, Op::Sync),
+        ],
+    )]
 }

@@ -47,6 +47,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod oracle;
+
+use self::oracle::{check_server_frame, is_broken_stream, Ended, Seen, Shared};
+
 /// The gateway's frame limit in this harness (its default).
 pub const MAX_FRAME_BYTES: usize = chat_proto::MAX_FRAME_BYTES;
 /// Operations carried out per input at most (the rest is ignored).
@@ -57,7 +61,7 @@ const MAX_OVERSIZED: usize = 2;
 /// welcome the probe. Generous: sanitizers and a busy 2-core machine.
 const ANSWER_WITHIN: Duration = Duration::from_secs(20);
 /// The `ref` of the harness's own Ping frames (the low bits count).
-const MARKER: u64 = 0xF022_0000_0000_0000;
+pub(crate) const MARKER: u64 = 0xF022_0000_0000_0000;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -284,44 +288,6 @@ fn frame(r: u64, kind: client_frame::Kind) -> Message {
     )
 }
 
-/// What one client's reader task saw.
-#[derive(Default)]
-struct Seen {
-    /// Username and resume token of its Welcome.
-    welcome: Option<(String, String)>,
-    /// The greatest sync marker answered.
-    marker: u64,
-    /// The stream ended (Close, EOF or an error).
-    ended: bool,
-    /// Rooms this connection is in, with the greatest message id it has
-    /// seen in each.
-    rooms: HashMap<String, Option<MessageId>>,
-}
-
-struct Shared {
-    seen: Mutex<Seen>,
-    changed: Notify,
-}
-
-impl Shared {
-    /// What the reader saw so far (also after the reader panicked on a
-    /// finding: the panic is reported at the end of the input).
-    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Marks the stream as ended however the reader stops, a panic included,
-/// so that nobody waits for it.
-struct Ended(Arc<Shared>);
-
-impl Drop for Ended {
-    fn drop(&mut self) {
-        self.0.seen().ended = true;
-        self.0.changed.notify_waiters();
-    }
-}
-
 struct Conn {
     name: &'static str,
     sink: SplitSink<Ws, Message>,
@@ -455,104 +421,6 @@ async fn read(mut stream: SplitStream<Ws>, shared: Arc<Shared>, name: &'static s
             }
         }
     }
-}
-
-/// Errors that only a malformed stream from the server can cause (the
-/// others are what a connection that is cut or closed gives).
-fn is_broken_stream(e: &WsError) -> bool {
-    match e {
-        WsError::Protocol(p) => !matches!(
-            p,
-            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing
-        ),
-        WsError::Capacity(_) | WsError::Utf8(_) => true,
-        _ => false,
-    }
-}
-
-fn parse_id(id: &str, name: &str) -> MessageId {
-    id.parse()
-        .unwrap_or_else(|e| panic!("client {name}: the gateway sent a malformed id: {e}"))
-}
-
-fn check_server_frame(shared: &Shared, frame: ServerFrame, name: &str) {
-    let mut seen = shared.seen();
-    let Some(kind) = frame.kind else {
-        panic!("client {name}: the gateway sent a frame without a kind");
-    };
-    match kind {
-        server_frame::Kind::Welcome(welcome) => {
-            assert!(
-                seen.welcome.is_none(),
-                "client {name}: a second Welcome on one connection"
-            );
-            seen.welcome = Some((welcome.username, welcome.resume_token));
-        }
-        server_frame::Kind::Pong(_) | server_frame::Kind::Error(_)
-            if frame.r#ref & !0xffff_ffff == MARKER =>
-        {
-            let marker = frame.r#ref & 0xffff_ffff;
-            seen.marker = seen.marker.max(marker);
-        }
-        server_frame::Kind::Joined(joined) => {
-            let mut last = None;
-            for message in &joined.history {
-                let id = parse_id(&message.id, name);
-                assert!(
-                    last < Some(id),
-                    "client {name}: Joined {:?} replays ids out of order",
-                    joined.room
-                );
-                last = Some(id);
-            }
-            seen.rooms.insert(joined.room, last);
-        }
-        server_frame::Kind::Left(left) => {
-            seen.rooms.remove(&left.room);
-        }
-        server_frame::Kind::Message(message) => {
-            let id = parse_id(&message.id, name);
-            let Some(last) = seen.rooms.get_mut(&message.room) else {
-                panic!(
-                    "client {name}: a message of {:?}, a room it is not in",
-                    message.room
-                );
-            };
-            assert!(
-                *last < Some(id),
-                "client {name}: in {:?}, message {id} after {last:?}",
-                message.room
-            );
-            *last = Some(id);
-        }
-        server_frame::Kind::Presence(presence) => assert!(
-            seen.rooms.contains_key(&presence.room),
-            "client {name}: presence in {:?}, a room it is not in",
-            presence.room
-        ),
-        server_frame::Kind::Typing(typing) => assert!(
-            seen.rooms.contains_key(&typing.room),
-            "client {name}: typing in {:?}, a room it is not in",
-            typing.room
-        ),
-        server_frame::Kind::History(page) => {
-            let mut last = None;
-            for message in &page.messages {
-                let id = parse_id(&message.id, name);
-                assert!(
-                    last < Some(id),
-                    "client {name}: a history page out of order"
-                );
-                last = Some(id);
-            }
-        }
-        server_frame::Kind::Ack(ack) => {
-            parse_id(&ack.id, name);
-        }
-        _ => {}
-    }
-    drop(seen);
-    shared.changed.notify_waiters();
 }
 
 async fn drive(addr: SocketAddr, ops: Vec<(Client, Op)>) {
