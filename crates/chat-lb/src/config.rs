@@ -119,22 +119,45 @@ impl Default for Config {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// No backend was given.
     #[error("no backends: give --backend host:port or a config file with `backends = [...]`")]
     NoBackends,
+    /// A backend address is not `host:port`.
     #[error("invalid backend address {addr:?}: {reason}")]
-    InvalidBackend { addr: String, reason: &'static str },
+    InvalidBackend {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A backend is listed twice.
     #[error("backend {0} is listed twice")]
     DuplicateBackend(String),
+    /// A setting is out of its range.
     #[error("invalid {field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    Invalid {
+        /// The setting's flag name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The config file could not be read.
     #[error("cannot read config file {}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
+    /// The config file is not valid TOML of the expected shape.
     #[error("cannot parse config file {}: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the position.
+        message: String,
+    },
 }
 
 impl Config {
@@ -191,7 +214,7 @@ impl Config {
 }
 
 /// Checks that a backend list is non-empty, well formed and without duplicates.
-pub fn validate_backends(backends: &[String]) -> Result<(), ConfigError> {
+pub(crate) fn validate_backends(backends: &[String]) -> Result<(), ConfigError> {
     if backends.is_empty() {
         return Err(ConfigError::NoBackends);
     }
@@ -240,21 +263,37 @@ pub fn validate_backend(addr: &str) -> Result<(), ConfigError> {
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
+    /// `--backends`.
     pub backends: Option<Vec<String>>,
+    /// `--connect-timeout`.
     pub connect_timeout: Option<String>,
+    /// `--health-interval`.
     pub health_interval: Option<String>,
+    /// `--health-timeout`.
     pub health_timeout: Option<String>,
+    /// `--fall`.
     pub fall: Option<u32>,
+    /// `--rise`.
     pub rise: Option<u32>,
+    /// `--max-connections`.
     pub max_connections: Option<usize>,
+    /// `--idle-timeout`.
     pub idle_timeout: Option<String>,
+    /// `--client-first-byte-timeout`.
     pub client_first_byte_timeout: Option<String>,
+    /// `--max-conns-per-source`.
     pub max_conns_per_source: Option<u32>,
+    /// `--conn-rate-per-source`.
     pub conn_rate_per_source: Option<u32>,
+    /// `--conn-burst-per-source`.
     pub conn_burst_per_source: Option<u32>,
+    /// `--drain-timeout`.
     pub drain_timeout: Option<String>,
+    /// `--send-proxy-v2`.
     pub send_proxy_v2: Option<bool>,
+    /// `--buffer-size`.
     pub buffer_size: Option<usize>,
+    /// `--threads`.
     pub threads: Option<usize>,
 }
 

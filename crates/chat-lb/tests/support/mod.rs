@@ -3,7 +3,10 @@
 //! `chat-test-support`'s generic helpers (`eventually`, `http_get`, `metric_value`; it is only
 //! a dev-dependency: the balancer itself depends on no chat crate).
 // Each test binary uses a different part of this module.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this module"
+)]
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,10 +26,10 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 /// Upper bound for any single wait in a test.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Polls `check` until it returns true; panics with `what` after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -37,14 +40,15 @@ where
 }
 
 /// The PROXY v2 signature, written out here independently of the crate.
-pub const PROXY_V2_SIGNATURE: &[u8; 12] = b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a";
+pub(crate) const PROXY_V2_SIGNATURE: &[u8; 12] =
+    b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a";
 
 /// A backend that answers `GET /healthz` with its configured status and, for any other
 /// first bytes, writes its name and a newline, echoes everything, and after the client's EOF
 /// writes `bye\n` and closes. A PROXY v2 header in front of either is recorded and stripped.
 /// Started with a limit, it behaves like a gateway with `--max-connections`: a connection
 /// accepted while that many are open (health checks included) is closed at once.
-pub struct TestBackend {
+pub(crate) struct TestBackend {
     pub name: String,
     pub addr: SocketAddr,
     state: Arc<BackendState>,
@@ -68,17 +72,17 @@ struct BackendState {
 }
 
 impl TestBackend {
-    pub async fn start(name: &str) -> Self {
+    pub(crate) async fn start(name: &str) -> Self {
         Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
     }
 
     /// A backend that holds at most `limit` connections at once.
-    pub async fn start_with_limit(name: &str, limit: usize) -> Self {
+    pub(crate) async fn start_with_limit(name: &str, limit: usize) -> Self {
         Self::bind(name, "127.0.0.1:0".parse().unwrap(), limit).await
     }
 
     /// Binds `addr` (with SO_REUSEADDR, so a stopped backend can come back on its port).
-    pub async fn start_on(name: &str, addr: SocketAddr) -> Self {
+    pub(crate) async fn start_on(name: &str, addr: SocketAddr) -> Self {
         Self::bind(name, addr, 0).await
     }
 
@@ -103,40 +107,40 @@ impl TestBackend {
     }
 
     /// Stops listening and drops every open connection; returns the address for a restart.
-    pub async fn stop(self) -> SocketAddr {
+    pub(crate) async fn stop(self) -> SocketAddr {
         self.task.abort();
         let _ = self.task.await;
         self.addr
     }
 
-    pub fn set_health_status(&self, status: u16) {
+    pub(crate) fn set_health_status(&self, status: u16) {
         self.state.status.store(status, Ordering::SeqCst);
     }
 
     /// Connections that sent something other than a health check (whole or in part).
-    pub fn data_connections(&self) -> usize {
+    pub(crate) fn data_connections(&self) -> usize {
         self.state.data_connections.load(Ordering::SeqCst)
     }
 
     /// Connections accepted, of any kind.
-    pub fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         self.state.accepted.load(Ordering::SeqCst)
     }
 
     /// Connections closed at once because the limit was reached.
-    pub fn refused(&self) -> usize {
+    pub(crate) fn refused(&self) -> usize {
         self.state.refused.load(Ordering::SeqCst)
     }
 
-    pub fn health_checks(&self) -> usize {
+    pub(crate) fn health_checks(&self) -> usize {
         self.state.health_checks.load(Ordering::SeqCst)
     }
 
-    pub fn proxy_headers(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn proxy_headers(&self) -> Vec<Vec<u8>> {
         self.state.proxy_headers.lock().unwrap().clone()
     }
 
-    pub fn addr_string(&self) -> String {
+    pub(crate) fn addr_string(&self) -> String {
         self.addr.to_string()
     }
 }
@@ -229,7 +233,7 @@ async fn serve(mut stream: TcpStream, name: String, state: Arc<BackendState>) {
 }
 
 /// Reads up to and including the next `\n`; `None` on EOF or error before it.
-pub async fn read_line(stream: &mut TcpStream) -> Option<String> {
+pub(crate) async fn read_line(stream: &mut TcpStream) -> Option<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
@@ -243,7 +247,7 @@ pub async fn read_line(stream: &mut TcpStream) -> Option<String> {
 }
 
 /// A relayed client connection that stays open.
-pub struct Client {
+pub(crate) struct Client {
     pub stream: TcpStream,
     /// Name of the backend the balancer chose.
     pub backend: String,
@@ -252,12 +256,12 @@ pub struct Client {
 impl Client {
     /// Connects through the balancer and learns which backend answers; `None` if the
     /// balancer closed the connection instead.
-    pub async fn open(lb: SocketAddr) -> Option<Self> {
+    pub(crate) async fn open(lb: SocketAddr) -> Option<Self> {
         Self::open_from(None, lb).await
     }
 
     /// [`Client::open`] from a chosen source address (any of 127.0.0.0/8 works on loopback).
-    pub async fn open_from(source: Option<IpAddr>, lb: SocketAddr) -> Option<Self> {
+    pub(crate) async fn open_from(source: Option<IpAddr>, lb: SocketAddr) -> Option<Self> {
         let mut stream = connect_from(source, lb).await.ok()?;
         stream.write_all(b"hi\n").await.ok()?;
         let backend = read_line(&mut stream).await?;
@@ -266,7 +270,7 @@ impl Client {
     }
 
     /// Sends a line and expects it back.
-    pub async fn echo(&mut self, text: &str) {
+    pub(crate) async fn echo(&mut self, text: &str) {
         self.stream
             .write_all(format!("{text}\n").as_bytes())
             .await
@@ -276,7 +280,10 @@ impl Client {
 }
 
 /// A TCP connection to `addr` from `source` (the OS picks when `None`).
-pub async fn connect_from(source: Option<IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect_from(
+    source: Option<IpAddr>,
+    addr: SocketAddr,
+) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -289,13 +296,13 @@ pub async fn connect_from(source: Option<IpAddr>, addr: SocketAddr) -> std::io::
 }
 
 /// `127.0.0.n`, a loopback address of its own: a client source the balancer tells apart.
-pub fn loopback(n: u8) -> Option<IpAddr> {
+pub(crate) fn loopback(n: u8) -> Option<IpAddr> {
     Some(IpAddr::from([127, 0, 0, n]))
 }
 
 /// Reads until EOF; `true` if the peer closed (a reset counts as closed too), `false` if it
 /// was still open after [`PATIENCE`].
-pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+pub(crate) async fn closed_by_peer(stream: &mut TcpStream) -> bool {
     let mut buf = [0u8; 64];
     loop {
         match timeout(PATIENCE, stream.read(&mut buf)).await {
@@ -307,12 +314,12 @@ pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
 }
 
 /// One connection through the balancer; returns the name of the backend that served it.
-pub async fn identify(lb: SocketAddr) -> Option<String> {
+pub(crate) async fn identify(lb: SocketAddr) -> Option<String> {
     Client::open(lb).await.map(|c| c.backend)
 }
 
 /// Makes `n` sequential connections and counts them per backend name.
-pub async fn spread(lb: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+pub(crate) async fn spread(lb: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for i in 0..n {
         let name = identify(lb)
@@ -323,12 +330,12 @@ pub async fn spread(lb: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     counts
 }
 
-pub fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+pub(crate) fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
 
 /// Settings with short health intervals, so state changes show up within a second.
-pub fn config(backends: &[&TestBackend]) -> Config {
+pub(crate) fn config(backends: &[&TestBackend]) -> Config {
     Config {
         backends: backends.iter().map(|b| b.addr_string()).collect(),
         connect_timeout: Duration::from_secs(2),
@@ -344,7 +351,7 @@ pub fn config(backends: &[&TestBackend]) -> Config {
 }
 
 /// A balancer running in this process through the library `run`.
-pub struct Lb {
+pub(crate) struct Lb {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     shutdown: CancellationToken,
@@ -353,7 +360,7 @@ pub struct Lb {
 }
 
 impl Lb {
-    pub async fn start(config: Config) -> Self {
+    pub(crate) async fn start(config: Config) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
@@ -370,17 +377,17 @@ impl Lb {
         }
     }
 
-    pub async fn metrics(&self) -> Metrics {
+    pub(crate) async fn metrics(&self) -> Metrics {
         Metrics(http_get(self.admin, "/metrics").await.1)
     }
 
     /// Asks for shutdown without waiting for it.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shutdown.cancel();
     }
 
     /// Waits for `run` to return and checks that it returned `Ok`.
-    pub async fn finished(self) {
+    pub(crate) async fn finished(self) {
         timeout(PATIENCE, self.task)
             .await
             .expect("run did not return")
@@ -388,25 +395,25 @@ impl Lb {
             .expect("run failed");
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.begin_shutdown();
         self.finished().await;
     }
 }
 
 /// A minimal HTTP/1.1 GET; returns the status code and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     chat_test_support::http_get(addr, path)
         .await
         .unwrap_or_else(|err| panic!("GET {path} on {addr}: {err}"))
 }
 
 /// A `/metrics` scrape.
-pub struct Metrics(pub String);
+pub(crate) struct Metrics(pub String);
 
 impl Metrics {
     /// The value of the sample with exactly these labels, in this order.
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
         let mut key = name.to_owned();
         if !labels.is_empty() {
             let inner: Vec<_> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
@@ -415,13 +422,13 @@ impl Metrics {
         chat_test_support::metric_value(&self.0, &key).map(|value| value as u64)
     }
 
-    pub fn backend(&self, name: &str, backend: &TestBackend) -> Option<u64> {
+    pub(crate) fn backend(&self, name: &str, backend: &TestBackend) -> Option<u64> {
         self.get(name, &[("backend", &backend.addr_string())])
     }
 }
 
 /// A running `chat-lb` process, killed when dropped (a failing test leaves no process behind).
-pub struct Binary {
+pub(crate) struct Binary {
     pub child: Child,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
@@ -430,13 +437,13 @@ pub struct Binary {
 impl Binary {
     /// Starts the binary on ephemeral loopback ports and waits for its "listening" log line,
     /// which carries the bound addresses.
-    pub fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         Self::start_with("127.0.0.1:0", None, args)
     }
 
     /// [`Binary::start`] listening on `listen` and, if given, allowed at most
     /// `max_open_files` file descriptors (`ulimit -n`).
-    pub fn start_with(listen: &str, max_open_files: Option<u32>, args: &[&str]) -> Self {
+    pub(crate) fn start_with(listen: &str, max_open_files: Option<u32>, args: &[&str]) -> Self {
         let bin = env!("CARGO_BIN_EXE_chat-lb");
         let mut command = match max_open_files {
             None => Command::new(bin),
@@ -493,22 +500,22 @@ impl Binary {
         }
     }
 
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+    pub(crate) fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         nix::sys::signal::kill(pid, signal).unwrap();
     }
 
-    pub async fn metrics(&self) -> Metrics {
+    pub(crate) async fn metrics(&self) -> Metrics {
         Metrics(http_get(self.admin, "/metrics").await.1)
     }
 
     /// The balancer's address as a client on loopback reaches it (a `[::]` or `0.0.0.0`
     /// listener is reached through `::1` or `127.0.0.1`).
-    pub fn proxy_from(&self, ip: IpAddr) -> SocketAddr {
+    pub(crate) fn proxy_from(&self, ip: IpAddr) -> SocketAddr {
         SocketAddr::new(ip, self.proxy.port())
     }
 
-    pub async fn exit_status(&mut self) -> ExitStatus {
+    pub(crate) async fn exit_status(&mut self) -> ExitStatus {
         let mut status = None;
         eventually("chat-lb exits", || {
             status = self.child.try_wait().unwrap();
