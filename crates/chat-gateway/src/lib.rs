@@ -27,6 +27,7 @@ use chat_proto::v1::Limits;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::{AdminToken, Config, LogFormat};
 pub use session::RECONNECT_GRACE;
@@ -93,6 +94,7 @@ pub async fn run(
         metrics,
         conns: Default::default(),
         next_conn: AtomicU64::new(1),
+        sessions: TaskTracker::new(),
         edge: Default::default(),
         draining: AtomicBool::new(false),
         drain: CancellationToken::new(),

@@ -10,6 +10,7 @@ use chat_bridge::Bridge;
 use chat_proto::v1::Limits;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::conn::{ConnHandle, ConnInbox};
@@ -35,6 +36,10 @@ pub(crate) struct Shared {
     pub(crate) conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
     /// The number of the next connection (its session id's last part).
     pub(crate) next_conn: AtomicU64,
+    /// The WebSocket sessions' tasks, from the upgrade until the connection
+    /// is gone (not the [`crate::RECONNECT_GRACE`] after it): the drain
+    /// waits for them.
+    pub(crate) sessions: TaskTracker,
     /// The edge's state: per client address (the real one behind a PROXY
     /// header; an IPv6 /64) its open sockets and WebSockets and its rates,
     /// and the `/api/rooms` snapshot.
