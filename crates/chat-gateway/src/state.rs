@@ -54,6 +54,40 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The state of a gateway that has not served anyone yet.
+    pub(crate) fn new(
+        config: Config,
+        gateway_id: String,
+        instance_id: String,
+        bridge: Arc<dyn Bridge>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let limits = Limits {
+            max_text_bytes: config.max_text_bytes,
+            max_rooms: config.max_rooms,
+            messages_per_second: config.messages_per_second,
+            message_burst: config.message_burst,
+        };
+        Arc::new(Self {
+            config,
+            gateway_id,
+            instance_id,
+            limits,
+            bridge,
+            hub,
+            metrics,
+            conns: Mutex::default(),
+            next_conn: AtomicU64::new(1),
+            sessions: TaskTracker::new(),
+            edge: Edge::default(),
+            draining: AtomicBool::new(false),
+            drain: CancellationToken::new(),
+            drain_told: tokio::sync::watch::Sender::new(None),
+        })
+    }
+
+    /// Whether a drain has started.
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }

@@ -17,6 +17,9 @@ mod requests;
 mod rules;
 mod transport;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
