@@ -31,7 +31,7 @@ use crate::config::AdminToken;
 use crate::state::Shared;
 
 /// Serves the admin API on `listener` until `stop` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     stop: CancellationToken,

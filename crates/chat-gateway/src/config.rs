@@ -11,7 +11,9 @@ use clap::{Parser, ValueEnum};
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Plain,
+    /// One JSON object per line.
     Json,
 }
 
@@ -21,6 +23,7 @@ pub enum LogFormat {
 pub struct AdminToken(String);
 
 impl AdminToken {
+    /// The token itself (never log it).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -302,26 +305,32 @@ impl Config {
         Ok(())
     }
 
+    /// `--ping-interval-secs`: how often each connection is pinged.
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs)
     }
 
+    /// `--idle-timeout-secs`: a connection silent that long is closed.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
     }
 
+    /// `--drain-timeout-ms`: how long a drain waits for clients to leave.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
     }
 
+    /// `--hello-timeout-ms`: a connection without a Welcome by then is closed.
     pub fn hello_timeout(&self) -> Duration {
         Duration::from_millis(self.hello_timeout_ms)
     }
 
+    /// `--header-read-timeout-ms`: the deadline of a request head (and PROXY header).
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
     }
 
+    /// `--keep-alive-timeout-ms`: how long an idle HTTP connection is kept.
     pub fn keep_alive_timeout(&self) -> Duration {
         Duration::from_millis(self.keep_alive_timeout_ms)
     }
@@ -359,6 +368,7 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// Whether `ip` is in this block.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
@@ -405,7 +415,7 @@ impl fmt::Display for Cidr {
 }
 
 /// The smallest `--max-frame-bytes` (the contract's floor).
-pub const MIN_FRAME_BYTES: u32 = chat_proto::MIN_FRAME_BYTES as u32;
+pub(crate) const MIN_FRAME_BYTES: u32 = chat_proto::MIN_FRAME_BYTES as u32;
 
 /// `90s`, `30m`, `24h`, `7d`, or plain seconds.
 fn parse_duration(raw: &str) -> Result<Duration, String> {

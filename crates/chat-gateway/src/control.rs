@@ -15,7 +15,7 @@ use crate::hub::encode_push;
 use crate::state::Shared;
 
 /// Applies commands as they arrive until `stop` is cancelled.
-pub async fn run(
+pub(crate) async fn run(
     shared: Arc<Shared>,
     mut commands: mpsc::Receiver<ControlCommand>,
     stop: CancellationToken,
@@ -32,7 +32,7 @@ pub async fn run(
 }
 
 /// Applies one command; never waits (sessions do their part in their own task).
-pub fn apply(shared: &Arc<Shared>, command: ControlCommand) {
+pub(crate) fn apply(shared: &Arc<Shared>, command: ControlCommand) {
     match command {
         ControlCommand::Kick { key, room, reason } => {
             let kicked = kick(shared, &key, room.as_deref(), &reason);

@@ -31,13 +31,13 @@ const CSP: &str = "default-src 'self'; connect-src 'self'; frame-ancestors 'none
 const ROOMS_REFRESH: Duration = Duration::from_secs(1);
 
 /// Rooms `/api/rooms` lists at most (the busiest).
-pub const MAX_LISTED_ROOMS: usize = 50;
+pub(crate) const MAX_LISTED_ROOMS: usize = 50;
 
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// Routes one request from `client` (the real address behind a PROXY
 /// header). `socket` is the connection's slot, kept by a WebSocket for its life.
-pub async fn serve(
+pub(crate) async fn serve(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     client: SocketAddr,
@@ -171,7 +171,7 @@ async fn rooms(shared: &Shared, client: IpAddr) -> Response<Body> {
 /// The `/api/rooms` answer, rebuilt from the bridge at most once a second
 /// however many ask: while it is fresh, or while another request rebuilds
 /// it, everyone gets the snapshot as it is.
-pub struct RoomsCache {
+pub(crate) struct RoomsCache {
     /// The last answer; `None` until the first rebuild ends.
     snapshot: watch::Sender<Option<Arc<RoomsSnapshot>>>,
     /// Set while one request rebuilds it.
@@ -179,7 +179,7 @@ pub struct RoomsCache {
 }
 
 /// One answer of `/api/rooms`.
-pub struct RoomsSnapshot {
+pub(crate) struct RoomsSnapshot {
     /// When its rebuild started: it is fresh for a second from then.
     started: Instant,
     status: StatusCode,
@@ -326,7 +326,8 @@ fn upgrade(
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    let sessions = shared.sessions.clone();
+    sessions.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(

@@ -1,11 +1,16 @@
 //! This gateway's local view of rooms: which connections are in which room,
 //! and the fan-out of bridge events to them.
 //!
-//! A broadcast is encoded once into `Bytes` and the same buffer is queued to
-//! every recipient. Each room's member list sits behind its own synchronous
-//! mutex: it is held only to walk the members and `try_send`, never across an
-//! await, and fan-out for a room happens in the room's delivery order because
-//! the bridge delivers one room's events sequentially.
+//! A broadcast is encoded once into a [`Frame`] and the same buffer is queued
+//! to every recipient. Each room's member list sits behind its own
+//! synchronous mutex: it is held only to walk the members and queue (a
+//! [`ConnHandle::push`] never waits), never across an await, and fan-out for
+//! a room happens in the room's delivery order because the bridge delivers
+//! one room's events sequentially.
+//!
+//! A member joins in two steps ([`Handover`]): between its Join and its
+//! Joined frame the room's events are held for it, and then the ones its
+//! Joined did not replay follow that frame.
 //!
 //! Presence is coalesced ([`PresenceGate`]): however fast one user joins and
 //! leaves a room, the members here get at most [`PRESENCE_PER_SECOND`]
@@ -14,7 +19,7 @@
 //!
 //! Operator commands arriving through the bridge are not room events: they
 //! are passed on to the gateway's control task (`control.rs`), which can see
-//! every connection.
+//! every connection, through a bounded queue (a flood is dropped, not queued).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -33,13 +38,16 @@ use crate::metrics::Metrics;
 use crate::wire::Frame;
 
 /// Presence changes about one user in one room that members get per second.
-pub const PRESENCE_PER_SECOND: usize = 2;
+pub(crate) const PRESENCE_PER_SECOND: usize = 2;
 const PRESENCE_WINDOW: Duration = Duration::from_secs(1);
 /// Gates kept before idle ones are swept.
 const GATES_BEFORE_SWEEP: usize = 1024;
 
 /// Local rooms of one gateway.
-pub struct Hub {
+pub(crate) struct Hub {
+    /// Room -> its members here. A read-write lock because fan-out only
+    /// looks a room up (and then locks the room's own list) while joins and
+    /// leaves that add or drop a room are rarer; never held across an await.
     rooms: RwLock<HashMap<String, Arc<Mutex<Vec<Slot>>>>>,
     /// (room, user key) -> its presence gate. Held while a change is fanned
     /// out, so the changes about one user in one room go out in order.
@@ -47,8 +55,9 @@ pub struct Hub {
     /// This hub, for the tasks that release held presence changes.
     me: Weak<Hub>,
     metrics: Arc<Metrics>,
-    /// To the control task. Unbounded because `deliver` must not block or
-    /// await, and operator commands are rare enough not to pile up.
+    /// To the control task. Bounded (see `lib.rs`), and fed with `try_send`
+    /// because `deliver` must not block or await: operator commands are
+    /// rare, so a full queue means a flood, which is dropped.
     control: mpsc::Sender<ControlCommand>,
 }
 
@@ -57,25 +66,67 @@ struct Slot {
     conn: Arc<ConnHandle>,
     /// Normalised username: presence and typing are not sent to their subject.
     key: Arc<str>,
-    state: SlotState,
+    state: Handover<Frame>,
 }
 
-enum SlotState {
+/// Where a member is in the hand-over from its Join to live delivery, and
+/// what that means for each room event: pure logic over events of type `E`
+/// (frames in the hub), with no connection and no lock.
+#[derive(Debug, PartialEq, Eq)]
+enum Handover<E> {
     /// Between Join and Joined: events are held back so that they follow the
     /// Joined frame, and messages already in its replay can be dropped.
-    Joining(Vec<Held>),
-    /// Messages with id <= watermark were in the Joined replay.
+    /// Each comes with its message id (`None` for other events).
+    Joining(Vec<(Option<MessageId>, E)>),
+    /// Messages with id <= watermark were in the Joined replay (or the
+    /// client said it has them).
     Live { watermark: MessageId },
 }
 
-struct Held {
-    /// Set for chat messages (filtered by the replay's last id).
-    id: Option<MessageId>,
-    frame: Frame,
+impl<E: Clone> Handover<E> {
+    /// A member that has just asked to join (or to join again).
+    fn joining() -> Self {
+        Self::Joining(Vec::new())
+    }
+
+    /// A room event, with its message id if it is a chat message: returns
+    /// it when it goes out now. Held while joining; dropped when the
+    /// client has it already.
+    fn offer(&mut self, id: Option<MessageId>, event: &E) -> Option<E> {
+        match self {
+            Self::Live { watermark } => {
+                if id.is_some_and(|id| id <= *watermark) {
+                    return None;
+                }
+                Some(event.clone())
+            }
+            Self::Joining(held) => {
+                held.push((id, event.clone()));
+                None
+            }
+        }
+    }
+
+    /// Ends the hand-over: live from now on, with `client_has` the newest
+    /// id the client has. Returns the held events that go out after the
+    /// Joined frame, oldest first: all but the messages up to `client_has`
+    /// (nothing when the member was live already).
+    fn go_live(&mut self, client_has: MessageId) -> impl Iterator<Item = E> {
+        let live = Self::Live {
+            watermark: client_has,
+        };
+        let held = match std::mem::replace(self, live) {
+            Self::Joining(held) => held,
+            Self::Live { .. } => Vec::new(),
+        };
+        held.into_iter()
+            .filter(move |(id, _)| !id.is_some_and(|id| id <= client_has))
+            .map(|(_, event)| event)
+    }
 }
 
 /// Encodes a push (ref 0) once, as the WebSocket frame every recipient gets.
-pub fn encode_push(kind: server_frame::Kind) -> Frame {
+pub(crate) fn encode_push(kind: server_frame::Kind) -> Frame {
     crate::wire::encode(&ServerFrame {
         r#ref: 0,
         kind: Some(kind),
@@ -85,7 +136,7 @@ pub fn encode_push(kind: server_frame::Kind) -> Frame {
 /// The presence changes about one user in one room that went out lately,
 /// and the newest one held back.
 #[derive(Debug, Default)]
-pub struct PresenceGate {
+pub(crate) struct PresenceGate {
     /// When the last changes went out, oldest first (at most `PRESENCE_PER_SECOND`).
     sent: Vec<Instant>,
     /// The last change that went out.
@@ -96,7 +147,7 @@ pub struct PresenceGate {
 
 /// What to do with a presence change.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Gated {
+pub(crate) enum Gated {
     /// Send it now.
     Send,
     /// Held; release it at this instant (a release is now scheduled).
@@ -118,7 +169,7 @@ impl PresenceGate {
     }
 
     /// A new change about the user.
-    pub fn offer(&mut self, now: Instant, username: String, kind: PresenceKind) -> Gated {
+    pub(crate) fn offer(&mut self, now: Instant, username: String, kind: PresenceKind) -> Gated {
         if self.held.is_some() {
             self.held = Some((username, kind));
             return Gated::Held;
@@ -133,7 +184,7 @@ impl PresenceGate {
 
     /// The held change to send now, if it changes what members last got
     /// (a join and a leave held back cancel out).
-    pub fn release(&mut self, now: Instant) -> Option<(String, PresenceKind)> {
+    pub(crate) fn release(&mut self, now: Instant) -> Option<(String, PresenceKind)> {
         let (username, kind) = self.held.take()?;
         if self.last_sent == Some(kind) {
             return None;
@@ -153,7 +204,7 @@ impl PresenceGate {
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, control: mpsc::Sender<ControlCommand>) -> Arc<Self> {
+    pub(crate) fn new(metrics: Arc<Metrics>, control: mpsc::Sender<ControlCommand>) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             rooms: RwLock::new(HashMap::new()),
             presence: Mutex::new(HashMap::new()),
@@ -215,18 +266,18 @@ impl Hub {
 
     /// Registers `conn` in `room` as joining (or puts an existing membership
     /// back into joining for a re-join): events are held until [`Hub::finish_join`].
-    pub fn begin_join(&self, room: &str, conn: &Arc<ConnHandle>, key: &Arc<str>) {
+    pub(crate) fn begin_join(&self, room: &str, conn: &Arc<ConnHandle>, key: &Arc<str>) {
         let slots = {
             let mut rooms = self.rooms.write();
             rooms.entry(room.to_owned()).or_default().clone()
         };
         let mut slots = slots.lock();
         match slots.iter_mut().find(|slot| slot.conn.id == conn.id) {
-            Some(slot) => slot.state = SlotState::Joining(Vec::new()),
+            Some(slot) => slot.state = Handover::joining(),
             None => slots.push(Slot {
                 conn: conn.clone(),
                 key: key.clone(),
-                state: SlotState::Joining(Vec::new()),
+                state: Handover::joining(),
             }),
         }
     }
@@ -239,7 +290,7 @@ impl Hub {
     /// larger of its `since_id` and the last replayed id. Held and live
     /// messages up to it are dropped. (A `since_id` from the future therefore
     /// hides messages up to it: the contract says the client has them.)
-    pub fn finish_join(
+    pub(crate) fn finish_join(
         &self,
         room: &str,
         conn_id: u64,
@@ -251,32 +302,16 @@ impl Hub {
         let Some(slot) = slots.iter_mut().find(|slot| slot.conn.id == conn_id) else {
             return;
         };
-        let held = match std::mem::replace(
-            &mut slot.state,
-            SlotState::Live {
-                watermark: client_has,
-            },
-        ) {
-            SlotState::Joining(held) => held,
-            SlotState::Live { .. } => Vec::new(),
-        };
-        if let Some(joined) = joined {
-            if !slot.conn.push(joined, &self.metrics) {
-                return;
-            }
-        }
-        for event in held {
-            if event.id.is_some_and(|id| id <= client_has) {
-                continue;
-            }
-            if !slot.conn.push(event.frame, &self.metrics) {
-                return;
+        let held = slot.state.go_live(client_has);
+        for frame in joined.into_iter().chain(held) {
+            if !slot.conn.push(frame, &self.metrics) {
+                return; // The connection is closing.
             }
         }
     }
 
     /// Removes `conn` from `room`. Returns true when it was a member.
-    pub fn remove(&self, room: &str, conn_id: u64) -> bool {
+    pub(crate) fn remove(&self, room: &str, conn_id: u64) -> bool {
         let mut rooms = self.rooms.write();
         let Some(slots) = rooms.get(room).cloned() else {
             return false;
@@ -299,17 +334,8 @@ impl Hub {
             if skip_key.is_some_and(|key| *slot.key == *key) {
                 continue;
             }
-            match &mut slot.state {
-                SlotState::Live { watermark } => {
-                    if id.is_some_and(|id| id <= *watermark) {
-                        continue;
-                    }
-                    slot.conn.push(frame.clone(), &self.metrics);
-                }
-                SlotState::Joining(held) => held.push(Held {
-                    id,
-                    frame: frame.clone(),
-                }),
+            if let Some(frame) = slot.state.offer(id, &frame) {
+                slot.conn.push(frame, &self.metrics);
             }
         }
     }
@@ -363,46 +389,4 @@ impl EventSink for Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(start: Instant, ms: u64) -> Instant {
-        start + Duration::from_millis(ms)
-    }
-
-    #[test]
-    fn two_changes_a_second_go_out_and_the_rest_collapse_to_the_truth() {
-        use PresenceKind::{Joined, Left};
-        let t0 = Instant::now();
-        let mut gate = PresenceGate::default();
-        assert_eq!(gate.offer(at(t0, 0), "a".into(), Joined), Gated::Send);
-        assert_eq!(gate.offer(at(t0, 10), "a".into(), Left), Gated::Send);
-        assert_eq!(
-            gate.offer(at(t0, 20), "a".into(), Joined),
-            Gated::HoldUntil(at(t0, 1000))
-        );
-        for i in 0..1000 {
-            let kind = if i % 2 == 0 { Left } else { Joined };
-            assert_eq!(gate.offer(at(t0, 30), "a".into(), kind), Gated::Held);
-        }
-        // The flood ended on Joined: members last got Left, so they get Joined.
-        assert_eq!(gate.release(at(t0, 1000)), Some(("a".into(), Joined)));
-        // A flood that ends where members already are sends nothing.
-        // (Sent at 10 and 1000: the next one may go at 1010.)
-        assert_eq!(
-            gate.offer(at(t0, 1001), "a".into(), Left),
-            Gated::HoldUntil(at(t0, 1010))
-        );
-        assert_eq!(gate.release(at(t0, 1010)), Some(("a".into(), Left)));
-        assert_eq!(
-            gate.offer(at(t0, 1012), "a".into(), Joined),
-            Gated::HoldUntil(at(t0, 2000))
-        );
-        assert_eq!(gate.offer(at(t0, 1013), "a".into(), Left), Gated::Held);
-        assert_eq!(gate.release(at(t0, 2000)), None);
-        // Quiet again: changes go out at once.
-        assert_eq!(gate.offer(at(t0, 3100), "a".into(), Joined), Gated::Send);
-        assert!(!gate.idle(at(t0, 3200)));
-        assert!(gate.idle(at(t0, 4200)));
-    }
-}
+mod tests;

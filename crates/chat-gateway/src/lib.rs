@@ -19,11 +19,9 @@ mod state;
 mod wire;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use chat_bridge::{Bridge, EventSink, MemoryBridge, RedisBridge, RedisConfig};
-use chat_proto::v1::Limits;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -77,27 +75,7 @@ pub async fn run(
             Arc::new(RedisBridge::connect(redis, sink).await?)
         }
     };
-    let limits = Limits {
-        max_text_bytes: config.max_text_bytes,
-        max_rooms: config.max_rooms,
-        messages_per_second: config.messages_per_second,
-        message_burst: config.message_burst,
-    };
-    let shared = Arc::new(state::Shared {
-        config,
-        gateway_id,
-        instance_id,
-        limits,
-        bridge,
-        hub,
-        metrics,
-        conns: Default::default(),
-        next_conn: AtomicU64::new(1),
-        edge: Default::default(),
-        draining: AtomicBool::new(false),
-        drain: CancellationToken::new(),
-        drain_told: tokio::sync::watch::Sender::new(None),
-    });
+    let shared = state::Shared::new(config, gateway_id, instance_id, bridge, hub, metrics);
     tracing::info!(gateway_id = %shared.gateway_id, instance = %shared.instance_id, addr = %listener.local_addr()?, "serving");
     ready();
 

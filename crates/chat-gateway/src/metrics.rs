@@ -8,152 +8,160 @@ use chat_proto::v1::ErrorCode;
 /// Number of `ErrorCode` values (0..=16).
 const ERROR_CODES: usize = 17;
 
+/// A series of one sample read from [`Metrics`]: name, type, help, and how
+/// to read the value.
+type Single = (&'static str, Kind, &'static str, fn(&Metrics) -> i128);
+
+/// The series of one sample kept in [`Metrics`], in exposition order.
+const SINGLES: &[Single] = &[
+    (
+        "chat_connections_open",
+        Kind::Gauge,
+        "Open WebSocket connections.",
+        |m| m.connections_open.load(Relaxed).into(),
+    ),
+    (
+        "chat_connections_total",
+        Kind::Counter,
+        "WebSocket connections accepted.",
+        |m| m.connections_total.load(Relaxed).into(),
+    ),
+    (
+        "chat_connections_refused_total",
+        Kind::Counter,
+        "Connections refused (limit or draining).",
+        |m| m.connections_refused.load(Relaxed).into(),
+    ),
+    (
+        "chat_frames_in_total",
+        Kind::Counter,
+        "Binary frames received from clients.",
+        |m| m.frames_in.load(Relaxed).into(),
+    ),
+    (
+        "chat_frames_out_total",
+        Kind::Counter,
+        "Frames written to clients.",
+        |m| m.frames_out.load(Relaxed).into(),
+    ),
+    (
+        "chat_messages_accepted_total",
+        Kind::Counter,
+        "Messages accepted (stored and published).",
+        |m| m.messages_accepted.load(Relaxed).into(),
+    ),
+    (
+        "chat_messages_duplicate_total",
+        Kind::Counter,
+        "Sends answered as duplicates of an accepted client_msg_id.",
+        |m| m.messages_duplicate.load(Relaxed).into(),
+    ),
+    (
+        "chat_slow_consumers_dropped_total",
+        Kind::Counter,
+        "Connections closed (1008) because their outbound queue was full.",
+        |m| m.slow_consumers_dropped.load(Relaxed).into(),
+    ),
+    (
+        "chat_sessions_resumed_total",
+        Kind::Counter,
+        "Hellos that took a name over with a resume token.",
+        |m| m.sessions_resumed.load(Relaxed).into(),
+    ),
+    (
+        "chat_tcp_connections_open",
+        Kind::Gauge,
+        "TCP connections open (WebSockets included).",
+        |m| m.tcp_open.load(Relaxed).into(),
+    ),
+    (
+        "chat_http_header_timeouts_total",
+        Kind::Counter,
+        "Connections closed because a request head or PROXY header did not arrive in time.",
+        |m| m.header_timeouts.load(Relaxed).into(),
+    ),
+    (
+        "chat_http_keepalive_closed_total",
+        Kind::Counter,
+        "Idle keep-alive HTTP connections closed.",
+        |m| m.keepalive_closed.load(Relaxed).into(),
+    ),
+    (
+        "chat_metrics_refused_total",
+        Kind::Counter,
+        "/metrics requests from addresses not allowed (404).",
+        |m| m.metrics_refused.load(Relaxed).into(),
+    ),
+    (
+        "chat_api_rooms_limited_total",
+        Kind::Counter,
+        "/api/rooms requests over their address's rate (429).",
+        |m| m.rooms_api_limited.load(Relaxed).into(),
+    ),
+    (
+        "chat_api_rooms_refreshes_total",
+        Kind::Counter,
+        "Times the /api/rooms snapshot was rebuilt.",
+        |m| m.rooms_api_refreshes.load(Relaxed).into(),
+    ),
+];
+
 /// Process-wide gateway counters.
 #[derive(Default)]
-pub struct Metrics {
-    pub connections_open: AtomicI64,
-    pub connections_total: AtomicU64,
-    pub connections_refused: AtomicU64,
-    pub frames_in: AtomicU64,
-    pub frames_out: AtomicU64,
-    pub messages_accepted: AtomicU64,
-    pub messages_duplicate: AtomicU64,
-    pub slow_consumers_dropped: AtomicU64,
-    pub sessions_resumed: AtomicU64,
+pub(crate) struct Metrics {
+    pub(crate) connections_open: AtomicI64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) frames_in: AtomicU64,
+    pub(crate) frames_out: AtomicU64,
+    pub(crate) messages_accepted: AtomicU64,
+    pub(crate) messages_duplicate: AtomicU64,
+    pub(crate) slow_consumers_dropped: AtomicU64,
+    pub(crate) sessions_resumed: AtomicU64,
     /// TCP connections open (accepted and admitted, WebSockets included).
-    pub tcp_open: AtomicI64,
+    pub(crate) tcp_open: AtomicI64,
     /// Connections closed at accept: their address had `--max-sockets-per-ip` open.
-    pub refused_address_cap: AtomicU64,
+    pub(crate) refused_address_cap: AtomicU64,
     /// Connections closed at accept: their address was over its connection rate.
-    pub refused_address_rate: AtomicU64,
+    pub(crate) refused_address_rate: AtomicU64,
     /// Connections closed for a PROXY header from a peer not in `--proxy-protocol-from`.
-    pub refused_proxy_untrusted: AtomicU64,
+    pub(crate) refused_proxy_untrusted: AtomicU64,
     /// Connections closed for a missing or malformed PROXY header from a trusted peer.
-    pub refused_proxy_invalid: AtomicU64,
+    pub(crate) refused_proxy_invalid: AtomicU64,
     /// Connections closed because a request head (or PROXY header) was not
     /// complete within `--header-read-timeout-ms`.
-    pub header_timeouts: AtomicU64,
+    pub(crate) header_timeouts: AtomicU64,
     /// Idle HTTP connections closed after `--keep-alive-timeout-ms`.
-    pub keepalive_closed: AtomicU64,
+    pub(crate) keepalive_closed: AtomicU64,
     /// `/metrics` requests from addresses outside `--metrics-allow` (answered 404).
-    pub metrics_refused: AtomicU64,
+    pub(crate) metrics_refused: AtomicU64,
     /// `/api/rooms` requests over their address's rate (answered 429).
-    pub rooms_api_limited: AtomicU64,
+    pub(crate) rooms_api_limited: AtomicU64,
     /// Times the `/api/rooms` snapshot was rebuilt from the bridge.
-    pub rooms_api_refreshes: AtomicU64,
+    pub(crate) rooms_api_refreshes: AtomicU64,
     errors: [AtomicU64; ERROR_CODES],
 }
 
 impl Metrics {
-    pub fn error(&self, code: ErrorCode) {
+    pub(crate) fn error(&self, code: ErrorCode) {
         if let Some(counter) = self.errors.get(code as usize) {
             counter.fetch_add(1, Relaxed);
         }
     }
 
     /// Prometheus text exposition format.
-    pub fn render(&self, gateway_id: &str, bridge_up: bool, draining: bool) -> String {
+    pub(crate) fn render(&self, gateway_id: &str, bridge_up: bool, draining: bool) -> String {
         let mut out = TextWriter::with_capacity(2048);
-        let mut metric = |name: &str, kind: Kind, help: &str, value: i128| {
-            out.single(name, kind, help, value);
-        };
-        metric(
-            "chat_connections_open",
-            Kind::Gauge,
-            "Open WebSocket connections.",
-            self.connections_open.load(Relaxed).into(),
-        );
-        metric(
-            "chat_connections_total",
-            Kind::Counter,
-            "WebSocket connections accepted.",
-            self.connections_total.load(Relaxed).into(),
-        );
-        metric(
-            "chat_connections_refused_total",
-            Kind::Counter,
-            "Connections refused (limit or draining).",
-            self.connections_refused.load(Relaxed).into(),
-        );
-        metric(
-            "chat_frames_in_total",
-            Kind::Counter,
-            "Binary frames received from clients.",
-            self.frames_in.load(Relaxed).into(),
-        );
-        metric(
-            "chat_frames_out_total",
-            Kind::Counter,
-            "Frames written to clients.",
-            self.frames_out.load(Relaxed).into(),
-        );
-        metric(
-            "chat_messages_accepted_total",
-            Kind::Counter,
-            "Messages accepted (stored and published).",
-            self.messages_accepted.load(Relaxed).into(),
-        );
-        metric(
-            "chat_messages_duplicate_total",
-            Kind::Counter,
-            "Sends answered as duplicates of an accepted client_msg_id.",
-            self.messages_duplicate.load(Relaxed).into(),
-        );
-        metric(
-            "chat_slow_consumers_dropped_total",
-            Kind::Counter,
-            "Connections closed (1008) because their outbound queue was full.",
-            self.slow_consumers_dropped.load(Relaxed).into(),
-        );
-        metric(
-            "chat_sessions_resumed_total",
-            Kind::Counter,
-            "Hellos that took a name over with a resume token.",
-            self.sessions_resumed.load(Relaxed).into(),
-        );
-        metric(
-            "chat_tcp_connections_open",
-            Kind::Gauge,
-            "TCP connections open (WebSockets included).",
-            self.tcp_open.load(Relaxed).into(),
-        );
-        metric(
-            "chat_http_header_timeouts_total",
-            Kind::Counter,
-            "Connections closed because a request head or PROXY header did not arrive in time.",
-            self.header_timeouts.load(Relaxed).into(),
-        );
-        metric(
-            "chat_http_keepalive_closed_total",
-            Kind::Counter,
-            "Idle keep-alive HTTP connections closed.",
-            self.keepalive_closed.load(Relaxed).into(),
-        );
-        metric(
-            "chat_metrics_refused_total",
-            Kind::Counter,
-            "/metrics requests from addresses not allowed (404).",
-            self.metrics_refused.load(Relaxed).into(),
-        );
-        metric(
-            "chat_api_rooms_limited_total",
-            Kind::Counter,
-            "/api/rooms requests over their address's rate (429).",
-            self.rooms_api_limited.load(Relaxed).into(),
-        );
-        metric(
-            "chat_api_rooms_refreshes_total",
-            Kind::Counter,
-            "Times the /api/rooms snapshot was rebuilt.",
-            self.rooms_api_refreshes.load(Relaxed).into(),
-        );
-        metric(
+        for (name, kind, help, value) in SINGLES {
+            out.single(name, *kind, help, value(self));
+        }
+        out.single(
             "chat_bridge_up",
             Kind::Gauge,
             "1 when the cluster backend (Redis) is reachable.",
             i128::from(bridge_up),
         );
-        metric(
+        out.single(
             "chat_draining",
             Kind::Gauge,
             "1 while the gateway drains.",

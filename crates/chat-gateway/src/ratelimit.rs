@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -11,7 +11,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub fn new(rate: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
         Self::new_at(rate, burst, Instant::now())
     }
 
@@ -31,7 +31,7 @@ impl TokenBucket {
     }
 
     /// Takes a token if one is available.
-    pub fn try_take(&mut self) -> bool {
+    pub(crate) fn try_take(&mut self) -> bool {
         self.try_take_at(Instant::now())
     }
 
@@ -46,7 +46,7 @@ impl TokenBucket {
     }
 
     /// Gives back a token taken for a request that was then rejected.
-    pub fn refund(&mut self) {
+    pub(crate) fn refund(&mut self) {
         self.tokens = (self.tokens + 1.0).min(self.burst);
     }
 }

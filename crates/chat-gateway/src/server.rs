@@ -23,7 +23,11 @@ use crate::hub::encode_push;
 use crate::state::{Refusal, Shared, SocketSlot};
 
 /// Accepts connections until a drain starts, then drains and returns.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
     // Sockets before they become WebSockets (which do not hold a permit):
     // room for every WebSocket's handshake plus some plain HTTP requests.
     let permits = Arc::new(Semaphore::new(shared.config.max_connections as usize + 256));
@@ -319,10 +323,15 @@ impl Drop for Busy {
     }
 }
 
+/// How long a drain waits, after closing the sessions still open at its
+/// deadline, for them to say goodbye and leave their rooms.
+const DRAIN_GOODBYE: Duration = Duration::from_secs(3);
+
 /// Health turns 503, every client gets a `Reconnect` with its own delay in
 /// the first half of the deadline, and whoever is still here at the deadline
-/// is closed with 1001. Sessions clean up their presence as they end.
-pub async fn drain(shared: &Shared) {
+/// is closed with 1001. Sessions clean up their presence as they end; the
+/// drain waits for their tasks ([`Shared::sessions`]).
+pub(crate) async fn drain(shared: &Shared) {
     if shared.draining.swap(true, Ordering::AcqRel) {
         return;
     }
@@ -344,19 +353,16 @@ pub async fn drain(shared: &Shared) {
         }
     }
     shared.drain_told.send_replace(Some(told));
-    let until = Instant::now() + deadline;
-    while Instant::now() < until && !shared.conns.lock().is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Closed, the tracker is done once no session is left. Upgrades are
+    // refused from now on; a session still starting counts like the others.
+    shared.sessions.close();
+    let _ = tokio::time::timeout(deadline, shared.sessions.wait()).await;
     let rest: Vec<_> = shared.conns.lock().values().cloned().collect();
     for conn in &rest {
         conn.close(close_code::GOING_AWAY);
     }
     // Give the closed sessions a moment to say goodbye and leave their rooms.
-    let grace = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < grace && !shared.conns.lock().is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let _ = tokio::time::timeout(DRAIN_GOODBYE, shared.sessions.wait()).await;
     tracing::info!(closed = rest.len(), "drain finished");
 }
 

@@ -10,59 +10,149 @@ use chat_bridge::Bridge;
 use chat_proto::v1::Limits;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::conn::ConnHandle;
+use crate::conn::{ConnHandle, ConnInbox};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::ratelimit::TokenBucket;
 
 /// Everything a connection needs from its gateway.
-pub struct Shared {
-    pub config: Config,
-    pub gateway_id: String,
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) gateway_id: String,
     /// This process's identity: the gateway id and a random part, new on
     /// every start. Session ids start with it, so the sessions of a crashed
     /// process and of its restarted successor never share an id.
-    pub instance_id: String,
-    pub limits: Limits,
-    pub bridge: Arc<dyn Bridge>,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    /// Open connections, for drain. A plain mutex: held for an insert or a
+    pub(crate) instance_id: String,
+    pub(crate) limits: Limits,
+    pub(crate) bridge: Arc<dyn Bridge>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Open connections, for drain, kicks and takeovers; kept by
+    /// [`Registration`] only. A plain mutex: held for an insert or a
     /// remove, or to copy the handles out, never across an await.
-    pub conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
-    pub next_conn: AtomicU64,
+    pub(crate) conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
+    /// The number of the next connection (its session id's last part).
+    pub(crate) next_conn: AtomicU64,
+    /// The WebSocket sessions' tasks, from the upgrade until the connection
+    /// is gone (not the [`crate::RECONNECT_GRACE`] after it): the drain
+    /// waits for them.
+    pub(crate) sessions: TaskTracker,
     /// The edge's state: per client address (the real one behind a PROXY
     /// header; an IPv6 /64) its open sockets and WebSockets and its rates,
     /// and the `/api/rooms` snapshot.
-    pub edge: Edge,
+    pub(crate) edge: Edge,
     /// Set once draining starts: health 503, upgrades refused.
-    pub draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// Cancelled to start a drain (SIGTERM, or an operator's request).
-    pub drain: CancellationToken,
+    pub(crate) drain: CancellationToken,
     /// How many connections the drain told to reconnect, once it has
     /// (for an operator's drain request, which waits for the answer).
-    pub drain_told: tokio::sync::watch::Sender<Option<u32>>,
+    pub(crate) drain_told: tokio::sync::watch::Sender<Option<u32>>,
 }
 
 impl Shared {
-    pub fn is_draining(&self) -> bool {
+    /// The state of a gateway that has not served anyone yet.
+    pub(crate) fn new(
+        config: Config,
+        gateway_id: String,
+        instance_id: String,
+        bridge: Arc<dyn Bridge>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let limits = Limits {
+            max_text_bytes: config.max_text_bytes,
+            max_rooms: config.max_rooms,
+            messages_per_second: config.messages_per_second,
+            message_burst: config.message_burst,
+        };
+        Arc::new(Self {
+            config,
+            gateway_id,
+            instance_id,
+            limits,
+            bridge,
+            hub,
+            metrics,
+            conns: Mutex::default(),
+            next_conn: AtomicU64::new(1),
+            sessions: TaskTracker::new(),
+            edge: Edge::default(),
+            draining: AtomicBool::new(false),
+            drain: CancellationToken::new(),
+            drain_told: tokio::sync::watch::Sender::new(None),
+        })
+    }
+
+    /// Whether a drain has started.
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
     /// The session id of this process's connection `conn`.
-    pub fn session_id(&self, conn: u64) -> String {
+    pub(crate) fn session_id(&self, conn: u64) -> String {
         chat_bridge::session_id(&self.instance_id, conn)
     }
 
     /// The local connection that `session_id` names, when it is one of this
     /// process's: a lookup, not a scan, because a reconnect storm sends one
     /// takeover per returning client to every gateway.
-    pub fn local_conn(&self, session_id: &str) -> Option<Arc<ConnHandle>> {
+    pub(crate) fn local_conn(&self, session_id: &str) -> Option<Arc<ConnHandle>> {
         let id = conn_of(&self.instance_id, session_id)?;
         let conn = self.conns.lock().get(&id).cloned()?;
         (*conn.session_id == *session_id).then_some(conn)
+    }
+}
+
+/// A connection's entry in [`Shared::conns`], from the start of its session
+/// until it is dropped: the one place that keeps the registry, the load
+/// the bridge reports and the open-connections gauge in step.
+pub(crate) struct Registration {
+    shared: Arc<Shared>,
+    conn: Arc<ConnHandle>,
+}
+
+impl Registration {
+    /// Registers a new connection: its handle, and the inbox its session
+    /// drains.
+    pub(crate) fn new(shared: &Arc<Shared>) -> (Self, ConnInbox) {
+        let id = shared.next_conn.fetch_add(1, Relaxed);
+        let session_id = shared.session_id(id);
+        let (conn, inbox) = ConnHandle::new(id, &session_id, shared.config.outbound_queue as usize);
+        let open = {
+            let mut conns = shared.conns.lock();
+            conns.insert(id, conn.clone());
+            conns.len()
+        };
+        shared.bridge.set_load(open as u32, shared.is_draining());
+        shared.metrics.connections_open.fetch_add(1, Relaxed);
+        shared.metrics.connections_total.fetch_add(1, Relaxed);
+        let registration = Self {
+            shared: shared.clone(),
+            conn,
+        };
+        (registration, inbox)
+    }
+
+    /// The registered connection's handle.
+    pub(crate) fn conn(&self) -> &Arc<ConnHandle> {
+        &self.conn
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        let open = {
+            let mut conns = shared.conns.lock();
+            conns.remove(&self.conn.id);
+            conns.len()
+        };
+        shared.bridge.set_load(open as u32, shared.is_draining());
+        shared.metrics.connections_open.fetch_sub(1, Relaxed);
     }
 }
 
@@ -72,19 +162,19 @@ fn conn_of(instance_id: &str, session_id: &str) -> Option<u64> {
         .and_then(|(instance, n)| (instance == instance_id).then_some(n))
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A gateway id unique per process: host-ish prefix, pid and start time.
-pub fn default_gateway_id() -> String {
+pub(crate) fn default_gateway_id() -> String {
     format!("gw-{}-{:x}", std::process::id(), now_ms() & 0xff_ffff)
 }
 
 /// A new instance id for this process of `gateway_id`: 64 random bits.
-pub fn new_instance_id(gateway_id: &str) -> String {
+pub(crate) fn new_instance_id(gateway_id: &str) -> String {
     let mut random = [0u8; 8];
     getrandom::fill(&mut random).expect("the OS random source is available");
     format!("{gateway_id}~{:016x}", u64::from_le_bytes(random))
@@ -102,13 +192,13 @@ impl std::fmt::Debug for Shared {
 /// the /64 of an IPv6 address (one subscriber usually holds a whole /64, so
 /// keying on the exact address would give each one 2^64 budgets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AddrKey {
+pub(crate) enum AddrKey {
     V4(Ipv4Addr),
     V6Net64(u64),
 }
 
 impl AddrKey {
-    pub fn of(ip: IpAddr) -> Self {
+    pub(crate) fn of(ip: IpAddr) -> Self {
         // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
         match ip.to_canonical() {
             IpAddr::V4(v4) => Self::V4(v4),
@@ -119,7 +209,7 @@ impl AddrKey {
 
 /// Why a new connection was closed at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Its address already has `--max-sockets-per-ip` open.
     AddressCap,
     /// Its address opened connections faster than `--connection-rate-per-ip`.
@@ -129,12 +219,12 @@ pub enum Refusal {
 /// The HTTP edge's shared state: one entry per client address, and the
 /// `/api/rooms` snapshot.
 #[derive(Default)]
-pub struct Edge {
+pub(crate) struct Edge {
     /// Plain mutex: held to look up and update one entry (or, rarely, to
     /// sweep idle ones), never across an await.
     table: Mutex<AddrTable>,
     /// The room list served by `/api/rooms`.
-    pub rooms: crate::http::RoomsCache,
+    pub(crate) rooms: crate::http::RoomsCache,
 }
 
 #[derive(Default)]
@@ -219,7 +309,7 @@ impl AddrTable {
 impl Edge {
     /// Admits a new TCP connection from `ip`, or says why not: one token of
     /// its address's connection rate, then one of its socket slots.
-    pub fn admit(&self, shared: &Arc<Shared>, ip: IpAddr) -> Result<SocketSlot, Refusal> {
+    pub(crate) fn admit(&self, shared: &Arc<Shared>, ip: IpAddr) -> Result<SocketSlot, Refusal> {
         let config = &shared.config;
         let key = AddrKey::of(ip);
         let mut table = self.table.lock();
@@ -246,7 +336,7 @@ impl Edge {
     }
 
     /// Whether `ip` may make one more `/api/rooms` request now.
-    pub fn allow_rooms_api(&self, config: &Config, ip: IpAddr) -> bool {
+    pub(crate) fn allow_rooms_api(&self, config: &Config, ip: IpAddr) -> bool {
         let key = AddrKey::of(ip);
         let rate = config.api_rooms_per_second;
         let burst = rate.saturating_mul(2);
@@ -264,7 +354,7 @@ impl Edge {
 /// One open TCP connection counted against its client address, from accept
 /// (after the PROXY header) until the socket closes, WebSocket included:
 /// shared by the HTTP connection and the session it may become.
-pub struct SocketSlot {
+pub(crate) struct SocketSlot {
     shared: Arc<Shared>,
     key: AddrKey,
 }
@@ -281,7 +371,7 @@ impl Drop for SocketSlot {
 }
 
 /// One open WebSocket counted against its client address; uncounted on drop.
-pub struct IpSlot {
+pub(crate) struct IpSlot {
     shared: Arc<Shared>,
     key: AddrKey,
 }
@@ -289,7 +379,7 @@ pub struct IpSlot {
 impl IpSlot {
     /// Takes a slot for `ip`, or `None` when its address already has
     /// `--max-connections-per-ip`.
-    pub fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
+    pub(crate) fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
         let key = AddrKey::of(ip);
         let mut table = shared.edge.table.lock();
         let entry = table.entry(key, &shared.config);

@@ -24,10 +24,10 @@ const SLICES_PER_WRITE: usize = 64;
 /// Only [`encode`] makes one, so whatever is queued for a connection is
 /// ready for the wire. Cloning shares the bytes.
 #[derive(Debug, Clone)]
-pub struct Frame(Bytes);
+pub(crate) struct Frame(Bytes);
 
 /// `frame` as one complete WebSocket binary frame.
-pub fn encode(frame: &ServerFrame) -> Frame {
+pub(crate) fn encode(frame: &ServerFrame) -> Frame {
     let len = frame.encoded_len();
     let mut out = Vec::with_capacity(header_len(len) + len);
     put_header(&mut out, len);
@@ -35,6 +35,19 @@ pub fn encode(frame: &ServerFrame) -> Frame {
         .encode(&mut out)
         .expect("the buffer was sized for the frame");
     Frame(Bytes::from(out))
+}
+
+/// The `ServerFrame` inside a frame: what a client reads from it (for tests
+/// of what was queued).
+#[cfg(test)]
+pub(crate) fn decode(frame: &Frame) -> ServerFrame {
+    let bytes = &frame.0;
+    let header = match bytes[1] {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    ServerFrame::decode(&bytes[header..]).expect("an encoded ServerFrame")
 }
 
 fn header_len(payload: usize) -> usize {
@@ -63,7 +76,7 @@ fn put_header(out: &mut Vec<u8>, payload: usize) {
 
 /// Writes every frame in `frames` (in order, with as few system calls as
 /// the socket allows) and empties it.
-pub async fn write_all<W>(out: &mut W, frames: &mut Vec<Frame>) -> io::Result<()>
+pub(crate) async fn write_all<W>(out: &mut W, frames: &mut Vec<Frame>) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
@@ -149,5 +162,13 @@ mod tests {
             }
         }
         drop(writer.await.unwrap());
+    }
+
+    #[test]
+    fn decode_reads_back_what_encode_wrote() {
+        for size in [0, 125, 126, 65_535, 65_536] {
+            let frame = error_frame(size);
+            assert_eq!(decode(&encode(&frame)), frame, "{size}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chat_bridge::RedisKeys;
 use chat_client::{Client, ClientError};
 use chat_proto::v1::{presence_change, server_frame, ChatMessage, ErrorCode, ServerFrame};
 use chat_proto::{Message as _, MessageId};
@@ -392,12 +393,13 @@ async fn a_gateway_restarted_after_a_crash_frees_what_its_process_held_and_retur
 
     // Nothing of the crashed process is left in Redis.
     use chat_test_support::RespValue;
+    let keys = keys();
     assert_eq!(
-        strings(redis_cmd(&cluster, &["HKEYS", "chat:{r}:members"]).await),
+        strings(redis_cmd(&cluster, &["HKEYS", &keys.members("r")]).await),
         ["bob", "obs"]
     );
     assert_eq!(
-        redis_cmd(&cluster, &["HLEN", "chat:instances"]).await,
+        redis_cmd(&cluster, &["HLEN", &keys.instances()]).await,
         RespValue::Integer(2),
         "one instance per live gateway"
     );
@@ -516,6 +518,15 @@ async fn redis_restart_loses_nothing_that_was_acked() {
     );
 }
 
+/// The names of the Redis keys the gateways use (with their default
+/// `--redis-prefix`, as the clusters here start them): only chat-bridge
+/// spells out key names.
+fn keys() -> RedisKeys {
+    use clap::Parser as _;
+    let config = chat_gateway::Config::parse_from(["chat-gateway"]);
+    RedisKeys::new(&config.redis_prefix)
+}
+
 async fn redis_cmd(cluster: &Cluster, args: &[&str]) -> chat_test_support::RespValue {
     cluster.redis().unwrap().command(args).await.unwrap()
 }
@@ -543,16 +554,17 @@ async fn a_gateway_that_exits_cleanly_leaves_the_cluster_at_once() {
     let mut cluster = cluster(2).await;
     let id = cluster.gateway(1).id().to_owned();
     let _member = member(&cluster, 1, "leaver", "exit").await;
+    let keys = keys();
     eventually(Duration::from_secs(5), || async {
-        redis_cmd(&cluster, &["HEXISTS", "chat:gateways", &id]).await == RespValue::Integer(1)
+        redis_cmd(&cluster, &["HEXISTS", &keys.gateways(), &id]).await == RespValue::Integer(1)
     })
     .await;
 
-    let instance = strings(redis_cmd(&cluster, &["HKEYS", "chat:instances"]).await)
+    let instance = strings(redis_cmd(&cluster, &["HKEYS", &keys.instances()]).await)
         .into_iter()
         .find(|instance| instance.starts_with(&format!("{id}~")))
         .expect("the gateway's instance is registered");
-    let alive = format!("chat:gw:{instance}:alive");
+    let alive = keys.alive(&instance);
     assert_eq!(
         redis_cmd(&cluster, &["EXISTS", &alive]).await,
         RespValue::Integer(1)
@@ -567,7 +579,7 @@ async fn a_gateway_that_exits_cleanly_leaves_the_cluster_at_once() {
     assert!(status.success(), "drained and exited with {status}");
     // Gone at once, not when the heartbeat expires; its member too.
     assert_eq!(
-        redis_cmd(&cluster, &["HEXISTS", "chat:gateways", &id]).await,
+        redis_cmd(&cluster, &["HEXISTS", &keys.gateways(), &id]).await,
         RespValue::Integer(0)
     );
     assert_eq!(
@@ -575,11 +587,11 @@ async fn a_gateway_that_exits_cleanly_leaves_the_cluster_at_once() {
         RespValue::Integer(0)
     );
     assert_eq!(
-        redis_cmd(&cluster, &["HEXISTS", "chat:instances", &instance]).await,
+        redis_cmd(&cluster, &["HEXISTS", &keys.instances(), &instance]).await,
         RespValue::Integer(0)
     );
     assert_eq!(
-        redis_cmd(&cluster, &["HLEN", "chat:{exit}:members"]).await,
+        redis_cmd(&cluster, &["HLEN", &keys.members("exit")]).await,
         RespValue::Integer(0)
     );
 }
@@ -602,10 +614,11 @@ async fn an_undecodable_room_payload_is_recovered_from_the_stream() {
     }
     .encode_to_vec();
     let body = String::from_utf8(body).expect("an ASCII-only message encodes as UTF-8");
-    redis_cmd(&cluster, &["XADD", "chat:{lobby}:stream", "*", "m", &body]).await;
+    let keys = keys();
+    redis_cmd(&cluster, &["XADD", &keys.stream("lobby"), "*", "m", &body]).await;
     redis_cmd(
         &cluster,
-        &["PUBLISH", "chat:{lobby}:events", "Za future format"],
+        &["PUBLISH", &keys.channel("lobby"), "Za future format"],
     )
     .await;
 
@@ -677,12 +690,13 @@ async fn no_room_name_or_message_id_can_reach_another_rooms_keys() {
     let expected: Vec<String> = (0..rounds).map(|i| format!("b{i}")).collect();
     assert_eq!(texts, expected, "delivered live, in order");
     use chat_test_support::RespValue;
+    let keys = keys();
     for (key, kind) in [
-        ("chat:{lobby}:members", "hash"),
-        ("chat:{lobby}:stream", "stream"),
+        (keys.members("lobby"), "hash"),
+        (keys.stream("lobby"), "stream"),
     ] {
         assert_eq!(
-            redis_cmd(&cluster, &["TYPE", key]).await,
+            redis_cmd(&cluster, &["TYPE", &key]).await,
             RespValue::Simple(kind.to_owned()),
             "{key}"
         );
@@ -751,21 +765,22 @@ async fn an_empty_room_expires_after_the_room_ttl() {
     ann.send("kept", "still here").await.unwrap();
     ann.join("gone").await.unwrap();
     ann.send("gone", "soon gone").await.unwrap();
+    let keys = keys();
     assert_eq!(
-        redis_cmd(&cluster, &["PTTL", "chat:{gone}:stream"]).await,
+        redis_cmd(&cluster, &["PTTL", &keys.stream("gone")]).await,
         RespValue::Integer(-1),
         "no expiry while someone is in the room"
     );
     ann.leave("gone").await.unwrap();
     eventually(Duration::from_secs(10), || async {
-        redis_cmd(&cluster, &["EXISTS", "chat:{gone}:stream"]).await == RespValue::Integer(0)
+        redis_cmd(&cluster, &["EXISTS", &keys.stream("gone")]).await == RespValue::Integer(0)
     })
     .await;
     let mut bob = cluster.gateway(0).client("bob").await.unwrap();
     assert!(bob.join("gone").await.unwrap().history.is_empty());
     assert_eq!(bob.join("kept").await.unwrap().history.len(), 1);
     assert_eq!(
-        redis_cmd(&cluster, &["PTTL", "chat:{kept}:stream"]).await,
+        redis_cmd(&cluster, &["PTTL", &keys.stream("kept")]).await,
         RespValue::Integer(-1)
     );
 }

@@ -10,7 +10,9 @@ use super::{
     assert_code, id, marker, messages, next_message, next_presence, publish, room_with, start, FAST,
 };
 
-pub async fn message_reaches_every_member_exactly_as_sent(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn message_reaches_every_member_exactly_as_sent(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut members = room_with(&server, "lobby", &["alice", "bob", "carol"]).await?;
     let mut outsider = server.client("dave").await?;
@@ -55,7 +57,7 @@ pub async fn message_reaches_every_member_exactly_as_sent(kind: BackendKind) -> 
     Ok(())
 }
 
-pub async fn all_members_see_one_order_with_increasing_ids(
+pub(crate) async fn all_members_see_one_order_with_increasing_ids(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     const SENDERS: usize = 3;
@@ -128,7 +130,9 @@ pub async fn all_members_see_one_order_with_increasing_ids(
     Ok(())
 }
 
-pub async fn presence_goes_to_others_never_to_the_subject(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn presence_goes_to_others_never_to_the_subject(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
     use presence_change::Kind::{Joined, Left};
     let server = start(kind, &[]).await?;
     let mut others = room_with(&server, "lobby", &["alice", "bob"]).await?;
@@ -188,7 +192,7 @@ pub async fn presence_goes_to_others_never_to_the_subject(kind: BackendKind) -> 
     Ok(())
 }
 
-pub async fn typing_goes_to_others_only(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn typing_goes_to_others_only(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut clients = room_with(&server, "lobby", &["alice", "bob", "carol"]).await?;
     clients[0].typing("lobby", true).await?;
@@ -219,7 +223,7 @@ pub async fn typing_goes_to_others_only(kind: BackendKind) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn ping_echoes_client_time(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn ping_echoes_client_time(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut client = server.client("alice").await?;
     for client_time in [123_456_789, 0, u64::MAX] {

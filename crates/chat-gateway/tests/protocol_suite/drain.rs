@@ -13,7 +13,7 @@ use super::{room_with, start, WAIT};
 
 const DEADLINE: Duration = Duration::from_millis(3000);
 
-pub async fn sigterm_drains_reconnect_503_close_1001_exit_0(
+pub(crate) async fn sigterm_drains_reconnect_503_close_1001_exit_0(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     let mut server = start(kind, &["--drain-timeout-ms", "3000"]).await?;

@@ -26,7 +26,7 @@ async fn unaffected(other: &mut Client, who: &str) -> anyhow::Result<()> {
     marker(other, "lobby", "still chatting", &mut []).await
 }
 
-pub async fn undecodable_and_kindless_frames_are_bad_frame(
+pub(crate) async fn undecodable_and_kindless_frames_are_bad_frame(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
@@ -74,7 +74,7 @@ pub async fn undecodable_and_kindless_frames_are_bad_frame(
     Ok(())
 }
 
-pub async fn text_message_is_closed_1003(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn text_message_is_closed_1003(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut clients = room_with(&server, "lobby", &["alice", "bob"]).await?;
     let mut b = clients.pop().expect("bob");
@@ -88,7 +88,7 @@ pub async fn text_message_is_closed_1003(kind: BackendKind) -> anyhow::Result<()
     unaffected(&mut b, "alice").await
 }
 
-pub async fn oversized_message_is_closed_1009(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn oversized_message_is_closed_1009(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut clients = room_with(&server, "lobby", &["alice", "bob"]).await?;
     let mut b = clients.pop().expect("bob");

@@ -21,7 +21,7 @@ fn hello_kind(username: &str) -> client_frame::Kind {
     })
 }
 
-pub async fn first_frame_must_be_hello(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn first_frame_must_be_hello(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut client = server.connect().await?;
     let room = || "lobby".to_owned();
@@ -100,7 +100,7 @@ pub async fn first_frame_must_be_hello(kind: BackendKind) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub async fn username_is_trimmed_and_normalised(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn username_is_trimmed_and_normalised(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let cases = [
         ("  Bob \t", "Bob".to_owned()),
@@ -132,7 +132,7 @@ pub async fn username_is_trimmed_and_normalised(kind: BackendKind) -> anyhow::Re
     Ok(())
 }
 
-pub async fn invalid_usernames_are_refused_and_hello_may_be_retried(
+pub(crate) async fn invalid_usernames_are_refused_and_hello_may_be_retried(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     // Many refusals on one connection: the cap on them out of the way.
@@ -166,7 +166,7 @@ pub async fn invalid_usernames_are_refused_and_hello_may_be_retried(
     Ok(())
 }
 
-pub async fn usernames_are_unique_after_nfc_and_lowercasing(
+pub(crate) async fn usernames_are_unique_after_nfc_and_lowercasing(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
@@ -189,7 +189,7 @@ pub async fn usernames_are_unique_after_nfc_and_lowercasing(
     Ok(())
 }
 
-pub async fn hello_after_welcome_is_bad_frame(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn hello_after_welcome_is_bad_frame(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut client = server.client("first").await?;
     for name in ["second", "first"] {
@@ -209,7 +209,7 @@ pub async fn hello_after_welcome_is_bad_frame(kind: BackendKind) -> anyhow::Resu
     Ok(())
 }
 
-pub async fn name_is_free_again_soon_after_close(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn name_is_free_again_soon_after_close(kind: BackendKind) -> anyhow::Result<()> {
     // The Hellos that poll for the name are refused until it is free.
     let server = start(kind, &["--max-failed-hellos", "1000"]).await?;
     let limit = Duration::from_secs(5);
@@ -232,7 +232,7 @@ pub async fn name_is_free_again_soon_after_close(kind: BackendKind) -> anyhow::R
     Ok(())
 }
 
-pub async fn welcome_reports_the_configured_limits(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn welcome_reports_the_configured_limits(kind: BackendKind) -> anyhow::Result<()> {
     let args = [
         "--max-text-bytes",
         "1234",

@@ -14,7 +14,9 @@ fn args(extra: &[&'static str]) -> Vec<&'static str> {
     [FAST, extra].concat()
 }
 
-pub async fn join_replays_recent_history_with_limits(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn join_replays_recent_history_with_limits(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
     let server = start(kind, &args(&["--history-len", "300"])).await?;
     let mut alice = server.client("alice").await?;
     alice.join("lobby").await?;
@@ -65,7 +67,7 @@ fn extend_in_order(
     Ok(())
 }
 
-pub async fn since_id_replay_is_gapless_while_others_publish(
+pub(crate) async fn since_id_replay_is_gapless_while_others_publish(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     const PUBLISHERS: usize = 3;
@@ -191,7 +193,9 @@ pub async fn since_id_replay_is_gapless_while_others_publish(
     Ok(())
 }
 
-pub async fn since_id_older_than_retained_is_truncated(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn since_id_older_than_retained_is_truncated(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
     let server = start(kind, &args(&["--history-len", "5"])).await?;
     let mut alice = server.client("alice").await?;
     alice.join("lobby").await?;
@@ -226,7 +230,7 @@ pub async fn since_id_older_than_retained_is_truncated(kind: BackendKind) -> any
     Ok(())
 }
 
-pub async fn malformed_ids_are_invalid_argument(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn malformed_ids_are_invalid_argument(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut client = server.client("alice").await?;
     let malformed = [
@@ -259,7 +263,7 @@ pub async fn malformed_ids_are_invalid_argument(kind: BackendKind) -> anyhow::Re
     Ok(())
 }
 
-pub async fn fetch_history_pages_backwards(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn fetch_history_pages_backwards(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &args(&["--history-len", "500"])).await?;
     let mut alice = server.client("alice").await?;
     alice.join("lobby").await?;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{error_of, marker, start, WAIT};
 
-pub async fn a_connection_without_hello_is_closed_at_the_deadline(
+pub(crate) async fn a_connection_without_hello_is_closed_at_the_deadline(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     let server = start(kind, &["--hello-timeout-ms", "300"]).await?;
@@ -36,7 +36,7 @@ pub async fn a_connection_without_hello_is_closed_at_the_deadline(
     Ok(())
 }
 
-pub async fn refused_hellos_are_capped(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn refused_hellos_are_capped(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &["--max-failed-hellos", "3"]).await?;
     let _holder = server.client("taken").await?;
     let mut client = server.connect().await?;
@@ -81,7 +81,7 @@ async fn start_op(client: &mut Client, room: &str, join: bool) -> anyhow::Result
     Ok(client.start(kind).await?)
 }
 
-pub async fn a_join_leave_flood_is_limited_and_coalesced_for_the_others(
+pub(crate) async fn a_join_leave_flood_is_limited_and_coalesced_for_the_others(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;

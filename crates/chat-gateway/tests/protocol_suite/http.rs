@@ -9,14 +9,14 @@ use chat_test_support::{eventually, metric_value, run_to_exit, BackendKind};
 
 use super::{assert_code, start, BIN, WAIT};
 
-pub async fn healthz_is_ok(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn healthz_is_ok(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let (status, body) = server.get("/healthz").await?;
     assert_eq!((status, body.trim()), (200, "ok"));
     Ok(())
 }
 
-pub async fn metrics_lists_the_counters(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn metrics_lists_the_counters(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let before = server.metrics().await?;
     let info = format!("chat_gateway_info{{gateway_id=\"{}\"}}", server.id());
@@ -93,7 +93,7 @@ pub async fn metrics_lists_the_counters(kind: BackendKind) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn api_rooms_lists_rooms_with_members(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn api_rooms_lists_rooms_with_members(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let rooms = || async {
         let (status, body) = server.get("/api/rooms").await?;
@@ -143,7 +143,9 @@ pub async fn api_rooms_lists_rooms_with_members(kind: BackendKind) -> anyhow::Re
     Ok(())
 }
 
-pub async fn zero_valued_flags_are_refused_with_exit_64(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn zero_valued_flags_are_refused_with_exit_64(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
     let fixture = kind.setup().await?;
     let flags = [
         "--max-text-bytes",

@@ -11,7 +11,9 @@ use tokio::time::Instant;
 
 use super::start;
 
-pub async fn server_pings_and_closes_silent_connections(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn server_pings_and_closes_silent_connections(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
     let server = start(
         kind,
         &["--ping-interval-secs", "1", "--idle-timeout-secs", "2"],

@@ -5,21 +5,23 @@
 //! Every case starts its own gateway (and, for Redis, its own redis-server)
 //! on free ports and speaks the protocol through `chat-client`.
 
-// Each instantiating test binary uses every case, but not every helper.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each instantiating test binary uses every case, but not every helper"
+)]
 
-pub mod delivery;
-pub mod drain;
-pub mod frames;
-pub mod hello;
-pub mod history;
-pub mod hostile;
-pub mod http;
-pub mod keepalive;
-pub mod resume;
-pub mod rooms;
-pub mod send;
-pub mod slow;
+pub(crate) mod delivery;
+pub(crate) mod drain;
+pub(crate) mod frames;
+pub(crate) mod hello;
+pub(crate) mod history;
+pub(crate) mod hostile;
+pub(crate) mod http;
+pub(crate) mod keepalive;
+pub(crate) mod resume;
+pub(crate) mod rooms;
+pub(crate) mod send;
+pub(crate) mod slow;
 
 use std::fmt::Debug;
 use std::ops::Deref;
@@ -35,13 +37,13 @@ use chat_test_support::{BackendFixture, BackendKind, Gateway};
 use tokio::time::Instant;
 
 /// The gateway binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
 
 /// Bound on waits for something that should happen promptly.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// Flags that take the per-connection rate limit out of the way.
-pub const FAST: &[&str] = &[
+pub(crate) const FAST: &[&str] = &[
     "--messages-per-second",
     "100000",
     "--message-burst",
@@ -112,9 +114,9 @@ macro_rules! instantiate {
 pub(crate) use instantiate;
 
 /// A gateway with the backend it runs on (dropped after it).
-pub struct Server {
-    pub gw: Gateway,
-    pub fixture: BackendFixture,
+pub(crate) struct Server {
+    pub(crate) gw: Gateway,
+    pub(crate) fixture: BackendFixture,
 }
 
 impl Deref for Server {
@@ -125,7 +127,7 @@ impl Deref for Server {
 }
 
 /// Sets up `kind` and starts a gateway on it with `args`.
-pub async fn start(kind: BackendKind, args: &[&str]) -> anyhow::Result<Server> {
+pub(crate) async fn start(kind: BackendKind, args: &[&str]) -> anyhow::Result<Server> {
     let fixture = kind.setup().await.context("setting up the backend")?;
     let gw = fixture
         .gateway(BIN, args)
@@ -137,7 +139,11 @@ pub async fn start(kind: BackendKind, args: &[&str]) -> anyhow::Result<Server> {
 /// Clients `names`, each said Hello and joined `room`, in order. The
 /// PresenceChange(JOINED) every member got for the later joiners is checked
 /// and consumed, so every client starts with no pending event.
-pub async fn room_with(gw: &Gateway, room: &str, names: &[&str]) -> anyhow::Result<Vec<Client>> {
+pub(crate) async fn room_with(
+    gw: &Gateway,
+    room: &str,
+    names: &[&str],
+) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::with_capacity(names.len());
     for name in names {
         let mut client = gw
@@ -166,7 +172,7 @@ pub async fn room_with(gw: &Gateway, room: &str, names: &[&str]) -> anyhow::Resu
 
 /// The code of a failed request; fails the test when it succeeded or failed otherwise.
 #[track_caller]
-pub fn code_of<T: Debug>(result: Result<T, ClientError>) -> ErrorCode {
+pub(crate) fn code_of<T: Debug>(result: Result<T, ClientError>) -> ErrorCode {
     match result {
         Err(ClientError::Server { code, .. }) => code,
         other => panic!("expected an Error frame, got {other:?}"),
@@ -175,7 +181,7 @@ pub fn code_of<T: Debug>(result: Result<T, ClientError>) -> ErrorCode {
 
 /// Asserts that a request was answered with an Error of `code`.
 #[track_caller]
-pub fn assert_code<T: Debug>(result: Result<T, ClientError>, code: ErrorCode) {
+pub(crate) fn assert_code<T: Debug>(result: Result<T, ClientError>, code: ErrorCode) {
     match result {
         Err(ClientError::Server { code: got, message }) => {
             assert_eq!(
@@ -191,7 +197,7 @@ pub fn assert_code<T: Debug>(result: Result<T, ClientError>, code: ErrorCode) {
 }
 
 /// The code and ref of an Error frame.
-pub fn error_of(frame: &ServerFrame) -> Option<(ErrorCode, u64)> {
+pub(crate) fn error_of(frame: &ServerFrame) -> Option<(ErrorCode, u64)> {
     match &frame.kind {
         Some(Kind::Error(e)) => Some((
             ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
@@ -202,7 +208,7 @@ pub fn error_of(frame: &ServerFrame) -> Option<(ErrorCode, u64)> {
 }
 
 /// The next event, which must be a ChatMessage.
-pub async fn next_message(client: &mut Client) -> anyhow::Result<ChatMessage> {
+pub(crate) async fn next_message(client: &mut Client) -> anyhow::Result<ChatMessage> {
     match client.next_event().await?.kind {
         Some(Kind::Message(message)) => Ok(message),
         other => bail!("expected a ChatMessage, got {other:?}"),
@@ -210,7 +216,7 @@ pub async fn next_message(client: &mut Client) -> anyhow::Result<ChatMessage> {
 }
 
 /// The next event, which must be a PresenceChange.
-pub async fn next_presence(client: &mut Client) -> anyhow::Result<PresenceChange> {
+pub(crate) async fn next_presence(client: &mut Client) -> anyhow::Result<PresenceChange> {
     match client.next_event().await?.kind {
         Some(Kind::Presence(presence)) => Ok(presence),
         other => bail!("expected a PresenceChange, got {other:?}"),
@@ -218,7 +224,7 @@ pub async fn next_presence(client: &mut Client) -> anyhow::Result<PresenceChange
 }
 
 /// Reads events until `n` ChatMessages have arrived; any other event fails.
-pub async fn messages(client: &mut Client, n: usize) -> anyhow::Result<Vec<ChatMessage>> {
+pub(crate) async fn messages(client: &mut Client, n: usize) -> anyhow::Result<Vec<ChatMessage>> {
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
         got.push(
@@ -234,7 +240,7 @@ pub async fn messages(client: &mut Client, n: usize) -> anyhow::Result<Vec<ChatM
 /// every client in `others` must be exactly that message. This is how a case
 /// shows that nothing else (no presence, no duplicate) was pushed before it:
 /// pushes of one room reach each member in one order.
-pub async fn marker(
+pub(crate) async fn marker(
     sender: &mut Client,
     room: &str,
     text: &str,
@@ -257,18 +263,18 @@ pub async fn marker(
 }
 
 /// Parses a message id, failing the test on a malformed one.
-pub fn id(s: &str) -> anyhow::Result<MessageId> {
+pub(crate) fn id(s: &str) -> anyhow::Result<MessageId> {
     s.parse::<MessageId>().map_err(|e| anyhow!("{e}"))
 }
 
 /// The ids of messages, as strings.
-pub fn ids(messages: &[ChatMessage]) -> Vec<String> {
+pub(crate) fn ids(messages: &[ChatMessage]) -> Vec<String> {
     messages.iter().map(|m| m.id.clone()).collect()
 }
 
 /// Sends `n` messages `"{prefix}{i}"` pipelined (all frames first, then the
 /// Acks); returns the Ack ids in sending order.
-pub async fn publish(
+pub(crate) async fn publish(
     client: &mut Client,
     room: &str,
     prefix: &str,
@@ -295,7 +301,7 @@ pub async fn publish(
 }
 
 /// Claims `name` on `client`, retrying while it is taken; fails after `limit`.
-pub async fn claim_within(
+pub(crate) async fn claim_within(
     client: &mut Client,
     name: &str,
     since: Instant,

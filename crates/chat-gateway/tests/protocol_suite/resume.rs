@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{assert_code, error_of, marker, next_presence, start, WAIT};
 
 /// A new connection's Hello for `name` with `token`.
-pub async fn hello_with_token(
+pub(crate) async fn hello_with_token(
     gw: &Gateway,
     name: &str,
     token: &str,
@@ -33,7 +33,7 @@ pub async fn hello_with_token(
 
 /// The earlier session of a resumed client: Error SESSION_REPLACED (ref 0),
 /// then close 4002.
-pub async fn assert_replaced(earlier: &mut Client) -> anyhow::Result<()> {
+pub(crate) async fn assert_replaced(earlier: &mut Client) -> anyhow::Result<()> {
     let close = earlier.wait_closed(WAIT).await?;
     ensure!(
         close.as_ref().map(|c| c.code) == Some(4002),
@@ -47,7 +47,7 @@ pub async fn assert_replaced(earlier: &mut Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn a_token_takes_a_live_session_over_without_presence_flicker(
+pub(crate) async fn a_token_takes_a_live_session_over_without_presence_flicker(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
@@ -101,7 +101,7 @@ pub async fn a_token_takes_a_live_session_over_without_presence_flicker(
     Ok(())
 }
 
-pub async fn a_dropped_connection_keeps_its_place_for_its_token_for_a_while(
+pub(crate) async fn a_dropped_connection_keeps_its_place_for_its_token_for_a_while(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     use chat_gateway::RECONNECT_GRACE;
@@ -147,7 +147,9 @@ pub async fn a_dropped_connection_keeps_its_place_for_its_token_for_a_while(
     Ok(())
 }
 
-pub async fn wrong_spent_and_foreign_tokens_are_ignored(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn wrong_spent_and_foreign_tokens_are_ignored(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut ann = server.connect().await?;
     let ann_token = ann.hello("Ann").await?.resume_token;

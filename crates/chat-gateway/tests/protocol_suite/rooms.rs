@@ -5,7 +5,7 @@ use chat_test_support::BackendKind;
 
 use super::{assert_code, error_of, marker, next_presence, room_with, start};
 
-pub async fn invalid_room_names_are_refused(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn invalid_room_names_are_refused(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut client = server.client("alice").await?;
     let long = ["r".repeat(65), "\u{e9}".repeat(65), "e\u{301}".repeat(65)];
@@ -40,7 +40,7 @@ pub async fn invalid_room_names_are_refused(kind: BackendKind) -> anyhow::Result
     Ok(())
 }
 
-pub async fn room_names_are_nfc_and_case_sensitive(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn room_names_are_nfc_and_case_sensitive(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut a = server.client("alice").await?;
     assert_eq!(a.join("Caf\u{e9}").await?.room, "Caf\u{e9}");
@@ -63,7 +63,7 @@ pub async fn room_names_are_nfc_and_case_sensitive(kind: BackendKind) -> anyhow:
     Ok(())
 }
 
-pub async fn too_many_rooms_at_max_rooms(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn too_many_rooms_at_max_rooms(kind: BackendKind) -> anyhow::Result<()> {
     // (The room-operation bucket's burst is 2 x --max-rooms: out of the way.)
     let args = ["--max-rooms", "2", "--room-ops-per-second", "1000000"];
     let server = start(kind, &args).await?;
@@ -81,7 +81,9 @@ pub async fn too_many_rooms_at_max_rooms(kind: BackendKind) -> anyhow::Result<()
     Ok(())
 }
 
-pub async fn rejoin_is_idempotent_without_presence_change(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn rejoin_is_idempotent_without_presence_change(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
     let mut clients = room_with(&server, "lobby", &["alice", "bob"]).await?;
     let (a, rest) = clients.split_at_mut(1);
@@ -101,7 +103,7 @@ pub async fn rejoin_is_idempotent_without_presence_change(kind: BackendKind) -> 
     Ok(())
 }
 
-pub async fn joined_members_are_sorted_and_include_the_joiner(
+pub(crate) async fn joined_members_are_sorted_and_include_the_joiner(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
@@ -120,7 +122,7 @@ pub async fn joined_members_are_sorted_and_include_the_joiner(
     Ok(())
 }
 
-pub async fn leave_typing_and_fetch_outside_a_room_are_not_in_room(
+pub(crate) async fn leave_typing_and_fetch_outside_a_room_are_not_in_room(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;

@@ -15,7 +15,7 @@ use super::{
     FAST, WAIT,
 };
 
-pub async fn send_rules_apply_in_order(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn send_rules_apply_in_order(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, &["--max-text-bytes", "16"]).await?;
     let mut clients = room_with(&server, "lobby", &["alice", "bob"]).await?;
     let (a, b) = clients.split_at_mut(1);
@@ -104,7 +104,7 @@ pub async fn send_rules_apply_in_order(kind: BackendKind) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub async fn duplicate_send_is_acked_with_the_original_and_not_redelivered(
+pub(crate) async fn duplicate_send_is_acked_with_the_original_and_not_redelivered(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     let server = start(kind, &[]).await?;
@@ -172,7 +172,9 @@ pub async fn duplicate_send_is_acked_with_the_original_and_not_redelivered(
     Ok(())
 }
 
-pub async fn rate_limit_is_a_token_bucket_per_connection(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn rate_limit_is_a_token_bucket_per_connection(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
     let server = start(
         kind,
         &["--messages-per-second", "4", "--message-burst", "3"],
@@ -266,7 +268,7 @@ pub async fn rate_limit_is_a_token_bucket_per_connection(kind: BackendKind) -> a
 /// sending order in the room, and every reply comes back in the order of
 /// the requests, including a refused Send and a Ping among the pipelined
 /// Sends.
-pub async fn pipelined_sends_keep_their_order_and_replies_follow_requests(
+pub(crate) async fn pipelined_sends_keep_their_order_and_replies_follow_requests(
     kind: BackendKind,
 ) -> anyhow::Result<()> {
     const SENDS: usize = 150;
@@ -348,7 +350,7 @@ pub async fn pipelined_sends_keep_their_order_and_replies_follow_requests(
 /// Retries of one `client_msg_id` sent back to back, before the first is
 /// answered (so they reach the backend together), still make one message:
 /// the first is accepted, the others are duplicates with its id.
-pub async fn pipelined_retries_are_one_message(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn pipelined_retries_are_one_message(kind: BackendKind) -> anyhow::Result<()> {
     let server = start(kind, FAST).await?;
     let mut clients = room_with(&server, "lobby", &["alice", "bob"]).await?;
     let (a, b) = clients.split_at_mut(1);

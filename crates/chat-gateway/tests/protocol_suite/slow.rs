@@ -7,7 +7,9 @@ use chat_test_support::BackendKind;
 
 use super::{room_with, start, FAST, WAIT};
 
-pub async fn slow_consumer_is_disconnected_and_counted(kind: BackendKind) -> anyhow::Result<()> {
+pub(crate) async fn slow_consumer_is_disconnected_and_counted(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
     let args = [
         FAST,
         &["--outbound-queue", "8", "--max-text-bytes", "65536"],
