@@ -30,7 +30,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The results of a ping-pong run (flattened into the report).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PingpongResults {
+pub(crate) struct PingpongResults {
     pub conns: usize,
     pub connected: usize,
     pub depth: usize,
@@ -116,7 +116,7 @@ async fn connect_all(
 
 /// Runs the scenario and returns its report: the connections are opened, ping-pong
 /// through the measured window, then the report.
-pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
+pub(crate) async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
     validate(&args)?;
     let target = resolve(&args.url).await?;
     let local_ips = local_ips_arg(args.local_ips.as_deref())?;

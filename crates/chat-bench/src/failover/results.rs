@@ -10,7 +10,7 @@ use crate::report::{fmt_int, Results};
 
 /// Percentiles of a duration, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Millis {
+pub(crate) struct Millis {
     pub count: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -40,7 +40,7 @@ impl Millis {
 
 /// The results of a failover run (flattened into the report).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FailoverResults {
+pub(crate) struct FailoverResults {
     pub members: usize,
     pub rooms: usize,
     pub members_per_room: usize,
