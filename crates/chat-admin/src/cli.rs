@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 /// Answers describe the whole cluster, whichever gateway is asked.
 #[derive(Debug, Parser)]
 #[command(name = "chat-admin", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Admin API of a gateway (its --admin-listen address).
     #[arg(
         long,
@@ -40,7 +40,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Rooms with members, or with a message in the last 24 hours.
     Rooms,
     /// Users online, with their rooms and gateways.

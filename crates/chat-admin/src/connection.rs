@@ -12,20 +12,20 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 /// Exit codes (sysexits.h), documented in the README.
-pub mod exit {
+pub(crate) mod exit {
     /// The call was refused for another reason (NOT_FOUND, INVALID_ARGUMENT, ...).
-    pub const FAILED: u8 = 1;
+    pub(crate) const FAILED: u8 = 1;
     /// Bad flags: an unusable --server URL or --token.
-    pub const USAGE: u8 = 64;
+    pub(crate) const USAGE: u8 = 64;
     /// The admin API could not be reached, or the cluster was unavailable.
-    pub const UNAVAILABLE: u8 = 69;
+    pub(crate) const UNAVAILABLE: u8 = 69;
     /// The token was missing or wrong.
-    pub const NO_PERMISSION: u8 = 77;
+    pub(crate) const NO_PERMISSION: u8 = 77;
 }
 
 /// Adds `authorization: Bearer <token>` to every call when a token is set.
 #[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
+pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -38,11 +38,11 @@ impl Interceptor for Bearer {
     }
 }
 
-pub type AdminClient = ChatAdminClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type AdminClient = ChatAdminClient<InterceptedService<Channel, Bearer>>;
 
 /// A failure as the user sees it: one line, and the process exit code.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub code: u8,
     pub message: String,
 }
@@ -66,7 +66,7 @@ impl Failure {
 
 /// Connects to `server` (eagerly, so that an unreachable server is reported
 /// as such rather than as a failed call).
-pub async fn connect(
+pub(crate) async fn connect(
     server: &str,
     token: Option<&str>,
     timeout: Duration,
@@ -98,7 +98,7 @@ pub async fn connect(
 }
 
 /// Turns a refused call into a one-line failure.
-pub fn call_failed(server: &str, status: &Status) -> Failure {
+pub(crate) fn call_failed(server: &str, status: &Status) -> Failure {
     let message = status.message();
     match status.code() {
         Code::Unauthenticated => Failure::new(

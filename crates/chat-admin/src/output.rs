@@ -5,24 +5,24 @@ use chat_admin_proto::{Gateway, Room, User};
 use serde::Serialize;
 
 /// Left-aligned columns separated by two spaces; the header in capitals.
-pub struct Table {
+pub(crate) struct Table {
     header: Vec<&'static str>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub fn new(header: Vec<&'static str>) -> Self {
+    pub(crate) fn new(header: Vec<&'static str>) -> Self {
         Self {
             header,
             rows: Vec::new(),
         }
     }
 
-    pub fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
             for (width, cell) in widths.iter_mut().zip(row) {
@@ -94,7 +94,7 @@ fn json(value: &impl Serialize) -> String {
     text
 }
 
-pub fn rooms(rooms: &[Room], as_json: bool) -> String {
+pub(crate) fn rooms(rooms: &[Room], as_json: bool) -> String {
     if as_json {
         let rooms: Vec<RoomJson<'_>> = rooms
             .iter()
@@ -122,7 +122,7 @@ pub fn rooms(rooms: &[Room], as_json: bool) -> String {
     table.render()
 }
 
-pub fn users(users: &[User], as_json: bool) -> String {
+pub(crate) fn users(users: &[User], as_json: bool) -> String {
     if as_json {
         let users: Vec<UserJson<'_>> = users
             .iter()
@@ -150,7 +150,7 @@ pub fn users(users: &[User], as_json: bool) -> String {
     table.render()
 }
 
-pub fn gateways(gateways: &[Gateway], now_ms: u64, as_json: bool) -> String {
+pub(crate) fn gateways(gateways: &[Gateway], now_ms: u64, as_json: bool) -> String {
     if as_json {
         let gateways: Vec<GatewayJson<'_>> = gateways
             .iter()
@@ -189,7 +189,7 @@ pub fn gateways(gateways: &[Gateway], now_ms: u64, as_json: bool) -> String {
     table.render()
 }
 
-pub fn kicked(user: &str, room: Option<&str>, sessions: u32, as_json: bool) -> String {
+pub(crate) fn kicked(user: &str, room: Option<&str>, sessions: u32, as_json: bool) -> String {
     if as_json {
         return json(&serde_json::json!({ "sessions_kicked": sessions }));
     }
@@ -207,14 +207,14 @@ pub fn kicked(user: &str, room: Option<&str>, sessions: u32, as_json: bool) -> S
     }
 }
 
-pub fn said(room: &str, id: &str, as_json: bool) -> String {
+pub(crate) fn said(room: &str, id: &str, as_json: bool) -> String {
     if as_json {
         return json(&serde_json::json!({ "id": id }));
     }
     format!("posted to {room} as message {id}\n")
 }
 
-pub fn drained(gateway_id: &str, connections: u32, as_json: bool) -> String {
+pub(crate) fn drained(gateway_id: &str, connections: u32, as_json: bool) -> String {
     if as_json {
         return json(&serde_json::json!({ "gateway_id": gateway_id, "connections": connections }));
     }
@@ -241,7 +241,7 @@ fn dash_if_empty(text: &str) -> String {
 }
 
 /// "2024-05-06 07:08:09Z" (UTC, second precision); "-" for 0.
-pub fn utc(ms: u64) -> String {
+pub(crate) fn utc(ms: u64) -> String {
     if ms == 0 {
         return "-".to_owned();
     }
@@ -257,7 +257,7 @@ pub fn utc(ms: u64) -> String {
 }
 
 /// "3s ago", "5m ago", "2h ago"; "-" for 0.
-pub fn ago(ms: u64, now_ms: u64) -> String {
+pub(crate) fn ago(ms: u64, now_ms: u64) -> String {
     if ms == 0 {
         return "-".to_owned();
     }

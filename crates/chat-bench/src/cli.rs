@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use chat_measure::args::{invalid, parse_secs, watched_arg, InvalidArgs, OutputArgs};
+pub(crate) use chat_measure::args::{invalid, parse_secs, watched_arg, InvalidArgs, OutputArgs};
 
 /// Load generator for the chat system.
 ///
@@ -15,7 +15,7 @@ pub use chat_measure::args::{invalid, parse_secs, watched_arg, InvalidArgs, Outp
 /// report (--json-file) and an SVG plot (--plot).
 #[derive(Debug, Parser)]
 #[command(name = "chat-bench", version)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Tokio worker threads (default: one per core).
     #[arg(long, global = true, env = "CHAT_BENCH_THREADS")]
     pub threads: Option<usize>,
@@ -24,7 +24,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Rooms of members, some of them publishing: deliveries/s, loss, end-to-end latency.
     Fanout(FanoutArgs),
     /// Many idle members joined to rooms: connect rate, failures, memory per connection.
@@ -50,7 +50,7 @@ pub enum Command {
 /// When a publisher's in-flight message leaves the window (rate 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WindowRelease {
+pub(crate) enum WindowRelease {
     /// On its Ack: as fast as acks allow.
     Ack,
     /// On the publisher's own copy of the message: self-clocked by the fan-out.
@@ -58,7 +58,7 @@ pub enum WindowRelease {
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct FanoutArgs {
+pub(crate) struct FanoutArgs {
     /// Gateway (or balancer) WebSocket URL.
     #[arg(long, env = "CHAT_BENCH_URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
@@ -107,7 +107,7 @@ pub struct FanoutArgs {
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct ConnectionsArgs {
+pub(crate) struct ConnectionsArgs {
     /// Gateway (or balancer) WebSocket URL.
     #[arg(long, env = "CHAT_BENCH_URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
@@ -136,7 +136,7 @@ pub struct ConnectionsArgs {
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct FailoverArgs {
+pub(crate) struct FailoverArgs {
     /// Redis URL for the gateways (best a fresh server).
     #[arg(
         long,
@@ -207,7 +207,7 @@ pub struct FailoverArgs {
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct PingpongArgs {
+pub(crate) struct PingpongArgs {
     /// Echo server (or balancer in front of one): tcp://HOST:PORT.
     #[arg(long, env = "CHAT_BENCH_URL")]
     pub url: String,
@@ -240,7 +240,7 @@ pub struct PingpongArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct EchoServerArgs {
+pub(crate) struct EchoServerArgs {
     /// Address to listen on (repeatable: one echo server per address).
     #[arg(
         long,
@@ -252,7 +252,7 @@ pub struct EchoServerArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct PlotArgs {
+pub(crate) struct PlotArgs {
     /// The SVG file to write.
     #[arg(long, env = "CHAT_BENCH_OUT", value_name = "FILE.svg")]
     pub out: PathBuf,
@@ -269,7 +269,7 @@ pub struct PlotArgs {
 }
 
 /// The `--local-ips` flag, parsed (empty when not given: the OS picks).
-pub fn local_ips_arg(spec: Option<&str>) -> anyhow::Result<Vec<std::net::IpAddr>> {
+pub(crate) fn local_ips_arg(spec: Option<&str>) -> anyhow::Result<Vec<std::net::IpAddr>> {
     spec.map(crate::local_ips::parse_local_ips)
         .transpose()
         .map_err(invalid)

@@ -17,7 +17,7 @@ use tokio::process::{Child, ChildStdout, Command};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A sibling of this executable (chat-gateway, chat-lb), unless given.
-pub fn binary(given: Option<&Path>, name: &str) -> Result<PathBuf> {
+pub(crate) fn binary(given: Option<&Path>, name: &str) -> Result<PathBuf> {
     let bin = match given {
         Some(path) => path.to_owned(),
         None => std::env::current_exe()
@@ -34,7 +34,7 @@ pub fn binary(given: Option<&Path>, name: &str) -> Result<PathBuf> {
 }
 
 /// A gateway process; killed on drop.
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub id: String,
     pub addr: SocketAddr,
     bin: PathBuf,
@@ -46,7 +46,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts `bin` on loopback ports chosen by the kernel, as `id`, with `args`.
-    pub async fn start(
+    pub(crate) async fn start(
         bin: &Path,
         id: &str,
         args: Vec<String>,
@@ -64,12 +64,12 @@ impl Gateway {
         })
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 
     /// SIGKILL (a crash: no drain, no goodbye), and waits for the exit.
-    pub async fn kill(&mut self) -> Result<()> {
+    pub(crate) async fn kill(&mut self) -> Result<()> {
         self.child.start_kill().context("killing the gateway")?;
         self.child
             .wait()
@@ -80,7 +80,7 @@ impl Gateway {
 
     /// Starts the killed gateway again as a supervisor would: same binary,
     /// id, flags and address.
-    pub async fn restart(&mut self) -> Result<()> {
+    pub(crate) async fn restart(&mut self) -> Result<()> {
         let pin = ["--listen".to_owned(), self.addr.to_string()];
         let (child, addr) =
             spawn_gateway(&self.bin, &self.id, &self.args, &pin, self.log.as_deref()).await?;
@@ -91,14 +91,14 @@ impl Gateway {
 }
 
 /// chat-lb in front of the gateways; killed on drop.
-pub struct Balancer {
+pub(crate) struct Balancer {
     pub addr: SocketAddr,
     child: Child,
 }
 
 impl Balancer {
     /// Starts `bin` on a loopback port in front of `backends`, with `args`.
-    pub async fn start(
+    pub(crate) async fn start(
         bin: &Path,
         backends: &[SocketAddr],
         args: &[&str],
@@ -119,7 +119,7 @@ impl Balancer {
         Ok(Self { addr, child })
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 }

@@ -45,7 +45,7 @@ struct Counters {
 
 /// The results of a connections run (flattened into the report).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConnectionsResults {
+pub(crate) struct ConnectionsResults {
     pub requested: usize,
     pub members_per_room: usize,
     pub connected: u64,
@@ -117,7 +117,7 @@ impl Results for ConnectionsResults {
 
 /// Runs the scenario and returns its report: the members connect (at `--rate`), are held
 /// for the measured window, then the report.
-pub async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
+pub(crate) async fn run(args: ConnectionsArgs) -> Result<Report<ConnectionsResults>> {
     if args.n == 0 || args.members == 0 || args.connect_concurrency == 0 {
         return Err(invalid(
             "--n, --members and --connect-concurrency must be at least 1",

@@ -20,7 +20,7 @@ const HEALTHY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: clo
 
 /// Binds every `--listen` address, prints `echo-server listening on ADDR`
 /// for each, and serves until SIGTERM or SIGINT.
-pub async fn run(args: EchoServerArgs) -> Result<()> {
+pub(crate) async fn run(args: EchoServerArgs) -> Result<()> {
     let mut servers = JoinSet::new();
     for addr in &args.listen {
         let listener = TcpListener::bind(addr)
@@ -48,7 +48,7 @@ async fn shutdown_signal() {
 }
 
 /// Accepts forever; a failed accept (e.g. out of files) is retried after a pause.
-pub async fn serve(listener: TcpListener) -> Result<()> {
+pub(crate) async fn serve(listener: TcpListener) -> Result<()> {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -98,7 +98,7 @@ fn is_disconnect(e: &std::io::Error) -> bool {
 
 /// Starts an echo server on `addr` in this runtime; returns its address (for tests).
 #[cfg(test)]
-pub async fn spawn(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+pub(crate) async fn spawn(addr: std::net::SocketAddr) -> std::net::SocketAddr {
     let listener = TcpListener::bind(addr).await.unwrap();
     let local = listener.local_addr().unwrap();
     tokio::spawn(serve(listener));

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 /// `ServerFrame`, with the kinds the benchmark reacts to.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct LeanServerFrame {
+pub(crate) struct LeanServerFrame {
     #[prost(uint64, tag = "1")]
     pub r#ref: u64,
     #[prost(message, optional, tag = "5")]
@@ -27,28 +27,28 @@ pub struct LeanServerFrame {
 
 /// `ChatMessage.text` only.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct LeanChatMessage {
+pub(crate) struct LeanChatMessage {
     #[prost(bytes = "bytes", tag = "4")]
     pub text: Bytes,
 }
 
 /// `Ack.duplicate` only: its presence is what matters.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct LeanAck {
+pub(crate) struct LeanAck {
     #[prost(bool, tag = "4")]
     pub duplicate: bool,
 }
 
 /// `Error.code` only.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct LeanError {
+pub(crate) struct LeanError {
     #[prost(int32, tag = "1")]
     pub code: i32,
 }
 
 /// `Reconnect.after_ms` only.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct LeanReconnect {
+pub(crate) struct LeanReconnect {
     #[prost(uint32, tag = "2")]
     pub after_ms: u32,
 }

@@ -13,7 +13,7 @@ const MAX_ADDRESSES: u32 = 65_536;
 
 /// Parses `127.0.0.1-127.0.0.40`, `127.0.0.1,127.0.0.2`, or a mix of both
 /// (comma-separated items, each an address or an inclusive IPv4 range).
-pub fn parse_local_ips(spec: &str) -> Result<Vec<IpAddr>> {
+pub(crate) fn parse_local_ips(spec: &str) -> Result<Vec<IpAddr>> {
     let mut ips = Vec::new();
     for item in spec
         .split(',')
@@ -50,7 +50,7 @@ pub fn parse_local_ips(spec: &str) -> Result<Vec<IpAddr>> {
 
 /// The source address for connection `index`, round-robin; `None` (let the
 /// kernel choose) when no addresses were given.
-pub fn pick(ips: &[IpAddr], index: usize) -> Option<IpAddr> {
+pub(crate) fn pick(ips: &[IpAddr], index: usize) -> Option<IpAddr> {
     (!ips.is_empty()).then(|| ips[index % ips.len()])
 }
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 use chat_client::{Client, ClientError, WebSocketConfig};
 
 /// How long one member's set-up may take before it counts as failed.
-pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A short id unique to this run (process id and start time), for names.
-pub fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let now = crate::report::unix_ms();
     format!(
         "{:06x}",
@@ -21,12 +21,12 @@ pub fn run_id() -> String {
 /// WebSocket buffers for a benchmark connection: `read_buffer` bytes of
 /// read buffer (tungstenite's default is 128 KiB per connection). Writes
 /// are buffered until flushed, so a batch of sends is one write.
-pub fn ws_config(read_buffer: usize) -> WebSocketConfig {
+pub(crate) fn ws_config(read_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(read_buffer)
 }
 
 /// Connects, says `Hello` as `username` and joins `room` (no history replay).
-pub async fn join(
+pub(crate) async fn join(
     url: &str,
     local: Option<IpAddr>,
     username: &str,
@@ -45,7 +45,7 @@ pub async fn join(
 }
 
 /// A short, stable description of a set-up failure for counting by kind.
-pub fn failure_kind(error: &ClientError) -> String {
+pub(crate) fn failure_kind(error: &ClientError) -> String {
     match error {
         ClientError::Connect { source, .. } => format!("connect: {}", source.kind()),
         ClientError::Rejected { status } => format!("upgrade refused: HTTP {status}"),

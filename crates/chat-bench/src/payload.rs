@@ -8,18 +8,18 @@
 use anyhow::{bail, Result};
 
 /// Bytes taken by the stamp at the start of a chat text.
-pub const CHAT_STAMP_LEN: usize = 12 + 1 + 6 + 1 + 10;
+pub(crate) const CHAT_STAMP_LEN: usize = 12 + 1 + 6 + 1 + 10;
 
 /// Bytes taken by the header of a ping-pong payload.
-pub const PING_HEADER_LEN: usize = 16;
+pub(crate) const PING_HEADER_LEN: usize = 16;
 
 /// First byte of every ping: never `G`, so the echo server can tell a ping
 /// from a health check (`GET /healthz`).
-pub const PING_MAGIC: u8 = 0xb7;
+pub(crate) const PING_MAGIC: u8 = 0xb7;
 
 /// One chat message's identity and send time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     /// Nanoseconds since the run's epoch when the message was handed to the socket.
     pub sent_ns: u64,
     /// Global publisher index.
@@ -35,7 +35,7 @@ impl Stamp {
     const MAX_SEQ: u64 = (1 << 40) - 1;
 
     /// The text of a chat message of exactly `size` bytes carrying this stamp.
-    pub fn to_text(self, size: usize) -> String {
+    pub(crate) fn to_text(self, size: usize) -> String {
         let mut text = format!(
             "{:012x}.{:06x}.{:010x}",
             self.sent_ns.min(Self::MAX_SENT_NS),
@@ -51,7 +51,7 @@ impl Stamp {
 
     /// Reads the stamp at the start of a chat text; `None` for any other text
     /// (traffic that is not the benchmark's).
-    pub fn parse(text: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(text: &[u8]) -> Option<Self> {
         if text.len() < CHAT_STAMP_LEN || text[12] != b'.' || text[19] != b'.' {
             return None;
         }
@@ -64,7 +64,7 @@ impl Stamp {
 }
 
 /// Checks a requested chat payload size.
-pub fn check_chat_size(size: usize) -> Result<()> {
+pub(crate) fn check_chat_size(size: usize) -> Result<()> {
     if size < CHAT_STAMP_LEN {
         bail!(
             "--payload must be at least {CHAT_STAMP_LEN} bytes (the timestamp and sequence stamp)"
@@ -86,7 +86,7 @@ fn hex(digits: &[u8]) -> Option<u64> {
 }
 
 /// Writes a ping into `buf` (its whole length): magic byte, sequence, send time.
-pub fn write_ping(buf: &mut [u8], seq: u64, sent_ns: u64) {
+pub(crate) fn write_ping(buf: &mut [u8], seq: u64, sent_ns: u64) {
     debug_assert!(buf.len() >= PING_HEADER_LEN);
     buf[0] = PING_MAGIC;
     // 7 bytes of sequence: plenty, and keeps the header at 16 bytes.
@@ -95,7 +95,7 @@ pub fn write_ping(buf: &mut [u8], seq: u64, sent_ns: u64) {
 }
 
 /// Reads a ping written by [`write_ping`]: sequence and send time.
-pub fn read_ping(buf: &[u8]) -> Option<(u64, u64)> {
+pub(crate) fn read_ping(buf: &[u8]) -> Option<(u64, u64)> {
     if buf.len() < PING_HEADER_LEN || buf[0] != PING_MAGIC {
         return None;
     }

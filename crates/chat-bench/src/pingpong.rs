@@ -21,7 +21,7 @@ use crate::latency::{Clock, LatencySummary, Recorder, Shards};
 use crate::local_ips::pick;
 use crate::pacing::Pacer;
 use crate::payload::{read_ping, write_ping, PING_HEADER_LEN};
-use crate::progress::{watch_window, Progress};
+use crate::progress::{watch_window, Progress, Watch};
 use crate::report::{fmt_bytes, fmt_int, fmt_rate, unix_ms, Measured, Report, Results};
 use crate::usage::WindowUsage;
 
@@ -30,7 +30,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The results of a ping-pong run (flattened into the report).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PingpongResults {
+pub(crate) struct PingpongResults {
     pub conns: usize,
     pub connected: usize,
     pub depth: usize,
@@ -116,7 +116,25 @@ async fn connect_all(
 
 /// Runs the scenario and returns its report: the connections are opened, ping-pong
 /// through the measured window, then the report.
-pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
+pub(crate) async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
+    validate(&args)?;
+    let target = resolve(&args.url).await?;
+    let local_ips = local_ips_arg(args.local_ips.as_deref())?;
+    let watched = watched_arg(&args.output.watch_pid)?;
+    let started_unix_ms = unix_ms();
+    let progress = Progress::new(args.conns as u64, args.output.no_progress);
+    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+
+    let streams = connect_all(&args, target, &local_ips, &errors, &progress).await?;
+    let connected = streams.len();
+    let shards = Shards::new(8);
+    let clock = Arc::new(Clock::start(args.warmup, args.duration));
+    let tasks = start(&args, streams, &clock, &shards, &errors);
+    let watch = measure(&clock, &shards, &progress, WindowUsage::new(watched), tasks).await?;
+    report(&args, started_unix_ms, connected, &shards, &errors, watch)
+}
+
+fn validate(args: &PingpongArgs) -> Result<()> {
     if args.conns == 0 || args.depth == 0 {
         return Err(invalid("--conns and --depth must be at least 1"));
     }
@@ -128,46 +146,50 @@ pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         return Err(invalid("--rate must be 0 or a positive number"));
     }
-    let target = resolve(&args.url).await?;
-    let local_ips = local_ips_arg(args.local_ips.as_deref())?;
-    let watched = watched_arg(&args.output.watch_pid)?;
-    let started_unix_ms = unix_ms();
-    let progress = Progress::new(args.conns as u64, args.output.no_progress);
-    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    Ok(())
+}
 
-    let streams = connect_all(&args, target, &local_ips, &errors, &progress).await?;
+/// Starts one ping loop per connection, `--rate` (if any) shared evenly; a
+/// connection that fails counts its reason in `errors`.
+fn start(
+    args: &PingpongArgs,
+    streams: Vec<TcpStream>,
+    clock: &Arc<Clock>,
+    shards: &Arc<Shards>,
+    errors: &Arc<Mutex<BTreeMap<String, u64>>>,
+) -> JoinSet<()> {
     let connected = streams.len();
-
-    // ---------------------------------------------------------------- measured window
-    let shards = Shards::new(8);
-    let clock = Arc::new(Clock::start(args.warmup, args.duration));
     let mut tasks = JoinSet::new();
     for (index, stream) in streams.into_iter().enumerate() {
         let pacer = (args.rate > 0.0)
             .then(|| Pacer::staggered(args.rate / connected as f64, index, connected));
         let conn = Conn {
-            clock: Arc::clone(&clock),
+            clock: Arc::clone(clock),
             recorder: shards.recorder(index),
             depth: args.depth,
             size: args.size,
             pacer,
         };
-        let errors = Arc::clone(&errors);
+        let errors = Arc::clone(errors);
         tasks.spawn(async move {
             if let Err(reason) = conn.run(stream).await {
                 *errors.lock().entry(reason).or_default() += 1;
             }
         });
     }
+    tasks
+}
 
-    let watch = watch_window(
-        &clock,
-        "round trips/s",
-        || shards.total(),
-        &progress,
-        WindowUsage::new(watched),
-    )
-    .await?;
+/// The measured window: watches the round trips until the window ends, then
+/// lets the connections finish their last replies.
+async fn measure(
+    clock: &Clock,
+    shards: &Shards,
+    progress: &Progress,
+    usage: WindowUsage,
+    mut tasks: JoinSet<()>,
+) -> Result<Watch> {
+    let watch = watch_window(clock, "round trips/s", || shards.total(), progress, usage).await?;
     // Connections stop sending at the end and finish their last replies.
     let finish = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(REPLY_TIMEOUT + Duration::from_secs(1), finish)
@@ -177,7 +199,18 @@ pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
         tasks.abort_all();
     }
     progress.finish();
+    Ok(watch)
+}
 
+/// The report of a finished run.
+fn report(
+    args: &PingpongArgs,
+    started_unix_ms: u64,
+    connected: usize,
+    shards: &Shards,
+    errors: &Mutex<BTreeMap<String, u64>>,
+    watch: Watch,
+) -> Result<Report<PingpongResults>> {
     let round_trips = shards.measured();
     let measured_secs = args.duration.as_secs_f64();
     let error_reasons = std::mem::take(&mut *errors.lock());
@@ -195,7 +228,7 @@ pub async fn run(args: PingpongArgs) -> Result<Report<PingpongResults>> {
     };
     Report::new(
         "pingpong",
-        &args,
+        args,
         &args.output.label,
         started_unix_ms,
         results,

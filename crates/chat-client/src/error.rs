@@ -9,7 +9,9 @@ use tokio_tungstenite::tungstenite;
 /// The close frame the server sent: its code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseInfo {
+    /// The close code (1000 normal, 4001 kicked, ...).
     pub code: u16,
+    /// The reason text, possibly empty.
     pub reason: String,
 }
 
@@ -24,16 +26,26 @@ impl fmt::Display for CloseInfo {
 pub enum ClientError {
     /// The URL is not a usable `ws://` URL.
     #[error("invalid url {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The TCP connection could not be made.
     #[error("connecting to {addr}: {source}")]
     Connect {
+        /// The address connected to.
         addr: String,
+        /// The I/O error of the connect.
         source: std::io::Error,
     },
     /// The server answered the upgrade with a plain HTTP response (e.g. 503 while draining).
     #[error("websocket upgrade refused with HTTP {status}")]
-    Rejected { status: u16 },
+    Rejected {
+        /// The HTTP status of the response.
+        status: u16,
+    },
     /// A WebSocket-level failure (handshake, I/O, protocol).
     #[error("websocket: {0}")]
     WebSocket(#[from] tungstenite::Error),
@@ -42,7 +54,12 @@ pub enum ClientError {
     Decode(#[from] prost::DecodeError),
     /// The server answered a request with an `Error` frame.
     #[error("server error {}: {message}", code.as_str_name())]
-    Server { code: ErrorCode, message: String },
+    Server {
+        /// The `Error` frame's code.
+        code: ErrorCode,
+        /// The `Error` frame's message.
+        message: String,
+    },
     /// The connection is closed; the close frame when the server sent one.
     #[error("connection closed{}", match .0 { Some(close) => format!(" by the server: {close}"), None => String::new() })]
     Closed(Option<CloseInfo>),
@@ -52,7 +69,9 @@ pub enum ClientError {
     /// The reply had another kind than the request calls for.
     #[error("unexpected reply: expected {expected}, got {got:?}")]
     Unexpected {
+        /// The kind of reply the request calls for.
         expected: &'static str,
+        /// The frame that came instead.
         got: Box<ServerFrame>,
     },
     /// The server sent a WebSocket text message (the protocol is binary only).

@@ -24,8 +24,11 @@ const BATCH: usize = 512;
 /// A run's time base: send times are nanoseconds since `epoch`, and only
 /// what was sent in the measured window `[start_ns, end_ns)` is measured.
 pub struct Clock {
+    /// When the run started.
     pub epoch: Instant,
+    /// Where the measured window starts, in nanoseconds since `epoch`.
     pub start_ns: u64,
+    /// Where the measured window ends (excluded), in nanoseconds since `epoch`.
     pub end_ns: u64,
 }
 
@@ -39,6 +42,7 @@ impl Clock {
         }
     }
 
+    /// Nanoseconds since `epoch`.
     #[inline]
     pub fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
@@ -76,6 +80,8 @@ pub struct Shards {
 }
 
 impl Shards {
+    /// `count` empty shards (at least one): about one per core keeps the
+    /// recorders from contending.
     pub fn new(count: usize) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..count.max(1))
@@ -176,13 +182,21 @@ impl Drop for Recorder {
 /// Percentiles of a latency histogram, in microseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
+    /// Samples recorded.
     pub count: u64,
+    /// The smallest sample.
     pub min_us: f64,
+    /// The mean of the samples.
     pub mean_us: f64,
+    /// The median.
     pub p50_us: f64,
+    /// The 90th percentile.
     pub p90_us: f64,
+    /// The 99th percentile.
     pub p99_us: f64,
+    /// The 99.9th percentile.
     pub p999_us: f64,
+    /// The largest sample.
     pub max_us: f64,
     /// (percentile, latency in µs) pairs for percentile plots, from 0 to 100.
     pub distribution: Vec<[f64; 2]>,

@@ -41,11 +41,13 @@ impl Progress {
         self.bar.set_position(0);
     }
 
+    /// Moves the bar to `position` and shows `message` beside it.
     pub fn update(&self, position: u64, message: String) {
         self.bar.set_position(position);
         self.bar.set_message(message);
     }
 
+    /// Clears the bar for good.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
@@ -53,8 +55,11 @@ impl Progress {
 
 /// What [`watch_window`] saw: the rate over time, and the resource use over the window.
 pub struct Watch {
+    /// (seconds since the epoch, rate) once per [`SAMPLE_EVERY`].
     pub timeline: Vec<[f64; 2]>,
+    /// The bench's own CPU over the window.
     pub bench_cpu: CpuUsage,
+    /// The watched processes over the window.
     pub processes: Vec<ProcessUsage>,
 }
 
@@ -127,6 +132,7 @@ impl Timeline {
         self.points.push([t, value]);
     }
 
+    /// The points added so far, `(seconds, value)`.
     pub fn into_points(self) -> Vec<[f64; 2]> {
         self.points
     }

@@ -26,20 +26,24 @@ pub trait Results {
 /// The full report of one run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report<R> {
+    /// The scenario run (`fanout`, `failover`, ...).
     pub scenario: String,
     /// Free text from `--label` (e.g. "direct" or "via chat-lb").
     pub label: String,
     /// `chat-bench <version>`.
     pub tool: String,
+    /// When the run started (Unix time, milliseconds).
     pub started_unix_ms: u64,
     /// The command-line parameters of the run.
     pub params: serde_json::Value,
     /// No loss and no failures (see each scenario for what that means).
     pub clean: bool,
+    /// The scenario's own results, flattened into the report.
     #[serde(flatten)]
     pub results: R,
     /// What `latency` measures, for readers of the JSON.
     pub latency_kind: String,
+    /// The latency percentiles of the measured window.
     pub latency: LatencySummary,
     /// What the timeline's values are (e.g. "deliveries/s").
     pub timeline_unit: String,
@@ -56,11 +60,15 @@ pub struct Report<R> {
 pub struct Measured {
     /// What `latency` measures (e.g. "end-to-end latency").
     pub latency_kind: &'static str,
+    /// The latency percentiles of the measured window.
     pub latency: LatencySummary,
     /// What the timeline's values are (e.g. "deliveries/s").
     pub timeline_unit: &'static str,
+    /// (seconds since the start, value) once per sampling interval.
     pub timeline: Vec<[f64; 2]>,
+    /// The bench's own CPU use over the window.
     pub bench_cpu: CpuUsage,
+    /// The watched processes over the window.
     pub processes: Vec<ProcessUsage>,
 }
 
@@ -258,6 +266,7 @@ pub fn fmt_percent(ratio: f64) -> String {
     }
 }
 
+/// CPU use for people: user and system seconds, and the share of one core.
 pub fn fmt_cpu(cpu: &CpuUsage) -> String {
     format!(
         "{:.2} s user + {:.2} s sys over {:.1} s = {:.0} % of one core",

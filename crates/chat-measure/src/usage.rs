@@ -24,8 +24,11 @@ pub fn own_cpu() -> (f64, f64) {
 /// CPU used over a span of wall time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CpuUsage {
+    /// CPU seconds in user mode.
     pub user_secs: f64,
+    /// CPU seconds in the kernel.
     pub system_secs: f64,
+    /// The wall time they were used over.
     pub wall_secs: f64,
     /// (user + system) / wall: 1.0 is one core busy all the time.
     pub cores_used: f64,
@@ -56,6 +59,7 @@ pub struct OwnCpu {
 }
 
 impl OwnCpu {
+    /// Starts counting from now.
     pub fn start() -> Self {
         let (user, system) = own_cpu();
         Self {
@@ -65,6 +69,7 @@ impl OwnCpu {
         }
     }
 
+    /// The CPU used since the start.
     pub fn usage(&self) -> CpuUsage {
         let (user, system) = own_cpu();
         CpuUsage::new(user - self.user, system - self.system, self.start.elapsed())
@@ -74,7 +79,9 @@ impl OwnCpu {
 /// A process watched during a run: `--watch-pid NAME=PID`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watched {
+    /// The name it is reported under.
     pub name: String,
+    /// Its process id.
     pub pid: u32,
     /// One thread of the process (its CPU time alone), or the whole process.
     pub tid: Option<u32>,
@@ -147,14 +154,20 @@ impl Watched {
 /// What a watched process did between two samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessUsage {
+    /// The name it was watched under.
     pub name: String,
+    /// Its process id.
     pub pid: u32,
+    /// The CPU it used between the samples.
     pub cpu: CpuUsage,
+    /// Its resident memory at the first sample, in KiB.
     pub rss_before_kib: u64,
+    /// Its resident memory at the second sample, in KiB.
     pub rss_after_kib: u64,
 }
 
 impl ProcessUsage {
+    /// What `watched` did from `before` to `after`.
     pub fn between(watched: &Watched, before: &Sample, after: &Sample) -> Self {
         Self {
             name: watched.name.clone(),
@@ -184,6 +197,7 @@ pub struct WindowUsage {
 }
 
 impl WindowUsage {
+    /// A window over `watched` (and the bench itself), not started yet.
     pub fn new(watched: Vec<Watched>) -> Self {
         Self {
             watched,
@@ -192,10 +206,12 @@ impl WindowUsage {
         }
     }
 
+    /// Whether the start was sampled.
     pub fn started(&self) -> bool {
         self.start.is_some()
     }
 
+    /// Whether the end was sampled.
     pub fn ended(&self) -> bool {
         self.end.is_some()
     }

@@ -11,7 +11,12 @@ pub enum Backend {
     /// The embedded single-gateway backend (no flags).
     Memory,
     /// A Redis server: `--redis URL` and, when set, `--redis-prefix PREFIX`.
-    Redis { url: String, prefix: Option<String> },
+    Redis {
+        /// The Redis server's URL.
+        url: String,
+        /// The key prefix, for gateways that must not see each other's keys.
+        prefix: Option<String>,
+    },
 }
 
 impl Backend {
@@ -48,6 +53,7 @@ impl Backend {
         }
     }
 
+    /// Which kind of backend this is.
     pub fn kind(&self) -> BackendKind {
         match self {
             Self::Memory => BackendKind::Memory,
@@ -60,6 +66,7 @@ impl Backend {
 /// takes as its parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
+    /// The embedded single-gateway backend.
     Memory,
     /// A fresh redis-server per fixture.
     Redis,
@@ -83,6 +90,7 @@ impl BackendKind {
         }
     }
 
+    /// Its name in test names and messages: `memory` or `redis`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Memory => "memory",
@@ -99,10 +107,12 @@ pub struct BackendFixture {
 }
 
 impl BackendFixture {
+    /// The flags gateways on it are started with.
     pub fn backend(&self) -> &Backend {
         &self.backend
     }
 
+    /// Which kind of backend it is.
     pub fn kind(&self) -> BackendKind {
         self.backend.kind()
     }
@@ -112,6 +122,7 @@ impl BackendFixture {
         self.redis.as_ref()
     }
 
+    /// The redis-server, for a Redis fixture, to change.
     pub fn redis_mut(&mut self) -> Option<&mut RedisServer> {
         self.redis.as_mut()
     }

@@ -81,6 +81,7 @@ impl Balancer {
         Ok(Self { child, addr })
     }
 
+    /// The address chat-lb listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

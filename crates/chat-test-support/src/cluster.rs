@@ -45,6 +45,7 @@ impl Cluster {
         Ok(self.gateways.len() - 1)
     }
 
+    /// Every gateway, in the order they were started.
     pub fn gateways(&self) -> &[Gateway] {
         &self.gateways
     }
@@ -54,10 +55,12 @@ impl Cluster {
         &self.gateways[i]
     }
 
+    /// The `i`th gateway, to stop or restart (panics when out of range).
     pub fn gateway_mut(&mut self, i: usize) -> &mut Gateway {
         &mut self.gateways[i]
     }
 
+    /// The flags the gateways were started with.
     pub fn backend(&self) -> &Backend {
         self.fixture.backend()
     }
@@ -67,6 +70,7 @@ impl Cluster {
         self.fixture.redis()
     }
 
+    /// The redis-server of a Redis cluster, to kill or restart it.
     pub fn redis_mut(&mut self) -> Option<&mut RedisServer> {
         self.fixture.redis_mut()
     }

@@ -20,11 +20,15 @@ pub struct Seen {
     pub joined: BTreeMap<String, usize>,
     /// Members of each room as of its latest Joined.
     pub members: BTreeMap<String, Vec<String>>,
+    /// PresenceChanges, in arrival order.
     pub presence: Vec<PresenceChange>,
     /// Acks by client_msg_id.
     pub acked: BTreeMap<String, Ack>,
+    /// The `Event::Refused` events.
     pub refused: Vec<Event>,
+    /// Connections lost.
     pub disconnects: usize,
+    /// How each reconnect went.
     pub resumptions: Vec<Resumption>,
     /// The gateway of the current (or last) connection.
     pub gateway: String,
@@ -32,6 +36,7 @@ pub struct Seen {
     pub token: String,
     /// False between a Disconnected and the Resumed that ends it.
     pub connected: bool,
+    /// Why the client stopped for good, once it has.
     pub ended: Option<EndReason>,
 }
 

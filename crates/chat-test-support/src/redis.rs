@@ -232,10 +232,15 @@ fn free_port() -> Result<u16, HarnessError> {
 /// A RESP2 reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RespValue {
+    /// A simple string (`+OK`).
     Simple(String),
+    /// An error (`-ERR ...`).
     Error(String),
+    /// An integer (`:1`).
     Integer(i64),
+    /// A bulk string; `None` is the null bulk string.
     Bulk(Option<Vec<u8>>),
+    /// An array; `None` is the null array.
     Array(Option<Vec<RespValue>>),
 }
 

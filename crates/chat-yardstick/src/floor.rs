@@ -59,6 +59,7 @@ pub struct FloorArgs {
     #[arg(long, env = "CHAT_BENCH_WARMUP", value_parser = parse_secs, default_value = "2s")]
     #[serde(serialize_with = "chat_measure::args::secs")]
     pub warmup: Duration,
+    /// Where and how the report is written.
     #[command(flatten)]
     #[serde(skip)]
     pub output: OutputArgs,
@@ -73,9 +74,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The results of a floor run (flattened into the report).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FloorResults {
+    /// Rooms fanned out to.
     pub rooms: usize,
+    /// Members (sink connections) per room.
     pub members: usize,
+    /// Bytes per message.
     pub payload: usize,
+    /// The length of the measured window.
     pub measured_secs: f64,
     /// Messages sent in the measured window (one per room per send).
     pub sent: u64,
@@ -83,7 +88,9 @@ pub struct FloorResults {
     pub expected: u64,
     /// Deliveries of those messages that arrived.
     pub received: u64,
+    /// `expected` minus `received`.
     pub loss: u64,
+    /// `received` over the measured window.
     pub deliveries_per_sec: f64,
     /// How late the source was at worst against its schedule.
     pub max_pacing_lag_ms: f64,
@@ -94,7 +101,9 @@ pub struct FloorResults {
 /// One thread's CPU use.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageCpu {
+    /// The thread's stage: `source`, `relay` or `sink`.
     pub name: String,
+    /// What it used over the measured window.
     pub cpu: CpuUsage,
 }
 

@@ -82,6 +82,7 @@ impl Relay {
         })
     }
 
+    /// The address the relay listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }

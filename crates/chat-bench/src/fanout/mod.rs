@@ -52,7 +52,7 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// The results of a fan-out run (flattened into the report).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FanoutResults {
+pub(crate) struct FanoutResults {
     pub rooms: usize,
     pub members_per_room: usize,
     pub publishers_per_room: usize,
@@ -152,7 +152,7 @@ impl Results for FanoutResults {
 
 /// Runs the scenario and returns its report: set-up (every member connected and joined),
 /// the measured window (with its warm-up and drain), the wind-down, the report.
-pub async fn run(args: FanoutArgs) -> Result<Report<FanoutResults>> {
+pub(crate) async fn run(args: FanoutArgs) -> Result<Report<FanoutResults>> {
     validate(&args)?;
     let local_ips = local_ips_arg(args.local_ips.as_deref())?;
     let watched = watched_arg(&args.output.watch_pid)?;

@@ -5,19 +5,19 @@ use std::path::Path;
 use std::process::Command;
 
 /// What is known before the runs begin.
-pub struct Machine {
+pub(super) struct Machine {
     load_before: String,
 }
 
 impl Machine {
-    pub fn before() -> Self {
+    pub(super) fn before() -> Self {
         Self {
             load_before: load_average(),
         }
     }
 
     /// The summary's bullet list; `gateway` is one of the binaries measured.
-    pub fn describe(&self, gateway: &Path, quick: bool) -> String {
+    pub(super) fn describe(&self, gateway: &Path, quick: bool) -> String {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let model = cpuinfo
@@ -68,7 +68,7 @@ fn load_average() -> String {
 }
 
 /// Now, as `2026-12-04T20:35Z`.
-pub fn utc_minute() -> String {
+pub(super) fn utc_minute() -> String {
     output("date", &["-u", "+%Y-%m-%dT%H:%MZ"]).unwrap_or_default()
 }
 

@@ -26,7 +26,7 @@ const LOCAL_IPS: &str = "127.0.0.1-127.0.0.40";
 
 /// `chat-bench suite` flags.
 #[derive(Debug, Clone, Args)]
-pub struct SuiteArgs {
+pub(crate) struct SuiteArgs {
     /// A few seconds per scenario, small sizes: a smoke run.
     #[arg(long, env = "CHAT_BENCH_QUICK")]
     pub quick: bool,
@@ -51,7 +51,7 @@ pub struct SuiteArgs {
 
 /// The sizes of a full or a quick run.
 #[derive(Debug, Clone)]
-pub struct Sizes {
+pub(crate) struct Sizes {
     pub quick: bool,
     pub duration: &'static str,
     pub warmup: &'static str,
@@ -74,7 +74,7 @@ pub struct Sizes {
 }
 
 impl Sizes {
-    pub fn new(quick: bool) -> Self {
+    pub(crate) fn new(quick: bool) -> Self {
         if quick {
             Self {
                 quick,
@@ -121,13 +121,13 @@ impl Sizes {
     }
 
     /// The floor's rates per room: 2b's, and a tenth of it.
-    pub fn floor_rates(&self) -> [usize; 2] {
+    pub(crate) fn floor_rates(&self) -> [usize; 2] {
         [self.s2b_rate, self.s2b_rate / 10]
     }
 }
 
 /// The first round's reports keep the plain name; later rounds get `-2`, `-3`.
-pub fn round_name(name: &str, round: usize) -> String {
+pub(crate) fn round_name(name: &str, round: usize) -> String {
     if round == 1 {
         name.to_owned()
     } else {
@@ -136,7 +136,7 @@ pub fn round_name(name: &str, round: usize) -> String {
 }
 
 /// Where a suite writes and what it runs with.
-pub struct Suite {
+pub(crate) struct Suite {
     pub sizes: Sizes,
     /// The report folder; `logs/` under it holds every process's output.
     pub out: PathBuf,
@@ -152,7 +152,7 @@ impl Suite {
     /// Runs `chat-bench ARGS` as the measurement `name`: its table in `NAME.txt` (and on
     /// stdout), its JSON report and plot next to it. A failed run is noted in `failed.txt`
     /// and the suite goes on.
-    pub fn bench(&self, name: &str, args: &[String]) -> Result<()> {
+    pub(crate) fn bench(&self, name: &str, args: &[String]) -> Result<()> {
         println!("==> {name}: chat-bench {}", args.join(" "));
         let txt = self.out.join(format!("{name}.txt"));
         let file =
@@ -181,7 +181,7 @@ impl Suite {
 }
 
 /// Runs the scenarios asked for, then writes `summary.md` (and prints it).
-pub async fn run(args: SuiteArgs) -> Result<()> {
+pub(crate) async fn run(args: SuiteArgs) -> Result<()> {
     if let Some(bad) = args.only.iter().find(|s| !(1..=5).contains(*s)) {
         return Err(crate::cli::invalid(format!(
             "--only: there is no scenario {bad}"

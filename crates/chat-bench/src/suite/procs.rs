@@ -20,14 +20,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 
 /// Processes started for one scenario, stopped (last first) by [`Procs::stop_all`] or on drop.
-pub struct Procs {
+pub(super) struct Procs {
     logs: PathBuf,
     children: Vec<Child>,
 }
 
 impl Procs {
     /// Processes whose output goes to `logs/NAME.log`.
-    pub fn new(logs: &Path) -> Self {
+    pub(super) fn new(logs: &Path) -> Self {
         Self {
             logs: logs.to_owned(),
             children: Vec::new(),
@@ -35,12 +35,12 @@ impl Procs {
     }
 
     /// The log file of the process started as `name`.
-    pub fn log(&self, name: &str) -> PathBuf {
+    pub(super) fn log(&self, name: &str) -> PathBuf {
         self.logs.join(format!("{name}.log"))
     }
 
     /// Starts `command` in the background, stdout and stderr in its log; returns its pid.
-    pub fn start(&mut self, name: &str, mut command: Command) -> Result<u32> {
+    pub(super) fn start(&mut self, name: &str, mut command: Command) -> Result<u32> {
         let log = File::create(self.log(name))
             .with_context(|| format!("creating {}", self.log(name).display()))?;
         let child = command
@@ -56,7 +56,7 @@ impl Procs {
 
     /// Starts `command` and waits for a line of its log containing `marker`; returns what
     /// follows the marker on that line, up to `end` (or the end of the line).
-    pub fn start_and_read(
+    pub(super) fn start_and_read(
         &mut self,
         name: &str,
         command: Command,
@@ -74,7 +74,7 @@ impl Procs {
 
     /// SIGTERM to every process, last started first; SIGKILL for any still there after
     /// [`STOP_TIMEOUT`].
-    pub fn stop_all(&mut self) {
+    pub(super) fn stop_all(&mut self) {
         while let Some(mut child) = self.children.pop() {
             stop(&mut child);
         }
@@ -122,7 +122,7 @@ fn wait_for_line(log: &Path, marker: &str) -> Result<String> {
 }
 
 /// Waits up to [`START_TIMEOUT`] until something accepts connections on `addr`.
-pub fn wait_for_port(addr: SocketAddr) -> Result<()> {
+pub(super) fn wait_for_port(addr: SocketAddr) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     while TcpStream::connect_timeout(&addr, POLL).is_err() {
         if Instant::now() >= deadline {
@@ -135,7 +135,7 @@ pub fn wait_for_port(addr: SocketAddr) -> Result<()> {
 
 /// A TCP port on 127.0.0.1 that nothing listens on now, below the kernel's ephemeral range,
 /// so that no outgoing connection holds it (scenario 3 leaves thousands of them behind).
-pub fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())

@@ -18,7 +18,7 @@ fn args(parts: &[&str]) -> Vec<String> {
 type Scenario = fn(&Suite) -> Result<()>;
 
 /// Runs the scenarios in `wanted` (1 to 5), in order.
-pub fn run_all(suite: &Suite, wanted: &[u8]) -> Result<()> {
+pub(super) fn run_all(suite: &Suite, wanted: &[u8]) -> Result<()> {
     let scenarios: [(u8, Scenario); 5] = [
         (1, one_gateway),
         (2, cluster_fanout),

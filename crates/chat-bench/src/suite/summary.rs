@@ -23,7 +23,7 @@ fn read<R: DeserializeOwned>(dir: &Path, name: &str) -> Option<Report<R>> {
 
 /// `"median (min-max over N runs)"` of whole numbers (each value rounded down); the
 /// median of an even count is the upper one; `n/a` without values.
-pub fn spread(values: &[f64]) -> String {
+pub(super) fn spread(values: &[f64]) -> String {
     let mut whole: Vec<i64> = values.iter().map(|v| v.floor() as i64).collect();
     whole.sort_unstable();
     match whole.as_slice() {
@@ -59,7 +59,7 @@ fn int(value: f64) -> i64 {
 }
 
 /// The table rows (`| scenario | measured | target |`) for every report found in `dir`.
-pub fn rows(dir: &Path, sizes: &Sizes) -> Vec<String> {
+pub(super) fn rows(dir: &Path, sizes: &Sizes) -> Vec<String> {
     let mut rows = Vec::new();
     fanout_rows(dir, sizes, &mut rows);
     connections_rows(dir, sizes, &mut rows);
