@@ -269,7 +269,7 @@ pub(super) async fn reap_instance(
     dead: &str,
     gateway: &str,
 ) -> Result<(u64, usize), fred::error::Error> {
-    let tag = format!("{dead}\t");
+    let tag = instance_tag(dead);
     let rooms: Vec<String> = inner
         .client
         .smembers(inner.keys.gateway_rooms(dead))
@@ -284,7 +284,7 @@ pub(super) async fn reap_instance(
                 vec![
                     tag.clone(),
                     inner.keys.channel(room),
-                    "PL".to_owned(),
+                    wire::presence_prefix(PresenceKind::Left).to_owned(),
                     inner.room_ttl_ms(),
                 ],
             )

@@ -23,6 +23,9 @@
 mod admin;
 mod control;
 mod dispatcher;
+mod entry;
+#[cfg(test)]
+mod golden_tests;
 mod keys;
 mod liveness;
 mod presence;
@@ -54,8 +57,9 @@ use tokio::time::Instant;
 pub use keys::Keys;
 
 use dispatcher::Cursor;
+use entry::{claim_value, entry_value, instance_tag, tag_of, Holder};
 use liveness::{beat, heartbeat, reap_instance};
-use presence::{count_members, Holder};
+use presence::count_members;
 use publisher::{PublishJob, PUBLISH_QUEUE};
 use stream::parse_entries;
 

@@ -67,7 +67,7 @@ impl Inner {
     }
 
     pub(super) async fn enter(&self, room: &str, member: &Member) -> Result<Vec<String>> {
-        let value = format!("{}{}", self.tag(member), member.username);
+        let value = entry_value(&self.tag(member), &member.username);
         let payload = wire::presence(PresenceKind::Joined, &member.key, &member.username);
         let values: Vec<String> = self
             .enter
@@ -201,7 +201,7 @@ impl Inner {
         // close it (4002). Rooms whose entry did not move (the earlier
         // session had left them) may stay indexed: the index is a superset
         // of the entries (reaping and takeovers check the entry's tag).
-        let value = format!("{tag}{}", member.username);
+        let value = entry_value(&tag, &member.username);
         let replace = control::Control::Replace {
             key: member.key.clone(),
             session_id: holder.session.to_owned(),
@@ -296,41 +296,5 @@ pub(super) async fn count_members<C: SortedSetsInterface + Sync>(
             .await
     } else {
         client.zrem(keys.room_members(), room).await
-    }
-}
-
-/// "instance\tsession\t": the prefix of every value a session writes.
-pub(super) fn tag_of(instance: &str, session: &str) -> String {
-    format!("{instance}\t{session}\t")
-}
-
-/// A name claim's value: the session's tag, its display name, and the hash
-/// of the token that may take the name over.
-pub(super) fn claim_value(tag: &str, display: &str, resume: &TokenHash) -> String {
-    format!("{tag}{display}\t{}", resume.as_str())
-}
-
-/// A presence or name-claim value, read back:
-/// "instance\tsession\tdisplay name[\tresume hash]" (claims carry the hash;
-/// claims written by older gateways may lack the display name too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Holder<'a> {
-    pub instance: &'a str,
-    pub session: &'a str,
-    pub display: &'a str,
-    pub resume: Option<&'a str>,
-}
-
-impl<'a> Holder<'a> {
-    pub(super) fn parse(value: &'a str) -> Option<Self> {
-        let mut parts = value.splitn(4, '\t');
-        let instance = parts.next().filter(|g| !g.is_empty())?;
-        let session = parts.next()?;
-        Some(Self {
-            instance,
-            session,
-            display: parts.next().unwrap_or_default(),
-            resume: parts.next(),
-        })
     }
 }

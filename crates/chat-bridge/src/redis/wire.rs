@@ -41,12 +41,18 @@ pub fn message_from_entry(room: &str, id: MessageId, body: &[u8]) -> Option<Chat
     Some(msg)
 }
 
+/// A presence change: [`presence_prefix`], the name key, `\n`, the display name.
 pub fn presence(kind: PresenceKind, key: &str, username: &str) -> String {
-    let tag = match kind {
-        PresenceKind::Joined => 'J',
-        PresenceKind::Left => 'L',
-    };
-    format!("P{tag}{key}\n{username}")
+    format!("{}{key}\n{username}", presence_prefix(kind))
+}
+
+/// What every presence payload of `kind` starts with (the REAP_ROOM script
+/// builds its `Left` payloads from it).
+pub fn presence_prefix(kind: PresenceKind) -> &'static str {
+    match kind {
+        PresenceKind::Joined => "PJ",
+        PresenceKind::Left => "PL",
+    }
 }
 
 pub fn typing(active: bool, key: &str, username: &str) -> String {
@@ -58,17 +64,10 @@ pub fn decode(room: &str, payload: &Bytes) -> Option<Payload> {
     let (&tag, rest) = payload.split_first()?;
     match tag {
         b'B' => {
-            let mut messages = Vec::new();
-            let mut rest = rest;
-            while !rest.is_empty() {
-                let (id, after) = line(rest)?;
-                let id: MessageId = id.parse().ok()?;
-                let (len, after) = line(after)?;
-                let len: usize = len.parse().ok()?;
-                let body = after.get(..len)?;
-                messages.push((id, message_from_entry(room, id, body)?));
-                rest = &after[len..];
-            }
+            let messages = batch_entries(rest)?
+                .into_iter()
+                .map(|(id, body)| Some((id, message_from_entry(room, id, body)?)))
+                .collect::<Option<_>>()?;
             Some(Payload::Messages(messages))
         }
         b'M' => {
@@ -108,6 +107,61 @@ pub fn decode(room: &str, payload: &Bytes) -> Option<Payload> {
     }
 }
 
+/// A `B` payload's entries (after the `B`): `<id>\n<length>\n<body>`
+/// repeated, as the PUBLISH script writes them. `None` if malformed.
+fn batch_entries(mut rest: &[u8]) -> Option<Vec<(MessageId, &[u8])>> {
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        let (id, after) = line(rest)?;
+        let id: MessageId = id.parse().ok()?;
+        let (len, after) = line(after)?;
+        let len: usize = len.parse().ok()?;
+        entries.push((id, after.get(..len)?));
+        rest = &after[len..];
+    }
+    Some(entries)
+}
+
+/// The `B` payload for these entries: what the PUBLISH script sends, as the
+/// reference its tests compare with (gateways only read it).
+#[cfg(test)]
+pub fn encode_batch(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut payload = b"B".to_vec();
+    for (id, body) in entries {
+        payload.extend_from_slice(format!("{id}\n{}\n", body.len()).as_bytes());
+        payload.extend_from_slice(body);
+    }
+    payload
+}
+
+/// Golden vectors of the pub/sub payloads, checked against this module and,
+/// in `golden_tests.rs`, against what the Lua scripts publish.
+#[cfg(test)]
+pub(crate) mod golden {
+    /// Entries of one PUBLISH call (bodies are opaque bytes to the framing:
+    /// newlines and multi-byte UTF-8 included) and their `B` payload.
+    ///
+    /// The ids follow one another in one millisecond, as Redis gives them
+    /// to messages appended after [`BATCH_AFTER`] (a time far ahead of the
+    /// clock, so that the script's `XADD *` hands out exactly these).
+    pub(crate) const BATCH: &[(&str, &[u8])] = &[
+        ("4102444800000-1", b"one\n"),
+        ("4102444800000-2", b""),
+        ("4102444800000-3", "tr\u{ea}s\n3".as_bytes()),
+    ];
+    /// The stream's newest id before [`BATCH`] is appended.
+    pub(crate) const BATCH_AFTER: &str = "4102444800000-0";
+    /// What the PUBLISH script publishes for [`BATCH`].
+    pub(crate) const BATCH_PAYLOAD: &[u8] =
+        b"B4102444800000-1\n4\none\n4102444800000-2\n0\n4102444800000-3\n7\ntr\xc3\xaas\n3";
+    /// (name key, display name) and the `Left` presence payload about them.
+    pub(crate) const LEFT: (&str, &str, &str) = (
+        "ana l\u{fa}cia",
+        "Ana L\u{fa}cia",
+        "PLana l\u{fa}cia\nAna L\u{fa}cia",
+    );
+}
+
 /// The UTF-8 text before the first newline, and what follows the newline.
 fn line(bytes: &[u8]) -> Option<(&str, &[u8])> {
     let newline = bytes.iter().position(|b| *b == b'\n')?;
@@ -121,14 +175,22 @@ fn line(bytes: &[u8]) -> Option<(&str, &[u8])> {
 mod tests {
     use super::*;
 
-    /// What the PUBLISH script sends for these messages.
     fn batch(entries: &[(&str, &[u8])]) -> Bytes {
-        let mut payload = b"B".to_vec();
-        for (id, body) in entries {
-            payload.extend_from_slice(format!("{id}\n{}\n", body.len()).as_bytes());
-            payload.extend_from_slice(body);
-        }
-        Bytes::from(payload)
+        Bytes::from(encode_batch(entries))
+    }
+
+    #[test]
+    fn the_golden_payloads_encode_and_decode_here() {
+        assert_eq!(encode_batch(golden::BATCH), golden::BATCH_PAYLOAD);
+        let entries = batch_entries(&golden::BATCH_PAYLOAD[1..]).unwrap();
+        let want: Vec<(MessageId, &[u8])> = golden::BATCH
+            .iter()
+            .map(|(id, body)| (id.parse().unwrap(), *body))
+            .collect();
+        assert_eq!(entries, want);
+        let (key, display, payload) = golden::LEFT;
+        assert_eq!(presence(PresenceKind::Left, key, display), payload);
+        assert!(payload.starts_with(presence_prefix(PresenceKind::Left)));
     }
 
     #[test]
