@@ -20,6 +20,7 @@ mod redis;
 mod resume;
 mod types;
 
+pub use chat_proto::rules::{ACTIVE_ROOM_WINDOW, RESUME_WINDOW};
 pub use event::{BridgeEvent, ControlCommand, EventSink, PresenceKind};
 pub use memory::MemoryBridge;
 pub use pending::Pending;
@@ -34,15 +35,8 @@ use async_trait::async_trait;
 use chat_proto::v1::ChatMessage;
 use chat_proto::MessageId;
 
-/// How long a session that took over another's name (a resume) has to join
-/// the earlier session's rooms again before it is shown leaving them.
-pub const RESUME_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// How long a gateway waits for another to answer a drain request.
 pub const DRAIN_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// How far back a message keeps an otherwise empty room in the admin room list.
-pub const ACTIVE_ROOM_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 /// Result of every bridge operation.
 pub type Result<T, E = BridgeError> = std::result::Result<T, E>;

@@ -22,8 +22,7 @@ use crate::{
     ACTIVE_ROOM_WINDOW,
 };
 
-/// How long a `client_msg_id` is remembered.
-pub const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
+use chat_proto::rules::DEDUPE_WINDOW;
 
 /// In-process bridge for a single gateway.
 pub struct MemoryBridge {

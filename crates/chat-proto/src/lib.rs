@@ -5,11 +5,11 @@
 //! rules are written once and unit-tested once.
 
 mod id;
-mod limits;
+pub mod rules;
 mod validate;
 
 pub use id::{MessageId, ParseIdError};
-pub use limits::{
+pub use rules::{
     clamp_page_limit, DEFAULT_PAGE_LIMIT, MAX_CLIENT_MSG_ID_BYTES, MAX_FRAME_BYTES, MAX_PAGE_LIMIT,
     MIN_FRAME_BYTES,
 };

@@ -7,7 +7,7 @@
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
-use crate::limits::MAX_CLIENT_MSG_ID_BYTES;
+use crate::rules::MAX_CLIENT_MSG_ID_BYTES;
 
 pub const MAX_USERNAME_CHARS: usize = 32;
 pub const MAX_ROOM_CHARS: usize = 64;

@@ -110,7 +110,7 @@ impl Keys {
         self.room_key(room, "members")
     }
 
-    /// String with TTL 10 min: the outcome of an accepted client_msg_id.
+    /// String with TTL `chat_proto::rules::DEDUPE_WINDOW`: the outcome of an accepted client_msg_id.
     pub fn dedupe(&self, room: &str, sender_key: &str, client_msg_id: &str) -> String {
         format!(
             "{}:{{{}}}:dedupe:{}:{}",
