@@ -53,7 +53,7 @@ pub enum ControlCommand {
         reason: String,
     },
     /// Drain this gateway, exactly as on SIGTERM. With `reply_to`, the
-    /// gateway answers [`Bridge::drained`](crate::Bridge::drained) with the
+    /// gateway answers [`ClusterAdmin::drained`](crate::ClusterAdmin::drained) with the
     /// number of connections it told to reconnect.
     Drain { reply_to: Option<String> },
     /// A newer session of the same client took over the name `key` with a

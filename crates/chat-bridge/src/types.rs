@@ -30,7 +30,7 @@ pub fn parse_session_id(session_id: &str) -> Option<(&str, u64)> {
 }
 
 /// What a session took over from the earlier session of the same client
-/// ([`Bridge::resume_username`](crate::Bridge::resume_username)).
+/// ([`Presence::resume_username`](crate::Presence::resume_username)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resumed {
     /// The earlier session's id.

@@ -116,6 +116,47 @@ impl Inner {
     }
 }
 
+#[async_trait]
+impl Lifecycle for RedisBridge {
+    fn is_available(&self) -> bool {
+        self.inner.client.is_connected() && self.inner.subscriber.is_connected()
+    }
+
+    async fn leave_cluster(&self) {
+        let inner = &self.inner;
+        if inner.check().is_err() {
+            return; // Peers clean up after the heartbeat expires.
+        }
+        let id = inner.config.gateway_id.clone();
+        let instance = inner.config.instance.clone();
+        // Stop the heartbeat first so it cannot write the status back.
+        for task in &self.tasks {
+            task.abort();
+        }
+        let cleaned = async {
+            let _: () = inner.client.del(inner.keys.alive(&instance)).await?;
+            // Whatever sessions could not remove themselves (e.g. Redis blipped).
+            reap_instance(inner, &instance, &id).await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        match cleaned.await {
+            Ok(()) => tracing::info!(gateway = %id, "left the cluster"),
+            Err(e) => {
+                tracing::warn!(error = %e, "leaving the cluster failed; peers clean up after the heartbeat expires")
+            }
+        }
+    }
+
+    fn set_load(&self, connections: u32, draining: bool) {
+        let inner = &self.inner;
+        let before = inner.connections.swap(connections, Ordering::Relaxed);
+        let was_draining = inner.draining.swap(draining, Ordering::Relaxed);
+        if before != connections || was_draining != draining {
+            inner.load_changed.notify_one();
+        }
+    }
+}
+
 /// Heartbeat, restore after outages, and cleanup after dead gateways.
 pub(super) async fn heartbeat(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);

@@ -129,7 +129,7 @@ impl Inner {
         Ok(true)
     }
 
-    /// See [`Bridge::resume_username`]. The presented token's hash is
+    /// See [`Presence::resume_username`]. The presented token's hash is
     /// compared here, in constant time; the claim then changes hands only if
     /// it is still exactly what was compared (compare-and-set).
     pub(super) async fn resume(
@@ -264,6 +264,182 @@ impl Inner {
             previous_session: holder.session.to_owned(),
             rooms,
         }))
+    }
+}
+
+#[async_trait]
+impl Presence for RedisBridge {
+    async fn typing(&self, room: &str, member: &Member, active: bool) -> Result<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        let _: () = inner
+            .client
+            .publish(
+                inner.keys.channel(room),
+                wire::typing(active, &member.key, &member.username),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn claim_username(&self, member: &Member, resume: &TokenHash) -> Result<bool> {
+        self.inner.check()?;
+        let claimed = self.inner.claim(member, resume).await?;
+        if claimed {
+            self.inner
+                .local
+                .lock()
+                .names
+                .insert(member.session_id.clone(), (member.clone(), resume.clone()));
+        }
+        Ok(claimed)
+    }
+
+    async fn resume_username(
+        &self,
+        member: &Member,
+        presented: &TokenHash,
+        resume: &TokenHash,
+    ) -> Result<Option<Resumed>> {
+        self.inner.check()?;
+        let resumed = self.inner.resume(member, presented, resume).await?;
+        if resumed.is_some() {
+            self.inner
+                .local
+                .lock()
+                .names
+                .insert(member.session_id.clone(), (member.clone(), resume.clone()));
+        }
+        Ok(resumed)
+    }
+
+    async fn release_username(&self, member: &Member) -> Result<()> {
+        let inner = &self.inner;
+        inner.local.lock().names.remove(&member.session_id);
+        inner.check()?;
+        let released: u64 = inner
+            .delete_if_prefix
+            .evalsha_with_reload(
+                &inner.client,
+                vec![inner.keys.name(&member.key)],
+                vec![inner.tag(member)],
+            )
+            .await
+            .map_err(unavailable)?;
+        // Only when the name was still ours: after a resume on this same
+        // gateway, the index entry belongs to the session that took it.
+        if released == 1 {
+            let _: () = inner
+                .client
+                .srem(
+                    inner.keys.gateway_names(&inner.config.instance),
+                    member.key.as_str(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        let _: () = inner
+            .client
+            .del(inner.keys.session_rooms(&member.session_id))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn enter_room(&self, room: &str, member: &Member) -> Result<Vec<String>> {
+        self.inner.check()?;
+        let names = self.inner.enter(room, member).await?;
+        self.inner
+            .local
+            .lock()
+            .presence
+            .insert((room.to_owned(), member.session_id.clone()), member.clone());
+        Ok(names)
+    }
+
+    async fn leave_room(&self, room: &str, member: &Member) -> Result<()> {
+        let inner = &self.inner;
+        inner
+            .local
+            .lock()
+            .presence
+            .remove(&(room.to_owned(), member.session_id.clone()));
+        inner.check()?;
+        let payload = wire::presence(PresenceKind::Left, &member.key, &member.username);
+        let left: i64 = inner
+            .leave
+            .evalsha_with_reload(
+                &inner.client,
+                inner.room_state_keys(room),
+                vec![
+                    member.key.clone(),
+                    inner.tag(member),
+                    inner.keys.channel(room),
+                    payload,
+                    inner.room_ttl_ms(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        if left >= 0 {
+            count_members(&inner.client, &inner.keys, room, left)
+                .await
+                .map_err(unavailable)?;
+        }
+        let _: () = inner
+            .client
+            .srem(inner.keys.session_rooms(&member.session_id), room)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomSummary>> {
+        let inner = &self.inner;
+        inner.check()?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The ranking, then the true counts of those rooms: two round trips
+        // whatever the number of rooms. A count the index got wrong (a
+        // gateway died between a presence script and its index write) is
+        // corrected on the way.
+        let ranked: Vec<String> = inner
+            .client
+            .zrevrange(inner.keys.room_members(), 0, limit as i64 - 1, false)
+            .await
+            .map_err(unavailable)?;
+        let pipeline = inner.client.pipeline();
+        for room in &ranked {
+            let _: () = pipeline
+                .hlen(inner.keys.members(room))
+                .await
+                .map_err(unavailable)?;
+        }
+        let counts = pipeline.try_all::<u64>().await;
+        let mut out = Vec::with_capacity(ranked.len());
+        for (room, count) in ranked.into_iter().zip(counts) {
+            let count = count.map_err(unavailable)?;
+            if count > 0 {
+                out.push(RoomSummary {
+                    name: room,
+                    member_count: count as u32,
+                    last_message_id: None,
+                    last_message_at_ms: 0,
+                });
+            } else {
+                count_members(&inner.client, &inner.keys, &room, 0)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        out.sort_by(|a, b| {
+            b.member_count
+                .cmp(&a.member_count)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        Ok(out)
     }
 }
 
