@@ -23,7 +23,7 @@ mod types;
 
 pub use bridge::{Bridge, ClusterAdmin, Lifecycle, Presence, RoomLog};
 pub use chat_proto::rules::{ACTIVE_ROOM_WINDOW, RESUME_WINDOW};
-pub use event::{BridgeEvent, ControlCommand, EventSink, PresenceKind};
+pub use event::{BridgeEvent, ControlCommand, EventSink, MessageEvent, PresenceKind};
 pub use memory::MemoryBridge;
 pub use pending::Pending;
 pub use redis::{Keys as RedisKeys, RedisBridge, RedisConfig};

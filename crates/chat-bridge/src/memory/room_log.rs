@@ -9,7 +9,9 @@ use chat_proto::v1::ChatMessage;
 use chat_proto::MessageId;
 
 use super::MemoryBridge;
-use crate::{Accepted, BridgeEvent, HistoryPage, NewMessage, Replay, Result, RoomLog};
+use crate::{
+    Accepted, BridgeEvent, HistoryPage, MessageEvent, NewMessage, Replay, Result, RoomLog,
+};
 
 #[async_trait]
 impl RoomLog for MemoryBridge {
@@ -66,13 +68,14 @@ impl RoomLog for MemoryBridge {
             client_msg_id: msg.client_msg_id,
             system: msg.system,
         };
-        state.history.push_back(message.clone());
+        let event = MessageEvent::new(id, &message);
+        state.history.push_back(message);
         state.ids.push_back(id);
         while state.history.len() > self.history_len {
             state.history.pop_front();
             state.max_trimmed = state.ids.pop_front();
         }
-        self.emit(&state, BridgeEvent::Message(message));
+        self.emit(&state, BridgeEvent::Message(event));
         Ok(accepted)
     }
 

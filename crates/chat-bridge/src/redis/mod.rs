@@ -69,8 +69,9 @@ use subscriptions::RoomSubscription;
 
 use crate::drain::DrainReplies;
 use crate::{
-    Accepted, BridgeError, BridgeEvent, EventSink, HistoryPage, Lifecycle, Member, NewMessage,
-    Pending, Presence, PresenceKind, Replay, Result, Resumed, RoomLog, RoomSummary, TokenHash,
+    Accepted, BridgeError, BridgeEvent, EventSink, HistoryPage, Lifecycle, Member, MessageEvent,
+    NewMessage, Pending, Presence, PresenceKind, Replay, Result, Resumed, RoomLog, RoomSummary,
+    TokenHash,
 };
 
 /// Commands fail with UNAVAILABLE after this long.
@@ -82,6 +83,7 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every key and channel.
     pub prefix: String,
+    /// This gateway's id, stable across restarts (one live process each).
     pub gateway_id: String,
     /// This process's identity, unique per start (see the module docs):
     /// everything it writes is owned by it. Contains no whitespace.
@@ -248,6 +250,7 @@ impl RedisBridge {
         Ok(Self { inner, tasks })
     }
 
+    /// The names of the keys and channels this bridge uses.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
     }

@@ -276,7 +276,7 @@ mod tests {
     impl EventSink for Recorder {
         fn deliver(&self, event: BridgeEvent) {
             if let BridgeEvent::Message(message) = event {
-                self.0.lock().push(message);
+                self.0.lock().push(message.decode().unwrap());
             }
         }
     }

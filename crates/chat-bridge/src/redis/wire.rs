@@ -1,4 +1,5 @@
-//! Payloads on a room's pub/sub channel. Decoded once per gateway.
+//! Payloads on a room's channel. Parsed once per gateway; message bodies are
+//! passed on as they are (see [`MessageEvent`]).
 //!
 //! - `B` then, per accepted message, `<id>\n<length>\n<ChatMessage>`: the
 //!   messages one PUBLISH script call accepted, in id order (one payload for
@@ -17,23 +18,23 @@ use bytes::Bytes;
 use chat_proto::v1::ChatMessage;
 use chat_proto::{Message as _, MessageId};
 
-use crate::{BridgeEvent, PresenceKind};
+use crate::{BridgeEvent, MessageEvent, PresenceKind};
 
 /// A decoded room payload.
 #[derive(Debug)]
-pub enum Payload {
-    /// Accepted messages, in id order.
-    Messages(Vec<(MessageId, ChatMessage)>),
+pub(super) enum Payload {
+    /// Accepted messages, in id order, not decoded (see [`MessageEvent`]).
+    Messages(Vec<MessageEvent>),
     Other(BridgeEvent),
 }
 
 /// The body stored in the stream and published (no id, no time).
-pub fn encode_message_body(msg: &ChatMessage) -> Vec<u8> {
+pub(super) fn encode_message_body(msg: &ChatMessage) -> Vec<u8> {
     msg.encode_to_vec()
 }
 
 /// Builds a full message from a stream entry (or a published body).
-pub fn message_from_entry(room: &str, id: MessageId, body: &[u8]) -> Option<ChatMessage> {
+pub(super) fn message_from_entry(room: &str, id: MessageId, body: &[u8]) -> Option<ChatMessage> {
     let mut msg = ChatMessage::decode(body).ok()?;
     msg.id = id.to_string();
     msg.room = room.to_owned();
@@ -42,39 +43,40 @@ pub fn message_from_entry(room: &str, id: MessageId, body: &[u8]) -> Option<Chat
 }
 
 /// A presence change: [`presence_prefix`], the name key, `\n`, the display name.
-pub fn presence(kind: PresenceKind, key: &str, username: &str) -> String {
+pub(super) fn presence(kind: PresenceKind, key: &str, username: &str) -> String {
     format!("{}{key}\n{username}", presence_prefix(kind))
 }
 
 /// What every presence payload of `kind` starts with (the REAP_ROOM script
 /// builds its `Left` payloads from it).
-pub fn presence_prefix(kind: PresenceKind) -> &'static str {
+pub(super) fn presence_prefix(kind: PresenceKind) -> &'static str {
     match kind {
         PresenceKind::Joined => "PJ",
         PresenceKind::Left => "PL",
     }
 }
 
-pub fn typing(active: bool, key: &str, username: &str) -> String {
+pub(super) fn typing(active: bool, key: &str, username: &str) -> String {
     format!("T{}{key}\n{username}", if active { '1' } else { '0' })
 }
 
 /// Decodes a payload received on `room`'s channel.
-pub fn decode(room: &str, payload: &Bytes) -> Option<Payload> {
+pub(super) fn decode(room: &str, payload: &Bytes) -> Option<Payload> {
     let (&tag, rest) = payload.split_first()?;
     match tag {
         b'B' => {
             let messages = batch_entries(rest)?
                 .into_iter()
-                .map(|(id, body)| Some((id, message_from_entry(room, id, body)?)))
-                .collect::<Option<_>>()?;
+                .map(|(id, body)| MessageEvent::from_stored(room, id, body))
+                .collect();
             Some(Payload::Messages(messages))
         }
         b'M' => {
             let (id, body) = line(rest)?;
             let id: MessageId = id.parse().ok()?;
-            let msg = message_from_entry(room, id, body)?;
-            Some(Payload::Messages(vec![(id, msg)]))
+            Some(Payload::Messages(vec![MessageEvent::from_stored(
+                room, id, body,
+            )]))
         }
         b'P' | b'T' => {
             let (&flag, rest) = rest.split_first()?;
@@ -125,7 +127,7 @@ fn batch_entries(mut rest: &[u8]) -> Option<Vec<(MessageId, &[u8])>> {
 /// The `B` payload for these entries: what the PUBLISH script sends, as the
 /// reference its tests compare with (gateways only read it).
 #[cfg(test)]
-pub fn encode_batch(entries: &[(&str, &[u8])]) -> Vec<u8> {
+pub(super) fn encode_batch(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut payload = b"B".to_vec();
     for (id, body) in entries {
         payload.extend_from_slice(format!("{id}\n{}\n", body.len()).as_bytes());
@@ -215,7 +217,10 @@ mod tests {
         };
         let got: Vec<(String, String, String)> = messages
             .into_iter()
-            .map(|(id, m)| (id.to_string(), m.id, m.text))
+            .map(|event| {
+                let m = event.decode().unwrap();
+                (event.id.to_string(), m.id, m.text)
+            })
             .collect();
         assert_eq!(
             got,
@@ -257,8 +262,10 @@ mod tests {
         let Some(Payload::Messages(mut messages)) = decode("lobby", &Bytes::from(payload)) else {
             panic!()
         };
-        let (id, msg) = messages.pop().unwrap();
-        assert_eq!(id, MessageId::new(1700000000000, 3));
+        let event = messages.pop().unwrap();
+        assert_eq!(event.id, MessageId::new(1700000000000, 3));
+        assert_eq!(event.room, "lobby");
+        let msg = event.decode().unwrap();
         assert_eq!(msg.id, "1700000000000-3");
         assert_eq!(msg.room, "lobby");
         assert_eq!(msg.sent_at_ms, 1700000000000);
