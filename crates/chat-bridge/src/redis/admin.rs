@@ -31,12 +31,12 @@ pub(super) struct StatusRecord {
     /// The process (instance) that wrote it; absent in records of older
     /// gateways, whose instance was their gateway id.
     #[serde(default)]
-    pub instance: String,
-    pub address: String,
-    pub connections: u32,
-    pub started_at_ms: u64,
-    pub last_heartbeat_ms: u64,
-    pub draining: bool,
+    pub(super) instance: String,
+    pub(super) address: String,
+    pub(super) connections: u32,
+    pub(super) started_at_ms: u64,
+    pub(super) last_heartbeat_ms: u64,
+    pub(super) draining: bool,
 }
 
 /// One read per key, pipelined.
@@ -64,7 +64,7 @@ impl StatusRecord {
 
 /// The live gateways, and which instance is each one's live process.
 pub(super) struct Live {
-    pub gateways: BTreeMap<String, GatewayStatus>,
+    pub(super) gateways: BTreeMap<String, GatewayStatus>,
     /// Live instance -> its gateway id.
     instances: HashMap<String, String>,
 }

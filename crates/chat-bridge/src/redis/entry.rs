@@ -33,10 +33,10 @@ pub(super) fn claim_value(tag: &str, display: &str, resume: &TokenHash) -> Strin
 /// claims written by older gateways may lack the display name too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Holder<'a> {
-    pub instance: &'a str,
-    pub session: &'a str,
-    pub display: &'a str,
-    pub resume: Option<&'a str>,
+    pub(super) instance: &'a str,
+    pub(super) session: &'a str,
+    pub(super) display: &'a str,
+    pub(super) resume: Option<&'a str>,
 }
 
 impl<'a> Holder<'a> {
@@ -58,7 +58,7 @@ impl<'a> Holder<'a> {
 #[cfg(test)]
 pub(super) mod golden {
     /// (instance, session, display name, the presence entry's value).
-    pub const ENTRY: (&str, &str, &str, &str) = (
+    pub(crate) const ENTRY: (&str, &str, &str, &str) = (
         "gw-1~00ab",
         "gw-1~00ab-7",
         "Ana L\u{fa}cia",

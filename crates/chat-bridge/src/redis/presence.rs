@@ -174,6 +174,23 @@ impl Inner {
         // Two more round trips whatever the number of rooms: index the name
         // and read the earlier session's rooms, then move its presence
         // entries there to this session (silently).
+        let candidates = self.index_name_read_rooms(member, holder.session).await?;
+        let rooms = self
+            .take_presence(member, holder, &previous_tag, candidates)
+            .await?;
+        Ok(Some(Resumed {
+            previous_session: holder.session.to_owned(),
+            rooms,
+        }))
+    }
+
+    /// Indexes `member`'s name for this instance and reads the rooms where
+    /// the session it takes over was present, in one round trip.
+    async fn index_name_read_rooms(
+        &self,
+        member: &Member,
+        previous_session: &str,
+    ) -> Result<Vec<String>> {
         let pipeline = self.client.pipeline();
         let queued = async {
             let _: () = pipeline
@@ -183,28 +200,39 @@ impl Inner {
                 )
                 .await?;
             pipeline
-                .smembers::<(), _>(self.keys.session_rooms(holder.session))
+                .smembers::<(), _>(self.keys.session_rooms(previous_session))
                 .await
         };
         queued.await.map_err(unavailable)?;
         let mut replies = pipeline.try_all::<Value>().await.into_iter().skip(1);
-        let candidates: Vec<String> = match replies.next() {
+        match replies.next() {
             Some(reply) => reply
                 .map_err(unavailable)?
                 .convert()
-                .map_err(|e| BridgeError::Corrupt(format!("session rooms: {e}")))?,
-            None => Vec::new(),
-        };
+                .map_err(|e| BridgeError::Corrupt(format!("session rooms: {e}"))),
+            None => Ok(Vec::new()),
+        }
+    }
 
+    /// Moves the presence entries of `previous` (tagged `previous_tag`) in
+    /// `candidates` to `member`, in one round trip, and tells the earlier
+    /// session's gateway. Returns the rooms whose entry moved, sorted.
+    async fn take_presence(
+        &self,
+        member: &Member,
+        previous: Holder<'_>,
+        previous_tag: &str,
+        candidates: Vec<String>,
+    ) -> Result<Vec<String>> {
         // One more round trip: re-tag the entries, index them for this
         // session, forget the earlier one's index, and tell its gateway to
         // close it (4002). Rooms whose entry did not move (the earlier
         // session had left them) may stay indexed: the index is a superset
         // of the entries (reaping and takeovers check the entry's tag).
-        let value = entry_value(&tag, &member.username);
+        let value = entry_value(&self.tag(member), &member.username);
         let replace = control::Control::Replace {
             key: member.key.clone(),
-            session_id: holder.session.to_owned(),
+            session_id: previous.session.to_owned(),
         };
         let pipeline = self.client.pipeline();
         let queued = async {
@@ -219,7 +247,7 @@ impl Inner {
                             Value::from(1),
                             Value::from(self.keys.members(room)),
                             Value::from(member.key.as_str()),
-                            Value::from(previous_tag.as_str()),
+                            Value::from(previous_tag),
                             Value::from(value.as_str()),
                         ],
                     )
@@ -230,7 +258,7 @@ impl Inner {
                     .await?;
             }
             let _: () = pipeline
-                .del(self.keys.session_rooms(holder.session))
+                .del(self.keys.session_rooms(previous.session))
                 .await?;
             pipeline
                 .publish::<(), _, _>(self.keys.control(), replace.encode())
@@ -252,18 +280,13 @@ impl Inner {
             reply.map_err(unavailable)?;
         }
         rooms.sort();
-        {
-            let mut local = self.local.lock();
-            for room in &rooms {
-                local
-                    .presence
-                    .insert((room.clone(), member.session_id.clone()), member.clone());
-            }
+        let mut local = self.local.lock();
+        for room in &rooms {
+            local
+                .presence
+                .insert((room.clone(), member.session_id.clone()), member.clone());
         }
-        Ok(Some(Resumed {
-            previous_session: holder.session.to_owned(),
-            rooms,
-        }))
+        Ok(rooms)
     }
 }
 

@@ -17,7 +17,7 @@
 /// dedupe ttl seconds ("" = no dedupe) and payload.
 /// Returns {outcome, id or error} per message, flattened: outcome 0 =
 /// accepted, 1 = duplicate (id of the original), 2 = refused (error text).
-pub const PUBLISH: &str = include_str!("lua/publish.lua");
+pub(super) const PUBLISH: &str = include_str!("lua/publish.lua");
 
 /// Enter a room. KEYS: members, stream, trimmed. ARGV: name key,
 /// "instance\tsession\tdisplay", channel, presence payload. Publishes JOINED
@@ -25,32 +25,32 @@ pub const PUBLISH: &str = include_str!("lua/publish.lua");
 /// Returns what changed ("2": the name is new in the room, "1": the entry
 /// was another session's, "0": this session's entry was already there, as
 /// after a resume), then every value of the members hash.
-pub const ENTER: &str = include_str!("lua/enter.lua");
+pub(super) const ENTER: &str = include_str!("lua/enter.lua");
 
 /// Leave a room if this session holds the entry. KEYS: members, stream,
 /// trimmed. ARGV: name key, "instance\tsession\t" prefix, channel, presence
 /// payload, room ttl ms. The last one out starts the room's expiry.
 /// Returns the number of members left, or -1 if this session was not in it.
-pub const LEAVE: &str = include_str!("lua/leave.lua");
+pub(super) const LEAVE: &str = include_str!("lua/leave.lua");
 
 /// Remove every entry of a dead instance from one room. KEYS: members,
 /// stream, trimmed. ARGV: "instance\t" prefix, channel, presence payload
 /// prefix ("P" tag), room ttl ms. Publishes LEFT for each; the payload is
 /// built here from the entry. Returns {removed, members left}.
-pub const REAP_ROOM: &str = include_str!("lua/reap_room.lua");
+pub(super) const REAP_ROOM: &str = include_str!("lua/reap_room.lua");
 
 /// Delete a key only if its value starts with ARGV[1] (compare-and-delete).
-pub const DELETE_IF_PREFIX: &str = include_str!("lua/delete_if_prefix.lua");
+pub(super) const DELETE_IF_PREFIX: &str = include_str!("lua/delete_if_prefix.lua");
 
 /// Hand a presence entry to a new session if the old one holds it (a
 /// resume): no event, so the other members see nothing. KEYS: members.
 /// ARGV: name key, old "instance\tsession\t" prefix, new value. Returns 1 if moved.
-pub const RETAG: &str = include_str!("lua/retag.lua");
+pub(super) const RETAG: &str = include_str!("lua/retag.lua");
 
 /// Replace a key's value only if it is still exactly ARGV[1]
 /// (compare-and-set). Returns 1 if replaced.
-pub const SWAP: &str = include_str!("lua/swap.lua");
+pub(super) const SWAP: &str = include_str!("lua/swap.lua");
 
 /// Delete a key if its value starts with ARGV[1], returning the value
 /// deleted (nil when nothing was).
-pub const TAKE_IF_PREFIX: &str = include_str!("lua/take_if_prefix.lua");
+pub(super) const TAKE_IF_PREFIX: &str = include_str!("lua/take_if_prefix.lua");
