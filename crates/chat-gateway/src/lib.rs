@@ -6,6 +6,7 @@
 //! Only this crate knows HTTP, WebSocket and gRPC.
 
 mod admin;
+mod auth;
 mod config;
 mod conn;
 mod control;
@@ -75,7 +76,10 @@ pub async fn run(
             Arc::new(RedisBridge::connect(redis, sink).await?)
         }
     };
-    let shared = state::Shared::new(config, gateway_id, instance_id, bridge, hub, metrics);
+    // Loaded before the bridge would be, but after `validate` read the
+    // same files: a key file that vanished meanwhile is still an error.
+    let auth = auth::Verifier::load(&config.auth_files()).map_err(anyhow::Error::msg)?;
+    let shared = state::Shared::new(config, gateway_id, instance_id, bridge, hub, metrics, auth);
     tracing::info!(gateway_id = %shared.gateway_id, instance = %shared.instance_id, addr = %listener.local_addr()?, "serving");
     ready();
 
