@@ -257,7 +257,11 @@ fn a_jwks_file_selects_keys_by_kid() {
 fn audience_and_issuer_are_required_when_configured() {
     let v = secret_verifier(Some("chat"), Some("https://id.example"));
     let mut claims = alice(60);
+    // Both missing: either is named (the library checks them in no fixed order).
+    assert!(v.verify(&hs(&claims), now()).unwrap_err().0.contains("lacks the"));
+    claims["iss"] = json!("https://id.example");
     assert!(v.verify(&hs(&claims), now()).unwrap_err().0.contains("aud"));
+    claims.as_object_mut().unwrap().remove("iss");
     claims["aud"] = json!("chat");
     assert!(v.verify(&hs(&claims), now()).unwrap_err().0.contains("iss"));
     claims["iss"] = json!("https://id.example");
