@@ -205,7 +205,10 @@ async fn two_sessions_of_one_name_are_one_member_until_the_last_leaves() {
     let mut fixture = Fixture::start().await;
     let channel = fixture.keys.channel(ROOM);
     let (key, display) = ("alice-1", "Alice");
-    let (tab_a, tab_b) = (tag_of("gw-1~01", "gw-1~01-1"), tag_of("gw-2~02", "gw-2~02-9"));
+    let (tab_a, tab_b) = (
+        tag_of("gw-1~01", "gw-1~01-1"),
+        tag_of("gw-2~02", "gw-2~02-9"),
+    );
     let joined = wire::presence(PresenceKind::Joined, key, display);
     let left = wire::presence(PresenceKind::Left, key, display);
     for (tag, first) in [(&tab_a, "2"), (&tab_b, "1")] {
@@ -266,7 +269,12 @@ async fn two_sessions_of_one_name_are_one_member_until_the_last_leaves() {
             .eval(
                 scripts::ENTER,
                 fixture.room_state_keys(),
-                vec![key.to_owned(), entry_value(tag, display), channel.clone(), joined.clone()],
+                vec![
+                    key.to_owned(),
+                    entry_value(tag, display),
+                    channel.clone(),
+                    joined.clone(),
+                ],
             )
             .await
             .unwrap();

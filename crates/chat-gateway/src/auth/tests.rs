@@ -132,7 +132,10 @@ fn the_display_name_falls_back_to_sub() {
     // A name that is no valid display name falls back too; a long sub is cut.
     let sub = "0123456789-0123456789-0123456789-0123456789";
     let id = v
-        .verify(&hs(&json!({"sub": sub, "name": "", "exp": now() + 60})), now())
+        .verify(
+            &hs(&json!({"sub": sub, "name": "", "exp": now() + 60})),
+            now(),
+        )
         .unwrap();
     assert_eq!(id.key, sub);
     assert_eq!(id.display, &sub[..32]);
@@ -143,8 +146,14 @@ fn expired_early_and_incomplete_tokens_are_refused() {
     let v = secret_verifier(None, None);
     let cases = [
         (json!({"sub": "a", "exp": now() - 60}), "expired"),
-        (json!({"sub": "a", "exp": now() + 60, "nbf": now() + 60}), "not valid yet"),
-        (json!({"sub": "a", "exp": now() + 60, "iat": now() + 60}), "future"),
+        (
+            json!({"sub": "a", "exp": now() + 60, "nbf": now() + 60}),
+            "not valid yet",
+        ),
+        (
+            json!({"sub": "a", "exp": now() + 60, "iat": now() + 60}),
+            "future",
+        ),
         (json!({"sub": "a"}), "exp"),
         (json!({"exp": now() + 60}), "sub"),
         (json!({"sub": "", "exp": now() + 60}), "sub"),
@@ -162,7 +171,11 @@ fn expired_early_and_incomplete_tokens_are_refused() {
 fn garbage_a_wrong_key_and_none_are_refused() {
     let v = secret_verifier(None, None);
     assert!(v.verify("", now()).unwrap_err().0.contains("required"));
-    assert!(v.verify("not a jwt", now()).unwrap_err().0.contains("malformed"));
+    assert!(v
+        .verify("not a jwt", now())
+        .unwrap_err()
+        .0
+        .contains("malformed"));
     let mut admin = alice(60);
     admin["sub"] = json!("admin");
     let forged = encode(
@@ -176,8 +189,12 @@ fn garbage_a_wrong_key_and_none_are_refused() {
     let token = hs(&alice(60));
     let parts: Vec<&str> = token.split('.').collect();
     let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
-    assert!(v.verify(&format!("{none_header}.{}.", parts[1]), now()).is_err());
-    assert!(v.verify(&format!("{none_header}.{}.{}", parts[1], parts[2]), now()).is_err());
+    assert!(v
+        .verify(&format!("{none_header}.{}.", parts[1]), now())
+        .is_err());
+    assert!(v
+        .verify(&format!("{none_header}.{}.{}", parts[1], parts[2]), now())
+        .is_err());
     // A payload from elsewhere (another sub) breaks the signature.
     let other = forged.split('.').nth(1).unwrap().to_owned();
     let tampered = format!("{}.{}.{}", parts[0], other, parts[2]);
@@ -197,13 +214,21 @@ fn only_the_algorithms_of_the_configured_keys_are_accepted() {
         &EncodingKey::from_secret(&public),
     )
     .unwrap();
-    assert!(v.verify(&confused, now()).unwrap_err().0.contains("not accepted"));
+    assert!(v
+        .verify(&confused, now())
+        .unwrap_err()
+        .0
+        .contains("not accepted"));
     let es = signed(Algorithm::ES256, "ec-private.pem", None, &alice(60));
     assert!(v.verify(&es, now()).unwrap_err().0.contains("not accepted"));
     let rs384 = signed(Algorithm::RS384, "rsa-private.pem", None, &alice(60));
     assert!(v.verify(&rs384, now()).is_err());
     let hs_only = secret_verifier(None, None);
-    assert!(hs_only.verify(&ok, now()).unwrap_err().0.contains("not accepted"));
+    assert!(hs_only
+        .verify(&ok, now())
+        .unwrap_err()
+        .0
+        .contains("not accepted"));
 }
 
 #[test]
@@ -219,7 +244,10 @@ fn several_public_keys_rotate_and_es256_works() {
     }
     let only_first = key_verifier(&["rsa-public.pem"]);
     let second = signed(Algorithm::RS256, "rsa2-private.pem", None, &alice(60));
-    assert_eq!(only_first.verify(&second, now()).unwrap_err().0, "bad signature");
+    assert_eq!(
+        only_first.verify(&second, now()).unwrap_err().0,
+        "bad signature"
+    );
 }
 
 #[test]
@@ -258,7 +286,11 @@ fn audience_and_issuer_are_required_when_configured() {
     let v = secret_verifier(Some("chat"), Some("https://id.example"));
     let mut claims = alice(60);
     // Both missing: either is named (the library checks them in no fixed order).
-    assert!(v.verify(&hs(&claims), now()).unwrap_err().0.contains("lacks the"));
+    assert!(v
+        .verify(&hs(&claims), now())
+        .unwrap_err()
+        .0
+        .contains("lacks the"));
     claims["iss"] = json!("https://id.example");
     assert!(v.verify(&hs(&claims), now()).unwrap_err().0.contains("aud"));
     claims.as_object_mut().unwrap().remove("iss");
@@ -267,7 +299,10 @@ fn audience_and_issuer_are_required_when_configured() {
     claims["iss"] = json!("https://id.example");
     assert!(v.verify(&hs(&claims), now()).is_ok());
     claims["aud"] = json!("other");
-    assert_eq!(v.verify(&hs(&claims), now()).unwrap_err().0, "wrong audience");
+    assert_eq!(
+        v.verify(&hs(&claims), now()).unwrap_err().0,
+        "wrong audience"
+    );
     claims["aud"] = json!("chat");
     claims["iss"] = json!("https://evil.example");
     assert_eq!(v.verify(&hs(&claims), now()).unwrap_err().0, "wrong issuer");
