@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+mod auth_flags;
+pub use auth_flags::AuthFlags;
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -229,30 +232,9 @@ pub struct Config {
     #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<AdminToken>,
 
-    /// File holding the HS256 secret (at least 32 bytes) that signs the
-    /// clients' JWTs: with it (or any key), Hello.token must be a valid
-    /// token and the identity is its `sub` (see README, "Identities").
-    #[arg(long, env = "CHAT_AUTH_JWT_SECRET_FILE")]
-    pub auth_jwt_secret_file: Option<PathBuf>,
-
-    /// PEM file of a public key (RSA: RS256, EC P-256: ES256) that signs the
-    /// clients' JWTs; repeat it (or separate with commas) to trust several
-    /// during a key rotation.
-    #[arg(long, env = "CHAT_AUTH_JWT_PUBLIC_KEY", value_delimiter = ',')]
-    pub auth_jwt_public_key: Vec<PathBuf>,
-
-    /// JSON Web Key Set file (`{"keys": [...]}`) of the keys that sign the
-    /// clients' JWTs (a token's `kid` selects one).
-    #[arg(long, env = "CHAT_AUTH_JWKS_FILE")]
-    pub auth_jwks_file: Option<PathBuf>,
-
-    /// The audience (`aud`) every token must name.
-    #[arg(long, env = "CHAT_AUTH_AUDIENCE")]
-    pub auth_audience: Option<String>,
-
-    /// The issuer (`iss`) every token must name.
-    #[arg(long, env = "CHAT_AUTH_ISSUER")]
-    pub auth_issuer: Option<String>,
+    /// Signed identities (`--auth-*`).
+    #[command(flatten)]
+    pub auth: AuthFlags,
 
     /// Log format.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
@@ -333,13 +315,7 @@ impl Config {
 
     /// Where the signed-identity keys and required claims come from.
     pub(crate) fn auth_files(&self) -> crate::auth::AuthFiles<'_> {
-        crate::auth::AuthFiles {
-            secret_file: self.auth_jwt_secret_file.as_deref(),
-            public_keys: &self.auth_jwt_public_key,
-            jwks_file: self.auth_jwks_file.as_deref(),
-            audience: self.auth_audience.as_deref(),
-            issuer: self.auth_issuer.as_deref(),
-        }
+        self.auth.files()
     }
 
     /// `--ping-interval-secs`: how often each connection is pinged.

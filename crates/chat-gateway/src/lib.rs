@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{AdminToken, Config, LogFormat};
+pub use config::{AdminToken, AuthFlags, Config, LogFormat};
 pub use session::RECONNECT_GRACE;
 
 /// Serves on `listener` (and the admin API on `admin_listener`, when given)
