@@ -374,6 +374,64 @@ async fn unusable_key_files_exit_64(kind: BackendKind) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Redis only (memory gateways share nothing): tabs of one identity on two
+/// gateways; the one holding the room's entry dies. Its other users leave
+/// (reaped), the identity stays with its live tab, and leaves with it.
+#[tokio::test]
+async fn a_dead_gateways_tab_leaves_the_identity_with_its_live_tab() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("jwt-secret");
+    std::fs::write(&secret, SECRET)?;
+    let secret = secret.display().to_string();
+    let mut cluster = chat_test_support::Cluster::start(
+        BIN,
+        3,
+        BackendKind::Redis,
+        &["--auth-jwt-secret-file", &secret],
+    )
+    .await?;
+    let (mut bob, welcome) = hello(cluster.gateway(0), &hs256(&claims("bob", "Bob", 600))).await?;
+    welcome?;
+    bob.join("lobby").await?;
+    let alice = hs256(&claims("alice-1", "Alice", 600));
+    let (mut tab1, welcome) = hello(cluster.gateway(1), &alice).await?;
+    welcome?;
+    tab1.join("lobby").await?;
+    ensure!(next_presence(&mut bob).await? == (presence_change::Kind::Joined, "Alice".into()));
+    let (mut carl, welcome) =
+        hello(cluster.gateway(2), &hs256(&claims("carl", "Carl", 600))).await?;
+    welcome?;
+    carl.join("lobby").await?;
+    ensure!(next_presence(&mut bob).await? == (presence_change::Kind::Joined, "Carl".into()));
+    // The newest tab, on the gateway about to die, holds Alice's entry.
+    let (mut tab2, welcome) = hello(cluster.gateway(2), &alice).await?;
+    welcome?;
+    tab2.join("lobby").await?;
+    marker(&mut tab1, &mut bob, "lobby", "two tabs").await?;
+
+    cluster.gateway_mut(2).sigkill().await?;
+    bob.set_timeout(WAIT);
+    ensure!(
+        next_presence(&mut bob).await? == (presence_change::Kind::Left, "Carl".into()),
+        "the dead gateway's other user is reaped"
+    );
+    // Reaped in the same step: Alice stayed, silently.
+    marker(&mut tab1, &mut bob, "lobby", "alice still here").await?;
+    let (mut dan, welcome) = hello(cluster.gateway(0), &hs256(&claims("dan", "Dan", 600))).await?;
+    welcome?;
+    let joined = dan.join("lobby").await?;
+    ensure!(
+        joined.members == ["Alice", "Bob", "Dan"],
+        "{:?}",
+        joined.members
+    );
+    ensure!(next_presence(&mut bob).await? == (presence_change::Kind::Joined, "Dan".into()));
+    tab1.leave("lobby").await?;
+    ensure!(next_presence(&mut bob).await? == (presence_change::Kind::Left, "Alice".into()));
+    drop(carl);
+    Ok(())
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod memory {
