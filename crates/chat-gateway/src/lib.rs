@@ -6,6 +6,8 @@
 //! Only this crate knows HTTP, WebSocket and gRPC.
 
 mod admin;
+mod bans;
+mod cluster_secret;
 mod config;
 mod conn;
 mod control;
@@ -26,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use cluster_secret::ControlPathArgs;
 pub use config::{AdminToken, Config, LogFormat};
 pub use session::RECONNECT_GRACE;
 
@@ -71,6 +74,7 @@ pub async fn run(
                 bound: Some(bound),
                 history_len: config.history_len as usize,
                 room_ttl: config.room_ttl,
+                cluster_secret: config.control.secret().map_err(anyhow::Error::msg)?,
             };
             Arc::new(RedisBridge::connect(redis, sink).await?)
         }
