@@ -255,13 +255,13 @@ mod tests {
         ));
         assert!(text.contains("\nchat_tcp_refused_total{reason=\"proxy_invalid\"} 2\n"));
         assert!(text.contains("\nchat_errors_total{code=\"NOT_IN_ROOM\"} 1\n"));
-        metrics.control_rejected(ControlRejection::Stale);
-        let text = metrics.render("gw", true, false);
-        assert!(text.contains("\nchat_control_rejected_total{reason=\"stale\"} 1\n"));
-        assert!(text.contains("\nchat_control_rejected_total{reason=\"unsigned\"} 0\n"));
         assert!(text.ends_with(
             "# HELP chat_gateway_info Gateway identity.\n\
              # TYPE chat_gateway_info gauge\nchat_gateway_info{gateway_id=\"gw_1\"} 1\n"
         ));
+        metrics.control_rejected(ControlRejection::Stale);
+        let text = metrics.render("gw", true, false);
+        assert!(text.contains("\nchat_control_rejected_total{reason=\"stale\"} 1\n"));
+        assert!(text.contains("\nchat_control_rejected_total{reason=\"unsigned\"} 0\n"));
     }
 }
