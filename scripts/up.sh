@@ -65,12 +65,18 @@ for ((i = 0; i < 50; i++)); do
 done
 redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || die "redis did not start: see $RUN/redis.log"
 
+# The secret the gateways sign their control commands with (kick, ban,
+# drain): made once, readable by this user only, never on a command line.
+if [ ! -s "$RUN/cluster-secret" ]; then
+  (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$RUN/cluster-secret")
+fi
+
 backends=()
 for ((g = 1; g <= GATEWAYS; g++)); do
   gport=$((PORT + g))
   start "gateway-$g" "$BIN/chat-gateway" --listen "127.0.0.1:$gport" --gateway-id "gw-$g" \
     --redis "redis://127.0.0.1:$REDIS_PORT" --web-root "$ROOT/web/dist" --proxy-protocol \
-    --admin-listen "127.0.0.1:$((9090 + g - 1))"
+    --admin-listen "127.0.0.1:$((9090 + g - 1))" --cluster-secret-file "$RUN/cluster-secret"
   backends+=(--backend "127.0.0.1:$gport")
 done
 # The gateways expect chat-lb's PROXY v2 header (the real client address for

@@ -2,6 +2,7 @@
 //! one gateway, prints a table (or JSON), and exits non-zero with one clear
 //! line when something fails.
 
+mod bans;
 mod cli;
 mod connection;
 mod output;
@@ -127,6 +128,9 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             output::drained(&gateway_id, connections, json)
         }
         Command::Token { .. } => unreachable!("answered before connecting"),
+        Command::Ban(args) => bans::ban(&mut client, server, args, json).await?,
+        Command::Unban { user } => bans::unban(&mut client, server, &user, json).await?,
+        Command::Bans => bans::bans(&mut client, server, json).await?,
     })
 }
 

@@ -239,6 +239,10 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+
+    /// The control path between gateways (`cluster_secret.rs`).
+    #[command(flatten)]
+    pub control: crate::cluster_secret::ControlPathArgs,
 }
 
 impl Config {
@@ -300,6 +304,7 @@ impl Config {
         {
             return Err("--gateway-id must be non-empty and without whitespace".into());
         }
+        self.control.secret()?;
         if let Some(token) = &self.admin_token {
             // An empty token would silently mean "no token"; header values
             // cannot carry control characters.

@@ -7,6 +7,8 @@
 
 mod admin;
 mod auth;
+mod bans;
+mod cluster_secret;
 mod config;
 mod conn;
 mod control;
@@ -28,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use cluster_secret::ControlPathArgs;
 pub use config::{AdminToken, AuthFlags, Config, LogFormat};
 pub use session::RECONNECT_GRACE;
 
@@ -88,6 +91,7 @@ pub async fn run(
                 bound: Some(bound),
                 history_len: config.history_len as usize,
                 room_ttl: config.room_ttl,
+                cluster_secret: config.control.secret().map_err(Error::Config)?,
             };
             Arc::new(RedisBridge::connect(redis, sink).await?)
         }

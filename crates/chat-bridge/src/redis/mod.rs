@@ -16,12 +16,16 @@
 //!   take the name and presence over ([`Presence::resume_username`]).
 //! - Admin: listings are read from those same keys ([`admin`]); operator
 //!   commands travel on one control channel every gateway subscribes to
-//!   ([`control`]) and reach the gateway's sink as `BridgeEvent::Control`.
+//!   ([`control`]), signed with the cluster secret and checked on receipt
+//!   ([`control_path`]), and reach the gateway's sink as `BridgeEvent::Control`.
+//! - Bans: one expiring key per banned identity and an index ([`bans`]).
 //!
 //! Key names are in [`keys`]; the README documents them.
 
 mod admin;
+mod bans;
 mod control;
+mod control_path;
 mod dispatcher;
 mod entry;
 #[cfg(test)]
@@ -67,11 +71,12 @@ use publisher::{PublishJob, PUBLISH_QUEUE};
 use stream::parse_entries;
 use subscriptions::RoomSubscription;
 
+use crate::control_auth::ControlAuth;
 use crate::drain::DrainReplies;
 use crate::{
-    Accepted, BridgeError, BridgeEvent, EventSink, HistoryPage, Lifecycle, Member, MessageEvent,
-    NewMessage, Pending, Presence, PresenceKind, Replay, Result, Resumed, RoomLog, RoomSummary,
-    TokenHash,
+    Accepted, Ban, BridgeError, BridgeEvent, ClusterSecret, EventSink, HistoryPage, Lifecycle,
+    Member, MessageEvent, NewMessage, Pending, Presence, PresenceKind, Replay, Result, Resumed,
+    RoomLog, RoomSummary, TokenHash,
 };
 
 /// Commands fail with UNAVAILABLE after this long.
@@ -100,6 +105,9 @@ pub struct RedisConfig {
     /// A room with no members and no message for this long is dropped
     /// (its keys expire).
     pub room_ttl: Duration,
+    /// The secret that signs and checks control commands
+    /// (`crate::control_auth`); `None`: the control path is unauthenticated.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 /// Bridge on a shared Redis.
@@ -142,6 +150,9 @@ struct Inner {
     load_changed: Notify,
     /// Drain requests of this gateway waiting for the drained one's answer.
     drains: DrainReplies,
+    /// Signs commands this gateway publishes on the control channel and
+    /// checks those it receives (`control_path.rs`).
+    control_auth: ControlAuth,
     /// Earlier processes of this gateway id found dead at start: cleaned up
     /// as soon as their heartbeat expires, without the reaping delay.
     predecessors: Mutex<HashSet<String>>,
@@ -196,8 +207,14 @@ impl RedisBridge {
             }
         }
         let (publish_queue, jobs) = mpsc::channel(PUBLISH_QUEUE);
+        let keys = Keys::new(&config.prefix);
+        let control_auth = ControlAuth::new(config.cluster_secret.clone(), &keys.control());
+        if !control_auth.is_authenticated() {
+            tracing::warn!("no --cluster-secret-file: the control path is unauthenticated (anyone who can PUBLISH to redis can kick, ban or drain)");
+        }
         let inner = Arc::new(Inner {
-            keys: Keys::new(&config.prefix),
+            keys,
+            control_auth,
             config,
             client,
             subscriber,
