@@ -5,6 +5,7 @@
 mod cli;
 mod connection;
 mod output;
+mod token;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -48,7 +49,8 @@ fn main() -> ExitCode {
 /// Runs the subcommand and returns what to print.
 async fn run(cli: Cli) -> Result<String, Failure> {
     let timeout = Duration::from_secs(cli.timeout_secs.max(1));
-    let mut client = connect(&cli.server, cli.token.as_deref(), timeout).await?;
+    let token = token::resolve(cli.token, cli.token_file.as_deref())?;
+    let mut client = connect(&cli.server, token.as_deref(), timeout).await?;
     let server = cli.server.as_str();
     let failed = |status: tonic::Status| call_failed(server, &status);
     let json = cli.json;

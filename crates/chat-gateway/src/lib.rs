@@ -12,7 +12,9 @@ mod control;
 mod http;
 mod hub;
 mod metrics;
+mod origin;
 mod ratelimit;
+mod secrets;
 mod server;
 mod session;
 mod state;
@@ -27,6 +29,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{AdminToken, Config, LogFormat};
+pub use origin::{AllowedOrigin, Origin, OriginConfig};
+pub use secrets::read_secret_file;
 pub use session::RECONNECT_GRACE;
 
 /// Serves on `listener` (and the admin API on `admin_listener`, when given)
@@ -39,10 +43,11 @@ pub use session::RECONNECT_GRACE;
 pub async fn run(
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
-    config: Config,
+    mut config: Config,
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    config.load_secrets().map_err(anyhow::Error::msg)?;
     config.validate().map_err(anyhow::Error::msg)?;
     let gateway_id = config
         .gateway_id
