@@ -287,7 +287,12 @@ fn upgrade(
 ) -> Response<Body> {
     // Before anything is spent on it: a foreign page's socket takes no slot.
     let origin = req.headers().get(header::ORIGIN).map(HeaderValue::as_bytes);
-    let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+    // HTTP/1.1 names the host in `Host`; a request in absolute form (or HTTP/2) in the URI.
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()));
     if shared.config.origin.check(origin, host) == Verdict::Refused {
         shared.metrics.origin_rejected.fetch_add(1, Relaxed);
         tracing::debug!(%peer, origin = ?origin.map(String::from_utf8_lossy), "websocket origin refused");
