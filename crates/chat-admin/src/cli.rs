@@ -24,6 +24,16 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// File holding the bearer token (a trailing newline is ignored), so
+    /// that it shows in no process listing.
+    #[arg(
+        long,
+        global = true,
+        env = "CHAT_ADMIN_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
+
     /// Print JSON (one document) instead of a table, for scripts.
     #[arg(long, global = true, env = "CHAT_ADMIN_JSON")]
     pub json: bool,

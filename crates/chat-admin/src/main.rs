@@ -3,6 +3,7 @@
 //! line when something fails.
 
 mod bans;
+mod bearer;
 mod cli;
 mod connection;
 mod output;
@@ -53,7 +54,8 @@ async fn run(cli: Cli) -> Result<String, Failure> {
         return mint(cli.command);
     }
     let timeout = Duration::from_secs(cli.timeout_secs.max(1));
-    let mut client = connect(&cli.server, cli.token.as_deref(), timeout).await?;
+    let token = bearer::resolve(cli.token, cli.token_file.as_deref())?;
+    let mut client = connect(&cli.server, token.as_deref(), timeout).await?;
     let server = cli.server.as_str();
     let failed = |status: tonic::Status| call_failed(server, &status);
     let json = cli.json;

@@ -10,6 +10,8 @@
 //! With `--admin-token`, every call (ChatAdmin, health and reflection alike)
 //! must carry `authorization: Bearer <token>`, else UNAUTHENTICATED.
 
+pub(crate) mod bans;
+
 use std::sync::Arc;
 
 use chat_admin_proto::chat_admin_server::{ChatAdmin, ChatAdminServer};
@@ -282,7 +284,7 @@ impl ChatAdmin for AdminService {
         request: Request<BanUserRequest>,
     ) -> Result<Response<BanUserResponse>, Status> {
         let bridge = self.shared.bridge.as_ref();
-        crate::bans::ban_user(bridge, request.into_inner(), self.shared.auth.is_some())
+        bans::ban_user(bridge, request.into_inner(), self.shared.auth.is_some())
             .await
             .map(Response::new)
     }
@@ -292,7 +294,7 @@ impl ChatAdmin for AdminService {
         request: Request<UnbanUserRequest>,
     ) -> Result<Response<UnbanUserResponse>, Status> {
         let bridge = self.shared.bridge.as_ref();
-        crate::bans::unban_user(bridge, request.into_inner(), self.shared.auth.is_some())
+        bans::unban_user(bridge, request.into_inner(), self.shared.auth.is_some())
             .await
             .map(Response::new)
     }
@@ -301,7 +303,7 @@ impl ChatAdmin for AdminService {
         &self,
         _request: Request<ListBansRequest>,
     ) -> Result<Response<ListBansResponse>, Status> {
-        crate::bans::list_bans(self.shared.bridge.as_ref())
+        bans::list_bans(self.shared.bridge.as_ref())
             .await
             .map(Response::new)
     }

@@ -7,7 +7,6 @@
 
 mod admin;
 mod auth;
-mod bans;
 mod cluster_secret;
 mod config;
 mod conn;
@@ -15,8 +14,10 @@ mod control;
 mod http;
 mod hub;
 mod metrics;
+mod origin;
 mod ratelimit;
 mod rooms_api;
+mod secrets;
 mod server;
 mod session;
 mod state;
@@ -32,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use cluster_secret::ControlPathArgs;
 pub use config::{AdminToken, AuthFlags, Config, LogFormat};
+pub use origin::{AllowedOrigin, Origin, OriginConfig};
+pub use secrets::read_secret_file;
 pub use session::RECONNECT_GRACE;
 
 /// Why [`run`] could not serve.
@@ -59,10 +62,11 @@ pub enum Error {
 pub async fn run(
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
-    config: Config,
+    mut config: Config,
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    config.load_secrets().map_err(Error::Config)?;
     config.validate().map_err(Error::Config)?;
     let gateway_id = config
         .gateway_id

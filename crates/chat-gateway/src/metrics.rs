@@ -105,6 +105,12 @@ const SINGLES: &[Single] = &[
         "Times the /api/rooms snapshot was rebuilt.",
         |m| m.rooms_api_refreshes.load(Relaxed).into(),
     ),
+    (
+        "chat_origin_rejected_total",
+        Kind::Counter,
+        "WebSocket upgrades refused (403) for their Origin.",
+        |m| m.origin_rejected.load(Relaxed).into(),
+    ),
 ];
 
 /// Process-wide gateway counters.
@@ -140,6 +146,8 @@ pub(crate) struct Metrics {
     pub(crate) rooms_api_limited: AtomicU64,
     /// Times the `/api/rooms` snapshot was rebuilt from the bridge.
     pub(crate) rooms_api_refreshes: AtomicU64,
+    /// WebSocket upgrades refused (403) by the `Origin` check.
+    pub(crate) origin_rejected: AtomicU64,
     errors: [AtomicU64; ERROR_CODES],
     /// Commands on the control path dropped, by `ControlRejection::ALL` index.
     control_rejected: [AtomicU64; ControlRejection::ALL.len()],

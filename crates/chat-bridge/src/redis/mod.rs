@@ -203,7 +203,7 @@ impl RedisBridge {
                 .await
                 .is_err()
             {
-                tracing::warn!(url = %config.url, "redis is not reachable yet; retrying in the background");
+                tracing::warn!(url = %without_password(&config.url), "redis is not reachable yet; retrying in the background");
             }
         }
         let (publish_queue, jobs) = mpsc::channel(PUBLISH_QUEUE);
@@ -297,5 +297,37 @@ impl std::fmt::Debug for RedisBridge {
         f.debug_struct("RedisBridge")
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// `url` with its user and password (`redis://user:secret@host`) replaced by
+/// `***`, for logs: a URL with a password is a secret.
+fn without_password(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::without_password;
+
+    #[test]
+    fn logged_urls_carry_no_password() {
+        assert_eq!(
+            without_password("redis://:s3cret@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            without_password("rediss://app:s3cret@redis.example:6380"),
+            "rediss://***@redis.example:6380"
+        );
+        assert_eq!(
+            without_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

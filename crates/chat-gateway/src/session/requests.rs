@@ -68,7 +68,7 @@ impl Session {
             username: name.display,
         };
         let bridge = &self.shared.bridge;
-        match crate::bans::ban_of(bridge.as_ref(), &member).await {
+        match crate::admin::bans::ban_of(bridge.as_ref(), &member).await {
             Ok(None) => {}
             Ok(Some(ban)) => return self.refuse_banned(r, &ban),
             Err(e) => return self.unavailable(r, &e),

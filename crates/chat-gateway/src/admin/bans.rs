@@ -12,7 +12,7 @@ use chat_bridge::{Ban, Bridge, Member, Result as BridgeResult};
 use chat_proto::normalize_username;
 use tonic::Status;
 
-use crate::admin::bridge_status;
+use super::bridge_status;
 use crate::state::now_ms;
 
 /// The identity key a ban of this session's user is recorded under: the
