@@ -28,23 +28,21 @@
 //! in that room; a sync is answered in time; and after the input a fresh
 //! client gets its Welcome and Pong.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chat_proto::v1::{client_frame, server_frame, ClientFrame, Hello, Ping, ServerFrame};
-use chat_proto::{Message as _, MessageId};
+use chat_proto::v1::{client_frame, ClientFrame, Hello, Ping, ServerFrame};
+use chat_proto::Message as _;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod oracle;
