@@ -5,6 +5,7 @@
 mod cli;
 mod connection;
 mod output;
+mod tls;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -47,7 +48,8 @@ fn main() -> ExitCode {
 /// Runs the subcommand and returns what to print.
 async fn run(cli: Cli) -> Result<String, Failure> {
     let timeout = Duration::from_secs(cli.timeout_secs.max(1));
-    let mut client = connect(&cli.server, cli.token.as_deref(), timeout).await?;
+    let tls = cli.tls.client_config(&cli.server)?;
+    let mut client = connect(&cli.server, cli.token.as_deref(), tls, timeout).await?;
     let server = cli.server.as_str();
     let failed = |status: tonic::Status| call_failed(server, &status);
     let json = cli.json;

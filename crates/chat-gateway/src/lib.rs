@@ -16,6 +16,7 @@ mod ratelimit;
 mod server;
 mod session;
 mod state;
+mod tls;
 mod wire;
 
 use std::future::Future;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{AdminToken, Config, LogFormat};
 pub use session::RECONNECT_GRACE;
+pub use tls::{check_tls_files, TlsFlags};
 
 /// Serves on `listener` (and the admin API on `admin_listener`, when given)
 /// until `shutdown` resolves (or a drain is requested), then drains: health
@@ -75,6 +77,12 @@ pub async fn run(
             Arc::new(RedisBridge::connect(redis, sink).await?)
         }
     };
+    let tls = match (&config.tls.tls_cert, &config.tls.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            tls::Tls::load(cert, key).map_err(anyhow::Error::msg)?,
+        )),
+        _ => None,
+    };
     let shared = state::Shared::new(config, gateway_id, instance_id, bridge, hub, metrics);
     tracing::info!(gateway_id = %shared.gateway_id, instance = %shared.instance_id, addr = %listener.local_addr()?, "serving");
     ready();
@@ -91,7 +99,10 @@ pub async fn run(
             }
         });
     }
-    server::serve(listener, shared.clone(), shutdown).await;
+    if let Some(tls) = &tls {
+        tasks.spawn(tls::reload_on_sighup(tls.clone(), stop.clone()));
+    }
+    server::serve(listener, shared.clone(), tls, shutdown).await;
     stop.cancel();
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
