@@ -21,7 +21,8 @@ mod slot;
 mod sources;
 
 pub use config::{
-    parse_duration, validate_backend, Config, ConfigError, FileConfig, HealthConfig, SourceLimits,
+    parse_duration, validate_backend, Config, ConfigError, FileConfig, HealthConfig, HealthMode,
+    SourceLimits,
 };
 pub use error::Error;
 pub use server::run;
