@@ -5,6 +5,8 @@
 //! swapped on SIGHUP: a connection keeps the keys it negotiated, only new
 //! handshakes see the new certificate, and a reload that fails (a missing
 //! file, a key that does not match) keeps the old one and logs an error.
+//! A reload also forgets the sessions clients could resume: a resumed session
+//! skips the certificate, so it would stretch the old one's life.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,9 @@ use parking_lot::RwLock;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
@@ -90,6 +94,8 @@ pub(crate) struct Tls {
     acceptor: TlsAcceptor,
     /// The acceptor's certificate, swapped by [`Tls::reload`].
     resolver: Arc<Reloadable>,
+    /// The acceptor's resumable sessions, emptied by [`Tls::reload`].
+    sessions: Arc<Sessions>,
     cert: PathBuf,
     key: PathBuf,
 }
@@ -101,6 +107,7 @@ impl Tls {
         let resolver = Arc::new(Reloadable {
             current: RwLock::new(Arc::new(certified_key(cert, key, &provider)?)),
         });
+        let sessions = Arc::new(Sessions::new());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("tls: {e}"))?
@@ -108,9 +115,11 @@ impl Tls {
             .with_cert_resolver(resolver.clone());
         // Only HTTP/1.1 is served (the WebSocket upgrade needs it).
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.session_storage = sessions.clone();
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             resolver,
+            sessions,
             cert: cert.to_owned(),
             key: key.to_owned(),
         })
@@ -126,6 +135,7 @@ impl Tls {
     pub(crate) fn reload(&self) -> Result<(), String> {
         let fresh = certified_key(&self.cert, &self.key, &provider())?;
         *self.resolver.current.write() = Arc::new(fresh);
+        *self.sessions.cache.write() = ServerSessionMemoryCache::new(SESSIONS);
         Ok(())
     }
 }
@@ -171,6 +181,46 @@ impl fmt::Debug for Reloadable {
 impl ResolvesServerCert for Reloadable {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.read().clone())
+    }
+}
+
+/// Sessions kept for resumption (rustls' default).
+const SESSIONS: usize = 256;
+
+/// rustls' session cache, replaced by an empty one on reload (a plain
+/// `RwLock`: held to clone an `Arc` or to call into the cache, no await).
+#[derive(Debug)]
+struct Sessions {
+    cache: RwLock<Arc<dyn StoresServerSessions>>,
+}
+
+impl Sessions {
+    fn new() -> Self {
+        Self {
+            cache: RwLock::new(ServerSessionMemoryCache::new(SESSIONS)),
+        }
+    }
+
+    fn current(&self) -> Arc<dyn StoresServerSessions> {
+        self.cache.read().clone()
+    }
+}
+
+impl StoresServerSessions for Sessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.current().put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.current().get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.current().take(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
     }
 }
 
