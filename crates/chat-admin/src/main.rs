@@ -9,12 +9,13 @@ mod tls;
 
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chat_admin_proto::{
     DrainGatewayRequest, KickUserRequest, ListGatewaysRequest, ListRoomsRequest, ListUsersRequest,
     SendSystemMessageRequest,
 };
+use chat_proto::rules::now_ms;
 use clap::Parser as _;
 
 use crate::cli::{Cli, Command};
@@ -124,10 +125,4 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             output::drained(&gateway_id, connections, json)
         }
     })
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

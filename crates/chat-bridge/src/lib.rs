@@ -12,6 +12,7 @@
 //! The shapes here follow what Redis offers: ids are Redis Streams ids,
 //! `subscribe` is a pub/sub subscription, presence is per-gateway tagged.
 
+mod bridge;
 mod drain;
 mod event;
 mod memory;
@@ -20,7 +21,9 @@ mod redis;
 mod resume;
 mod types;
 
-pub use event::{BridgeEvent, ControlCommand, EventSink, PresenceKind};
+pub use bridge::{Bridge, ClusterAdmin, Lifecycle, Presence, RoomLog};
+pub use chat_proto::rules::{ACTIVE_ROOM_WINDOW, RESUME_WINDOW};
+pub use event::{BridgeEvent, ControlCommand, EventSink, MessageEvent, PresenceKind};
 pub use memory::MemoryBridge;
 pub use pending::Pending;
 pub use redis::{Keys as RedisKeys, RedisBridge, RedisConfig};
@@ -30,156 +33,8 @@ pub use types::{
     NewMessage, Replay, Resumed, RoomSummary, UserSummary,
 };
 
-use async_trait::async_trait;
-use chat_proto::v1::ChatMessage;
-use chat_proto::MessageId;
-
-/// How long a session that took over another's name (a resume) has to join
-/// the earlier session's rooms again before it is shown leaving them.
-pub const RESUME_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// How long a gateway waits for another to answer a drain request.
 pub const DRAIN_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How far back a message keeps an otherwise empty room in the admin room list.
-pub const ACTIVE_ROOM_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
-
 /// Result of every bridge operation.
 pub type Result<T, E = BridgeError> = std::result::Result<T, E>;
-
-/// What a gateway needs from the cluster. Every method is safe to call
-/// concurrently; none of them holds a lock across an await.
-#[async_trait]
-pub trait Bridge: Send + Sync + 'static {
-    /// Starts delivering the room's events to the sink. When this returns,
-    /// every message accepted from now on will be delivered, so a history
-    /// read started afterwards overlaps live delivery instead of leaving a
-    /// gap (the gateway removes the overlap by id). Reference-counted:
-    /// each call must be matched by one [`Bridge::unsubscribe`].
-    async fn subscribe(&self, room: &str) -> Result<()>;
-
-    /// Drops one subscription reference; the last one stops delivery.
-    async fn unsubscribe(&self, room: &str) -> Result<()>;
-
-    /// Accepts a message: dedupes its `client_msg_id`, assigns the next id,
-    /// appends it to the room's history and publishes it, atomically, so that
-    /// id order is delivery order everywhere.
-    async fn publish(&self, msg: NewMessage) -> Result<Accepted>;
-
-    /// [`Bridge::publish`] in two steps, so that one sender can have several
-    /// messages in flight: once `submit` returns, the message's place in the
-    /// room's order is fixed ahead of everything the caller submits or
-    /// publishes afterwards, and the [`Pending`] resolves to what `publish`
-    /// would have returned. The default publishes before returning, which
-    /// is right for a backend whose `publish` does not wait on the network.
-    async fn submit(&self, msg: NewMessage) -> Pending {
-        Pending::ready(self.publish(msg).await)
-    }
-
-    /// The original outcome when this sender's `client_msg_id` was accepted
-    /// in the room within the dedupe window (10 minutes).
-    async fn find_duplicate(
-        &self,
-        room: &str,
-        sender_key: &str,
-        client_msg_id: &str,
-    ) -> Result<Option<Accepted>>;
-
-    /// Every retained message with id > `after`, oldest first, and whether
-    /// some message after `after` is no longer retained.
-    async fn replay_after(&self, room: &str, after: MessageId) -> Result<Replay>;
-
-    /// The newest `limit` messages, oldest first.
-    async fn recent(&self, room: &str, limit: usize) -> Result<Vec<ChatMessage>>;
-
-    /// The newest `limit` messages with id < `before` (all when `None`),
-    /// oldest first, and whether older ones remain.
-    async fn history_before(
-        &self,
-        room: &str,
-        before: Option<MessageId>,
-        limit: usize,
-    ) -> Result<HistoryPage>;
-
-    /// Fans a typing notice out to the room's members (never stored).
-    async fn typing(&self, room: &str, member: &Member, active: bool) -> Result<()>;
-
-    /// Claims a username for a live session; `false` when another session
-    /// holds it. `resume` is the hash of the resume token issued with this
-    /// session: whoever presents that token may take the name over.
-    async fn claim_username(&self, member: &Member, resume: &TokenHash) -> Result<bool>;
-
-    /// Takes the name `member.key` over from the session holding it, when
-    /// `presented` is the hash of the token issued to that session (live on
-    /// any gateway, or left by a dead one and not yet cleaned up). The claim
-    /// passes to `member` with the new token's hash `resume` (so the
-    /// presented token is spent), the earlier session's presence entries
-    /// pass to `member` without any presence change, and the earlier
-    /// session is told ([`ControlCommand::Replace`]). `None` when the token
-    /// does not match, or the name is free or held without a token.
-    async fn resume_username(
-        &self,
-        member: &Member,
-        presented: &TokenHash,
-        resume: &TokenHash,
-    ) -> Result<Option<Resumed>>;
-
-    /// Frees a name held by this session (no-op when held by another).
-    async fn release_username(&self, member: &Member) -> Result<()>;
-
-    /// Adds the member to the room's presence (publishing `Joined` presence
-    /// when this is the name's first entry) and returns the sorted display
-    /// names of everyone present, the member included.
-    async fn enter_room(&self, room: &str, member: &Member) -> Result<Vec<String>>;
-
-    /// Removes the member from the room (publishing `Left` on the last exit).
-    async fn leave_room(&self, room: &str, member: &Member) -> Result<()>;
-
-    /// The busiest `limit` rooms with at least one member, by member count
-    /// (then name), with their counts: the entry screen's list. Costs the
-    /// same whatever the number of rooms (the last-message fields may be
-    /// left empty).
-    async fn rooms(&self, limit: usize) -> Result<Vec<RoomSummary>>;
-
-    // ---------------------------------------------------------------- admin
-    // Answers describe the whole cluster, whichever gateway asks.
-
-    /// Rooms with at least one member, or with a message within
-    /// [`ACTIVE_ROOM_WINDOW`], sorted by name.
-    async fn room_overview(&self) -> Result<Vec<RoomSummary>>;
-
-    /// Users online (holding a name or present in a room), sorted by key;
-    /// only those present in `room` when it is set (their `rooms` still
-    /// lists every room they are in).
-    async fn users(&self, room: Option<&str>) -> Result<Vec<UserSummary>>;
-
-    /// Live gateways and their load, sorted by id.
-    async fn gateways(&self) -> Result<Vec<GatewayStatus>>;
-
-    /// Kicks the sessions holding the name `key` on every gateway: out of
-    /// `room` only when it is set (they stay connected), else off the chat.
-    /// Returns the number of sessions targeted (0 for an unknown user or
-    /// one not in `room`: then nothing is sent).
-    async fn kick(&self, key: &str, room: Option<&str>, reason: &str) -> Result<u32>;
-
-    /// Tells the live gateway `gateway_id` to drain, as SIGTERM does, and
-    /// waits (up to [`DRAIN_REPLY_TIMEOUT`]) for its answer. Returns the
-    /// number of connections it told to reconnect, or `None` when no such
-    /// gateway is alive.
-    async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>>;
-
-    /// This gateway's answer to a drain request ([`ControlCommand::Drain`]'s
-    /// `reply_to`): it told `told` connections to reconnect.
-    async fn drained(&self, reply_to: &str, told: u32);
-
-    /// Whether the backend can serve requests right now.
-    fn is_available(&self) -> bool;
-
-    /// This gateway's load, published for operators (no-op when embedded).
-    fn set_load(&self, _connections: u32, _draining: bool) {}
-
-    /// Leaves the cluster on a clean exit, after every session has ended:
-    /// the gateway disappears from listings at once instead of when its
-    /// heartbeat expires, and whatever presence it still held is removed.
-    async fn leave_cluster(&self) {}
-}

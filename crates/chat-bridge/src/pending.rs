@@ -1,4 +1,4 @@
-//! [`Pending`]: the outcome of a [`Bridge::submit`](crate::Bridge::submit).
+//! [`Pending`]: the outcome of a [`RoomLog::submit`](crate::RoomLog::submit).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use crate::{Accepted, BridgeError, Result};
 
 /// A submitted message whose place in the room's order is fixed and whose
-/// outcome (what [`Bridge::publish`](crate::Bridge::publish) would have
+/// outcome (what [`RoomLog::publish`](crate::RoomLog::publish) would have
 /// returned) may not be known yet. Resolves once; dropping it does not
 /// withdraw the message.
 #[must_use = "the outcome is the sender's Ack or error"]

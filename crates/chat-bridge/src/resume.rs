@@ -39,6 +39,7 @@ impl ResumeToken {
         &self.token
     }
 
+    /// Its hash, the form stored with the name claim.
     pub fn hash(&self) -> &TokenHash {
         &self.hash
     }

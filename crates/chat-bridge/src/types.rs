@@ -30,7 +30,7 @@ pub fn parse_session_id(session_id: &str) -> Option<(&str, u64)> {
 }
 
 /// What a session took over from the earlier session of the same client
-/// ([`Bridge::resume_username`](crate::Bridge::resume_username)).
+/// ([`Presence::resume_username`](crate::Presence::resume_username)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resumed {
     /// The earlier session's id.
@@ -44,21 +44,26 @@ pub struct Resumed {
 /// A message to accept.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
+    /// The room it is for.
     pub room: String,
     /// Normalised sender name; empty for system messages.
     pub sender_key: String,
     /// Sender name as shown; empty for system messages.
     pub username: String,
+    /// The text, already checked (`chat_proto::check_text`).
     pub text: String,
     /// Idempotency key; empty means none.
     pub client_msg_id: String,
+    /// Sent by the server or an operator.
     pub system: bool,
 }
 
 /// The outcome of a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
+    /// The message's id (the original's, for a duplicate).
     pub id: MessageId,
+    /// When it was accepted (the id's time).
     pub sent_at_ms: u64,
     /// The key had been accepted before: this is the original id, nothing was re-sent.
     pub duplicate: bool,
@@ -67,6 +72,7 @@ pub struct Accepted {
 /// Messages after a resume point.
 #[derive(Debug, Clone, Default)]
 pub struct Replay {
+    /// The retained messages after the resume point, oldest first.
     pub messages: Vec<ChatMessage>,
     /// A message after the resume point is no longer retained.
     pub truncated: bool,
@@ -75,17 +81,22 @@ pub struct Replay {
 /// A page of older messages.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryPage {
+    /// The page, oldest first.
     pub messages: Vec<ChatMessage>,
+    /// Older messages remain before the page.
     pub has_more: bool,
 }
 
 /// A room with members, for the entry screen and the admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSummary {
+    /// The room's name.
     pub name: String,
+    /// Names present in it, cluster-wide.
     pub member_count: u32,
     /// Newest message, if any is retained.
     pub last_message_id: Option<MessageId>,
+    /// When the newest message was accepted (0: none, or not read).
     pub last_message_at_ms: u64,
 }
 
@@ -107,12 +118,17 @@ pub struct UserSummary {
 /// A live gateway and its load, for the admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayStatus {
+    /// Its gateway id (stable across restarts).
     pub id: String,
     /// host:port where clients reach it.
     pub address: String,
+    /// Open client connections, as it last reported.
     pub connections: u32,
+    /// When its process started.
     pub started_at_ms: u64,
+    /// When it last wrote its status.
     pub last_heartbeat_ms: u64,
+    /// It is draining (telling its clients to reconnect elsewhere).
     pub draining: bool,
 }
 
@@ -128,8 +144,11 @@ pub enum BridgeError {
     /// Another live process serves this gateway id (configuration error).
     #[error("gateway id {gateway_id} is in use by a live process (instance {instance}, serving {address})")]
     GatewayIdInUse {
+        /// The configured gateway id.
         gateway_id: String,
+        /// The live process that holds it.
         instance: String,
+        /// Where that process serves clients.
         address: String,
     },
 }

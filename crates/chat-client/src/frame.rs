@@ -1,8 +1,6 @@
 //! Small pure helpers over frames: decoding a WebSocket message, naming a
 //! frame's kind, turning a reply into the payload a request expects.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use chat_proto::v1::{client_frame, server_frame::Kind, ErrorCode, Send, ServerFrame};
 use chat_proto::Message as _;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -94,12 +92,7 @@ pub(crate) fn expect_reply<T>(
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch (what `Ping.client_time_ms` carries).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use chat_proto::rules::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -345,13 +345,8 @@ impl EventSink for Hub {
     fn deliver(&self, event: BridgeEvent) {
         match event {
             BridgeEvent::Message(message) => {
-                let Ok(id) = message.id.parse::<MessageId>() else {
-                    tracing::error!(id = %message.id, "bridge delivered a message with a malformed id");
-                    return;
-                };
-                let room = message.room.clone();
-                let frame = encode_push(server_frame::Kind::Message(message));
-                self.fan_out(&room, frame, Some(id), None);
+                let frame = crate::wire::encode_message_push(&message.encoded);
+                self.fan_out(&message.room, frame, Some(message.id), None);
             }
             BridgeEvent::Presence {
                 room,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chat_bridge::Bridge;
 use chat_proto::v1::Limits;
@@ -162,11 +162,7 @@ fn conn_of(instance_id: &str, session_id: &str) -> Option<u64> {
         .and_then(|(instance, n)| (instance == instance_id).then_some(n))
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use chat_proto::rules::now_ms;
 
 /// A gateway id unique per process: host-ish prefix, pid and start time.
 pub(crate) fn default_gateway_id() -> String {

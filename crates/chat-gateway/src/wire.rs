@@ -21,7 +21,7 @@ const FIN_BINARY: u8 = 0x82;
 const SLICES_PER_WRITE: usize = 64;
 
 /// One complete WebSocket binary frame holding an encoded `ServerFrame`.
-/// Only [`encode`] makes one, so whatever is queued for a connection is
+/// Only [`encode`] and [`encode_message_push`] make one, so whatever is queued for a connection is
 /// ready for the wire. Cloning shares the bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct Frame(Bytes);
@@ -48,6 +48,36 @@ pub(crate) fn decode(frame: &Frame) -> ServerFrame {
         _ => 2,
     };
     ServerFrame::decode(&bytes[header..]).expect("an encoded ServerFrame")
+}
+
+/// `ServerFrame.message` (field 5, length-delimited): the key byte.
+const MESSAGE_KEY: u8 = 5 << 3 | 2;
+
+/// A pushed chat message (`ServerFrame { ref: 0, message }`) around a
+/// `ChatMessage` the bridge already encoded, framed without decoding it:
+/// the same bytes as [`encode`] of that frame.
+pub(crate) fn encode_message_push(message: &[u8]) -> Frame {
+    let len = 1 + varint_len(message.len() as u64) + message.len();
+    let mut out = Vec::with_capacity(header_len(len) + len);
+    put_header(&mut out, len);
+    out.put_u8(MESSAGE_KEY);
+    put_varint(&mut out, message.len() as u64);
+    out.extend_from_slice(message);
+    Frame(Bytes::from(out))
+}
+
+/// Bytes of `n` as a protobuf varint.
+fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Protobuf varint: 7 bits a byte, least significant first.
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.put_u8((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.put_u8(n as u8);
 }
 
 fn header_len(payload: usize) -> usize {
@@ -169,6 +199,31 @@ mod tests {
         for size in [0, 125, 126, 65_535, 65_536] {
             let frame = error_frame(size);
             assert_eq!(decode(&encode(&frame)), frame, "{size}");
+        }
+    }
+
+    #[test]
+    fn a_message_framed_from_its_encoding_is_the_encoded_frame() {
+        use chat_proto::v1::{server_frame::Kind, ChatMessage};
+        for text_len in [0, 10, 120, 200, 20_000, 70_000] {
+            let message = ChatMessage {
+                id: "1732712345678-7".into(),
+                room: "lobby".into(),
+                username: "ann".into(),
+                text: "x".repeat(text_len),
+                sent_at_ms: 1_732_712_345_678,
+                client_msg_id: "c1".into(),
+                system: false,
+            };
+            let frame = ServerFrame {
+                r#ref: 0,
+                kind: Some(Kind::Message(message.clone())),
+            };
+            assert_eq!(
+                encode_message_push(&message.encode_to_vec()).0,
+                encode(&frame).0,
+                "text of {text_len} bytes"
+            );
         }
     }
 }

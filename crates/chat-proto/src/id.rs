@@ -6,13 +6,17 @@ use std::str::FromStr;
 /// A room-scoped message id. Ordering is by `(ms, seq)`, never by string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct MessageId {
+    /// Milliseconds since the Unix epoch when the message was accepted.
     pub ms: u64,
+    /// Order among the messages of the room accepted in the same millisecond.
     pub seq: u64,
 }
 
 impl MessageId {
+    /// Before every message (`0-0`).
     pub const ZERO: MessageId = MessageId { ms: 0, seq: 0 };
 
+    /// The id `<ms>-<seq>`.
     pub const fn new(ms: u64, seq: u64) -> Self {
         Self { ms, seq }
     }

@@ -7,22 +7,32 @@
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
-use crate::limits::MAX_CLIENT_MSG_ID_BYTES;
+use crate::rules::MAX_CLIENT_MSG_ID_BYTES;
 
+/// A username longer than this (in characters, after NFC) is refused.
 pub const MAX_USERNAME_CHARS: usize = 32;
+/// A room name longer than this (in characters, after NFC) is refused.
 pub const MAX_ROOM_CHARS: usize = 64;
 
 /// Why a username or a room name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// Nothing left (after trimming, for a username).
     #[error("name is empty")]
     Empty,
+    /// Longer than the limit of its kind.
     #[error("name is longer than {max} characters")]
-    TooLong { max: usize },
+    TooLong {
+        /// The limit, in characters.
+        max: usize,
+    },
+    /// A control (Cc) or format (Cf) character, by code point.
     #[error("name contains a control or format character (U+{0:04X})")]
     ForbiddenChar(u32),
+    /// A room name that starts or ends with whitespace.
     #[error("name has leading or trailing whitespace")]
     SurroundingWhitespace,
+    /// Only whitespace and invisible characters.
     #[error("name has no visible character")]
     Invisible,
 }
@@ -31,7 +41,9 @@ pub enum NameError {
 /// name (NFC + Unicode lowercase) for uniqueness, idempotency, kick, presence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username {
+    /// Trimmed and NFC: the name as shown.
     pub display: String,
+    /// The identity: `display` lowercased, NFC.
     pub key: String,
 }
 
@@ -61,7 +73,7 @@ pub fn normalize_room(raw: &str) -> Result<String, NameError> {
 /// Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties, e.g.
 /// U+3164 HANGUL FILLER, U+115F, U+FFA0) and not U+2800 BRAILLE PATTERN
 /// BLANK. A name of only such characters looks blank.
-pub fn is_visible(c: char) -> bool {
+fn is_visible(c: char) -> bool {
     !(c.is_whitespace() || c == '\u{2800}' || is_default_ignorable(c))
 }
 
@@ -95,10 +107,17 @@ fn check_name_chars(name: &str, max: usize) -> Result<(), NameError> {
 /// Why a message text was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {
+    /// Nothing but whitespace.
     #[error("message is empty")]
     Empty,
+    /// More UTF-8 bytes than the limit.
     #[error("message is {len} bytes, the limit is {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The text's length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
 }
 
 /// Send's text rules, in the contract's order: empty after trimming, then

@@ -183,7 +183,7 @@ impl Suite {
 /// Runs the scenarios asked for, then writes `summary.md` (and prints it).
 pub(crate) async fn run(args: SuiteArgs) -> Result<()> {
     if let Some(bad) = args.only.iter().find(|s| !(1..=5).contains(*s)) {
-        return Err(crate::cli::invalid(format!(
+        return Err(chat_measure::args::invalid(format!(
             "--only: there is no scenario {bad}"
         )));
     }

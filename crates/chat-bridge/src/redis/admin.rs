@@ -9,15 +9,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
+use async_trait::async_trait;
+use chat_proto::rules::{now_ms, ACTIVE_ROOM_WINDOW};
 use fred::clients::Pipeline;
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::control::Control;
-use super::{now_ms, parse_entries, unavailable, Holder, Inner};
+use super::{control, parse_entries, unavailable, Holder, Inner, RedisBridge};
 use crate::{
-    BridgeError, BridgeEvent, ControlCommand, GatewayStatus, Result, RoomSummary, UserSummary,
-    ACTIVE_ROOM_WINDOW,
+    BridgeError, BridgeEvent, ClusterAdmin, ControlCommand, GatewayStatus, Result, RoomSummary,
+    UserSummary,
 };
 
 /// Commands per pipelined round trip (bounds the size of one request).
@@ -29,12 +31,12 @@ pub(super) struct StatusRecord {
     /// The process (instance) that wrote it; absent in records of older
     /// gateways, whose instance was their gateway id.
     #[serde(default)]
-    pub instance: String,
-    pub address: String,
-    pub connections: u32,
-    pub started_at_ms: u64,
-    pub last_heartbeat_ms: u64,
-    pub draining: bool,
+    pub(super) instance: String,
+    pub(super) address: String,
+    pub(super) connections: u32,
+    pub(super) started_at_ms: u64,
+    pub(super) last_heartbeat_ms: u64,
+    pub(super) draining: bool,
 }
 
 /// One read per key, pipelined.
@@ -62,7 +64,7 @@ impl StatusRecord {
 
 /// The live gateways, and which instance is each one's live process.
 pub(super) struct Live {
-    pub gateways: BTreeMap<String, GatewayStatus>,
+    pub(super) gateways: BTreeMap<String, GatewayStatus>,
     /// Live instance -> its gateway id.
     instances: HashMap<String, String>,
 }
@@ -403,6 +405,59 @@ impl Inner {
             .await
             .map_err(unavailable)?;
         reply.wait(gateway_id).await.map(Some)
+    }
+}
+
+#[async_trait]
+impl ClusterAdmin for RedisBridge {
+    async fn room_overview(&self) -> Result<Vec<RoomSummary>> {
+        self.inner.check()?;
+        self.inner.room_overview().await
+    }
+
+    async fn users(&self, room: Option<&str>) -> Result<Vec<UserSummary>> {
+        self.inner.check()?;
+        self.inner.users(room).await
+    }
+
+    async fn gateways(&self) -> Result<Vec<GatewayStatus>> {
+        self.inner.check()?;
+        Ok(self
+            .inner
+            .live_gateways()
+            .await?
+            .gateways
+            .into_values()
+            .collect())
+    }
+
+    async fn kick(&self, key: &str, room: Option<&str>, reason: &str) -> Result<u32> {
+        self.inner.check()?;
+        self.inner.kick(key, room, reason).await
+    }
+
+    async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>> {
+        self.inner.check()?;
+        self.inner.drain_gateway(gateway_id).await
+    }
+
+    async fn drained(&self, reply_to: &str, told: u32) {
+        let inner = &self.inner;
+        let answer = control::Control::Drained {
+            reply_to: reply_to.to_owned(),
+            told,
+        };
+        // Through the control channel even when this gateway asked, so
+        // there is one path; a local request is answered locally if Redis
+        // cannot carry it.
+        let published: Result<u64, _> = inner
+            .client
+            .publish(inner.keys.control(), answer.encode())
+            .await;
+        if let Err(e) = published {
+            tracing::warn!(error = %e, "answering a drain request failed");
+            inner.drains.answer(reply_to, told);
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::ControlCommand;
 
 /// A command as published: kicks go to every gateway, a drain names one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
+pub(super) enum Control {
     Kick {
         key: String,
         room: Option<String>,
@@ -39,7 +39,7 @@ pub enum Control {
 }
 
 impl Control {
-    pub fn encode(&self) -> String {
+    pub(super) fn encode(&self) -> String {
         match self {
             Self::Kick { key, room, reason } => {
                 format!("K{key}\n{}\n{reason}", room.as_deref().unwrap_or_default())
@@ -57,7 +57,7 @@ impl Control {
         }
     }
 
-    pub fn decode(payload: &[u8]) -> Option<Self> {
+    pub(super) fn decode(payload: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(payload).ok()?;
         let mut chars = text.chars();
         let tag = chars.next()?;
@@ -104,7 +104,7 @@ impl Control {
     /// (A `Drained` answer is for the bridge that asked, not for the
     /// gateway; a `Replace` only for the instance of the replaced session,
     /// so that a reconnect storm does not reach every gateway's control task.)
-    pub fn for_gateway(self, me: &str, instance: &str) -> Option<ControlCommand> {
+    pub(super) fn for_gateway(self, me: &str, instance: &str) -> Option<ControlCommand> {
         match self {
             Self::Kick { key, room, reason } => Some(ControlCommand::Kick { key, room, reason }),
             Self::Drain {

@@ -15,18 +15,18 @@ pub(super) struct Cursor {
 
 impl Inner {
     /// Delivers a message unless it was delivered already (by id).
-    pub(super) fn deliver_message(&self, room: &str, id: MessageId, msg: ChatMessage) {
+    pub(super) fn deliver_message(&self, message: MessageEvent) {
         {
             let mut cursors = self.cursors.lock();
-            let Some(cursor) = cursors.get_mut(room) else {
+            let Some(cursor) = cursors.get_mut(&message.room) else {
                 return;
             };
-            if cursor.delivered.is_some_and(|last| id <= last) {
+            if cursor.delivered.is_some_and(|last| message.id <= last) {
                 return;
             }
-            cursor.delivered = Some(id);
+            cursor.delivered = Some(message.id);
         }
-        self.sink.deliver(BridgeEvent::Message(msg));
+        self.sink.deliver(BridgeEvent::Message(message));
     }
 
     /// Reads what each subscribed room missed while the subscription was
@@ -45,7 +45,7 @@ impl Inner {
                         let n = messages.len();
                         for msg in messages {
                             if let Ok(id) = msg.id.parse() {
-                                self.deliver_message(&room, id, msg);
+                                self.deliver_message(MessageEvent::new(id, &msg));
                             }
                         }
                         if n > 0 {
@@ -92,8 +92,8 @@ impl Inner {
         let room = room.as_ref();
         match wire::decode(room, &payload) {
             Some(wire::Payload::Messages(messages)) => {
-                for (id, msg) in messages {
-                    self.deliver_message(room, id, msg);
+                for message in messages {
+                    self.deliver_message(message);
                 }
             }
             Some(wire::Payload::Other(event)) => {

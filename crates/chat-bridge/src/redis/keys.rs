@@ -34,7 +34,7 @@ fn must_encode(c: char) -> bool {
 }
 
 /// The key form of a name (see the module docs).
-pub fn encode(raw: &str) -> Cow<'_, str> {
+pub(crate) fn encode(raw: &str) -> Cow<'_, str> {
     if !raw.contains(must_encode) {
         return Cow::Borrowed(raw);
     }
@@ -51,7 +51,7 @@ pub fn encode(raw: &str) -> Cow<'_, str> {
 
 /// The name a key part encodes; `None` if it is not an encoding. Borrowed
 /// for a plain name (no allocation on the delivery path).
-pub fn decode(part: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn decode(part: &str) -> Option<Cow<'_, str>> {
     if !part.contains(must_encode) {
         return Some(Cow::Borrowed(part));
     }
@@ -79,6 +79,7 @@ pub fn decode(part: &str) -> Option<Cow<'_, str>> {
 }
 
 impl Keys {
+    /// The keys under `prefix` (`--redis-prefix`).
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
@@ -110,7 +111,7 @@ impl Keys {
         self.room_key(room, "members")
     }
 
-    /// String with TTL 10 min: the outcome of an accepted client_msg_id.
+    /// String with TTL `chat_proto::rules::DEDUPE_WINDOW`: the outcome of an accepted client_msg_id.
     pub fn dedupe(&self, room: &str, sender_key: &str, client_msg_id: &str) -> String {
         format!(
             "{}:{{{}}}:dedupe:{}:{}",

@@ -116,6 +116,47 @@ impl Inner {
     }
 }
 
+#[async_trait]
+impl Lifecycle for RedisBridge {
+    fn is_available(&self) -> bool {
+        self.inner.client.is_connected() && self.inner.subscriber.is_connected()
+    }
+
+    async fn leave_cluster(&self) {
+        let inner = &self.inner;
+        if inner.check().is_err() {
+            return; // Peers clean up after the heartbeat expires.
+        }
+        let id = inner.config.gateway_id.clone();
+        let instance = inner.config.instance.clone();
+        // Stop the heartbeat first so it cannot write the status back.
+        for task in &self.tasks {
+            task.abort();
+        }
+        let cleaned = async {
+            let _: () = inner.client.del(inner.keys.alive(&instance)).await?;
+            // Whatever sessions could not remove themselves (e.g. Redis blipped).
+            reap_instance(inner, &instance, &id).await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        match cleaned.await {
+            Ok(()) => tracing::info!(gateway = %id, "left the cluster"),
+            Err(e) => {
+                tracing::warn!(error = %e, "leaving the cluster failed; peers clean up after the heartbeat expires")
+            }
+        }
+    }
+
+    fn set_load(&self, connections: u32, draining: bool) {
+        let inner = &self.inner;
+        let before = inner.connections.swap(connections, Ordering::Relaxed);
+        let was_draining = inner.draining.swap(draining, Ordering::Relaxed);
+        if before != connections || was_draining != draining {
+            inner.load_changed.notify_one();
+        }
+    }
+}
+
 /// Heartbeat, restore after outages, and cleanup after dead gateways.
 pub(super) async fn heartbeat(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -269,7 +310,7 @@ pub(super) async fn reap_instance(
     dead: &str,
     gateway: &str,
 ) -> Result<(u64, usize), fred::error::Error> {
-    let tag = format!("{dead}\t");
+    let tag = instance_tag(dead);
     let rooms: Vec<String> = inner
         .client
         .smembers(inner.keys.gateway_rooms(dead))
@@ -284,7 +325,7 @@ pub(super) async fn reap_instance(
                 vec![
                     tag.clone(),
                     inner.keys.channel(room),
-                    "PL".to_owned(),
+                    wire::presence_prefix(PresenceKind::Left).to_owned(),
                     inner.room_ttl_ms(),
                 ],
             )

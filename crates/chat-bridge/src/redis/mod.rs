@@ -13,7 +13,7 @@
 //!   key with a short TTL and cleans up after instances whose heartbeat
 //!   expired (publishing `Left` for their users). A name claim carries the
 //!   hash of its session's resume token, so the client's next session can
-//!   take the name and presence over ([`Bridge::resume_username`]).
+//!   take the name and presence over ([`Presence::resume_username`]).
 //! - Admin: listings are read from those same keys ([`admin`]); operator
 //!   commands travel on one control channel every gateway subscribes to
 //!   ([`control`]) and reach the gateway's sink as `BridgeEvent::Control`.
@@ -23,22 +23,28 @@
 mod admin;
 mod control;
 mod dispatcher;
+mod entry;
+#[cfg(test)]
+mod golden_tests;
 mod keys;
 mod liveness;
 mod presence;
 mod publisher;
+mod room_log;
 mod scripts;
 mod stream;
+mod subscriptions;
 mod wire;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chat_proto::rules::now_ms;
 use chat_proto::v1::ChatMessage;
 use chat_proto::MessageId;
 use fred::clients::SubscriberClient;
@@ -54,16 +60,18 @@ use tokio::time::Instant;
 pub use keys::Keys;
 
 use dispatcher::Cursor;
-use liveness::{beat, heartbeat, reap_instance};
-use presence::{count_members, Holder};
+use entry::{claim_value, entry_value, instance_tag, tag_of, Holder};
+use liveness::{beat, heartbeat};
+use presence::count_members;
 use publisher::{PublishJob, PUBLISH_QUEUE};
 use stream::parse_entries;
+use subscriptions::RoomSubscription;
 
 use crate::drain::DrainReplies;
 use crate::{
-    Accepted, Bridge, BridgeError, BridgeEvent, EventSink, GatewayStatus, HistoryPage, Member,
-    NewMessage, Pending, PresenceKind, Replay, Result, Resumed, RoomSummary, TokenHash,
-    UserSummary,
+    Accepted, BridgeError, BridgeEvent, EventSink, HistoryPage, Lifecycle, Member, MessageEvent,
+    NewMessage, Pending, Presence, PresenceKind, Replay, Result, Resumed, RoomLog, RoomSummary,
+    TokenHash,
 };
 
 /// Commands fail with UNAVAILABLE after this long.
@@ -75,6 +83,7 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every key and channel.
     pub prefix: String,
+    /// This gateway's id, stable across restarts (one live process each).
     pub gateway_id: String,
     /// This process's identity, unique per start (see the module docs):
     /// everything it writes is owned by it. Contains no whitespace.
@@ -144,12 +153,6 @@ struct Local {
     names: HashMap<String, (Member, TokenHash)>,
     /// (room, session id) -> member present in the room.
     presence: HashMap<(String, String), Member>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn unavailable(e: fred::error::Error) -> BridgeError {
@@ -247,6 +250,7 @@ impl RedisBridge {
         Ok(Self { inner, tasks })
     }
 
+    /// The names of the keys and channels this bridge uses.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
     }
@@ -260,491 +264,13 @@ impl Drop for RedisBridge {
     }
 }
 
-/// One room's subscription: how many local references it has (0 while it is
-/// being set up or after it failed).
-#[derive(Default)]
-struct RoomSubscription {
-    count: tokio::sync::Mutex<usize>,
-}
-
 impl Inner {
-    /// Whether `entry` is still the room's subscription entry.
-    fn subscription_is(&self, room: &str, entry: &Arc<RoomSubscription>) -> bool {
-        self.subs
-            .lock()
-            .get(room)
-            .is_some_and(|current| Arc::ptr_eq(current, entry))
-    }
-
-    /// Forgets the room's subscription entry if it is still `entry`.
-    fn drop_subscription(&self, room: &str, entry: &Arc<RoomSubscription>) {
-        let mut subs = self.subs.lock();
-        if subs
-            .get(room)
-            .is_some_and(|current| Arc::ptr_eq(current, entry))
-        {
-            subs.remove(room);
-        }
-    }
-
+    /// Fails with UNAVAILABLE unless the command connection is up.
     fn check(&self) -> Result<()> {
         if self.client.is_connected() {
             Ok(())
         } else {
             Err(BridgeError::Unavailable("not connected to redis".into()))
-        }
-    }
-}
-
-#[async_trait]
-impl Bridge for RedisBridge {
-    async fn subscribe(&self, room: &str) -> Result<()> {
-        let inner = &self.inner;
-        loop {
-            let entry = inner
-                .subs
-                .lock()
-                .entry(room.to_owned())
-                .or_default()
-                .clone();
-            let mut count = entry.count.lock().await;
-            if !inner.subscription_is(room, &entry) {
-                continue; // Dropped by an unsubscribe while we waited: start again.
-            }
-            if *count > 0 {
-                *count += 1;
-                return Ok(());
-            }
-            inner.check()?;
-            inner.cursors.lock().entry(room.to_owned()).or_default();
-            let subscribed = async {
-                inner
-                    .subscriber
-                    .subscribe(inner.keys.channel(room))
-                    .await
-                    .map_err(unavailable)?;
-                // Where a gap read starts if the connection drops before the first message.
-                let tip: Value = inner
-                    .client
-                    .xrevrange(inner.keys.stream(room), "+", "-", Some(1))
-                    .await
-                    .map_err(unavailable)?;
-                Ok::<_, BridgeError>(
-                    parse_entries(room, tip)?
-                        .first()
-                        .and_then(|m| m.id.parse().ok()),
-                )
-            }
-            .await;
-            return match subscribed {
-                Ok(tip) => {
-                    if let Some(cursor) = inner.cursors.lock().get_mut(room) {
-                        cursor.floor = tip.unwrap_or(MessageId::ZERO);
-                    }
-                    *count = 1;
-                    Ok(())
-                }
-                Err(e) => {
-                    inner.cursors.lock().remove(room);
-                    let _ = inner.subscriber.unsubscribe(inner.keys.channel(room)).await;
-                    inner.drop_subscription(room, &entry);
-                    Err(e)
-                }
-            };
-        }
-    }
-
-    async fn unsubscribe(&self, room: &str) -> Result<()> {
-        let inner = &self.inner;
-        let Some(entry) = inner.subs.lock().get(room).cloned() else {
-            return Ok(());
-        };
-        let mut count = entry.count.lock().await;
-        if *count == 0 || !inner.subscription_is(room, &entry) {
-            return Ok(());
-        }
-        *count -= 1;
-        if *count > 0 {
-            return Ok(());
-        }
-        inner.cursors.lock().remove(room);
-        let unsubscribed = inner
-            .subscriber
-            .unsubscribe(inner.keys.channel(room))
-            .await
-            .map_err(unavailable);
-        // Only now: a subscribe waiting on this entry starts again with a
-        // new one, so its SUBSCRIBE goes out after this UNSUBSCRIBE.
-        inner.drop_subscription(room, &entry);
-        unsubscribed
-    }
-
-    async fn publish(&self, msg: NewMessage) -> Result<Accepted> {
-        self.submit(msg).await.await
-    }
-
-    async fn submit(&self, msg: NewMessage) -> Pending {
-        let inner = &self.inner;
-        if let Err(e) = inner.check() {
-            return Pending::ready(Err(e));
-        }
-        let (reply, outcome) = oneshot::channel();
-        let job = PublishJob::new(&inner.keys, msg, reply);
-        match inner.publish_queue.send(job).await {
-            Ok(()) => Pending::waiting(outcome),
-            Err(_) => Pending::ready(Err(BridgeError::Unavailable(
-                "the publisher stopped".into(),
-            ))),
-        }
-    }
-
-    async fn find_duplicate(
-        &self,
-        room: &str,
-        sender_key: &str,
-        client_msg_id: &str,
-    ) -> Result<Option<Accepted>> {
-        let inner = &self.inner;
-        inner.check()?;
-        let id: Option<String> = inner
-            .client
-            .get(inner.keys.dedupe(room, sender_key, client_msg_id))
-            .await
-            .map_err(unavailable)?;
-        Ok(id
-            .and_then(|id| id.parse::<MessageId>().ok())
-            .map(|id| Accepted {
-                id,
-                sent_at_ms: id.ms,
-                duplicate: true,
-            }))
-    }
-
-    async fn replay_after(&self, room: &str, after: MessageId) -> Result<Replay> {
-        let inner = &self.inner;
-        inner.check()?;
-        // One round trip, the stream first: a trim between the two reads
-        // then flags the replay as truncated rather than hiding a gap.
-        let pipeline = inner.client.pipeline();
-        let queued = async {
-            let _: () = pipeline
-                .xrange(
-                    inner.keys.stream(room),
-                    format!("({after}"),
-                    "+",
-                    None::<u64>,
-                )
-                .await?;
-            pipeline.get::<(), _>(inner.keys.trimmed(room)).await
-        };
-        queued.await.map_err(unavailable)?;
-        let mut replies = pipeline.try_all::<Value>().await.into_iter();
-        let (Some(entries), Some(trimmed)) = (replies.next(), replies.next()) else {
-            return Err(BridgeError::Unavailable("no reply from redis".into()));
-        };
-        let messages = parse_entries(room, entries.map_err(unavailable)?)?;
-        let trimmed: Option<String> = trimmed.map_err(unavailable)?.convert().ok().flatten();
-        let truncated = trimmed
-            .and_then(|t| t.parse::<MessageId>().ok())
-            .is_some_and(|t| t > after);
-        Ok(Replay {
-            messages,
-            truncated,
-        })
-    }
-
-    async fn recent(&self, room: &str, limit: usize) -> Result<Vec<ChatMessage>> {
-        let inner = &self.inner;
-        inner.check()?;
-        let value: Value = inner
-            .client
-            .xrevrange(inner.keys.stream(room), "+", "-", Some(limit as u64))
-            .await
-            .map_err(unavailable)?;
-        let mut messages = parse_entries(room, value)?;
-        messages.reverse();
-        Ok(messages)
-    }
-
-    async fn history_before(
-        &self,
-        room: &str,
-        before: Option<MessageId>,
-        limit: usize,
-    ) -> Result<HistoryPage> {
-        let inner = &self.inner;
-        inner.check()?;
-        let end = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
-        let value: Value = inner
-            .client
-            .xrevrange(inner.keys.stream(room), end, "-", Some(limit as u64 + 1))
-            .await
-            .map_err(unavailable)?;
-        let mut messages = parse_entries(room, value)?;
-        let has_more = messages.len() > limit;
-        messages.truncate(limit);
-        messages.reverse();
-        Ok(HistoryPage { messages, has_more })
-    }
-
-    async fn typing(&self, room: &str, member: &Member, active: bool) -> Result<()> {
-        let inner = &self.inner;
-        inner.check()?;
-        let _: () = inner
-            .client
-            .publish(
-                inner.keys.channel(room),
-                wire::typing(active, &member.key, &member.username),
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn claim_username(&self, member: &Member, resume: &TokenHash) -> Result<bool> {
-        self.inner.check()?;
-        let claimed = self.inner.claim(member, resume).await?;
-        if claimed {
-            self.inner
-                .local
-                .lock()
-                .names
-                .insert(member.session_id.clone(), (member.clone(), resume.clone()));
-        }
-        Ok(claimed)
-    }
-
-    async fn resume_username(
-        &self,
-        member: &Member,
-        presented: &TokenHash,
-        resume: &TokenHash,
-    ) -> Result<Option<Resumed>> {
-        self.inner.check()?;
-        let resumed = self.inner.resume(member, presented, resume).await?;
-        if resumed.is_some() {
-            self.inner
-                .local
-                .lock()
-                .names
-                .insert(member.session_id.clone(), (member.clone(), resume.clone()));
-        }
-        Ok(resumed)
-    }
-
-    async fn release_username(&self, member: &Member) -> Result<()> {
-        let inner = &self.inner;
-        inner.local.lock().names.remove(&member.session_id);
-        inner.check()?;
-        let released: u64 = inner
-            .delete_if_prefix
-            .evalsha_with_reload(
-                &inner.client,
-                vec![inner.keys.name(&member.key)],
-                vec![inner.tag(member)],
-            )
-            .await
-            .map_err(unavailable)?;
-        // Only when the name was still ours: after a resume on this same
-        // gateway, the index entry belongs to the session that took it.
-        if released == 1 {
-            let _: () = inner
-                .client
-                .srem(
-                    inner.keys.gateway_names(&inner.config.instance),
-                    member.key.as_str(),
-                )
-                .await
-                .map_err(unavailable)?;
-        }
-        let _: () = inner
-            .client
-            .del(inner.keys.session_rooms(&member.session_id))
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn enter_room(&self, room: &str, member: &Member) -> Result<Vec<String>> {
-        self.inner.check()?;
-        let names = self.inner.enter(room, member).await?;
-        self.inner
-            .local
-            .lock()
-            .presence
-            .insert((room.to_owned(), member.session_id.clone()), member.clone());
-        Ok(names)
-    }
-
-    async fn leave_room(&self, room: &str, member: &Member) -> Result<()> {
-        let inner = &self.inner;
-        inner
-            .local
-            .lock()
-            .presence
-            .remove(&(room.to_owned(), member.session_id.clone()));
-        inner.check()?;
-        let payload = wire::presence(PresenceKind::Left, &member.key, &member.username);
-        let left: i64 = inner
-            .leave
-            .evalsha_with_reload(
-                &inner.client,
-                inner.room_state_keys(room),
-                vec![
-                    member.key.clone(),
-                    inner.tag(member),
-                    inner.keys.channel(room),
-                    payload,
-                    inner.room_ttl_ms(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        if left >= 0 {
-            count_members(&inner.client, &inner.keys, room, left)
-                .await
-                .map_err(unavailable)?;
-        }
-        let _: () = inner
-            .client
-            .srem(inner.keys.session_rooms(&member.session_id), room)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn rooms(&self, limit: usize) -> Result<Vec<RoomSummary>> {
-        let inner = &self.inner;
-        inner.check()?;
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // The ranking, then the true counts of those rooms: two round trips
-        // whatever the number of rooms. A count the index got wrong (a
-        // gateway died between a presence script and its index write) is
-        // corrected on the way.
-        let ranked: Vec<String> = inner
-            .client
-            .zrevrange(inner.keys.room_members(), 0, limit as i64 - 1, false)
-            .await
-            .map_err(unavailable)?;
-        let pipeline = inner.client.pipeline();
-        for room in &ranked {
-            let _: () = pipeline
-                .hlen(inner.keys.members(room))
-                .await
-                .map_err(unavailable)?;
-        }
-        let counts = pipeline.try_all::<u64>().await;
-        let mut out = Vec::with_capacity(ranked.len());
-        for (room, count) in ranked.into_iter().zip(counts) {
-            let count = count.map_err(unavailable)?;
-            if count > 0 {
-                out.push(RoomSummary {
-                    name: room,
-                    member_count: count as u32,
-                    last_message_id: None,
-                    last_message_at_ms: 0,
-                });
-            } else {
-                count_members(&inner.client, &inner.keys, &room, 0)
-                    .await
-                    .map_err(unavailable)?;
-            }
-        }
-        out.sort_by(|a, b| {
-            b.member_count
-                .cmp(&a.member_count)
-                .then_with(|| a.name.cmp(&b.name))
-        });
-        Ok(out)
-    }
-
-    async fn room_overview(&self) -> Result<Vec<RoomSummary>> {
-        self.inner.check()?;
-        self.inner.room_overview().await
-    }
-
-    async fn users(&self, room: Option<&str>) -> Result<Vec<UserSummary>> {
-        self.inner.check()?;
-        self.inner.users(room).await
-    }
-
-    async fn gateways(&self) -> Result<Vec<GatewayStatus>> {
-        self.inner.check()?;
-        Ok(self
-            .inner
-            .live_gateways()
-            .await?
-            .gateways
-            .into_values()
-            .collect())
-    }
-
-    async fn kick(&self, key: &str, room: Option<&str>, reason: &str) -> Result<u32> {
-        self.inner.check()?;
-        self.inner.kick(key, room, reason).await
-    }
-
-    async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>> {
-        self.inner.check()?;
-        self.inner.drain_gateway(gateway_id).await
-    }
-
-    async fn drained(&self, reply_to: &str, told: u32) {
-        let inner = &self.inner;
-        let answer = control::Control::Drained {
-            reply_to: reply_to.to_owned(),
-            told,
-        };
-        // Through the control channel even when this gateway asked, so
-        // there is one path; a local request is answered locally if Redis
-        // cannot carry it.
-        let published: Result<u64, _> = inner
-            .client
-            .publish(inner.keys.control(), answer.encode())
-            .await;
-        if let Err(e) = published {
-            tracing::warn!(error = %e, "answering a drain request failed");
-            inner.drains.answer(reply_to, told);
-        }
-    }
-
-    fn is_available(&self) -> bool {
-        self.inner.client.is_connected() && self.inner.subscriber.is_connected()
-    }
-
-    async fn leave_cluster(&self) {
-        let inner = &self.inner;
-        if inner.check().is_err() {
-            return; // Peers clean up after the heartbeat expires.
-        }
-        let id = inner.config.gateway_id.clone();
-        let instance = inner.config.instance.clone();
-        // Stop the heartbeat first so it cannot write the status back.
-        for task in &self.tasks {
-            task.abort();
-        }
-        let cleaned = async {
-            let _: () = inner.client.del(inner.keys.alive(&instance)).await?;
-            // Whatever sessions could not remove themselves (e.g. Redis blipped).
-            reap_instance(inner, &instance, &id).await?;
-            Ok::<_, fred::error::Error>(())
-        };
-        match cleaned.await {
-            Ok(()) => tracing::info!(gateway = %id, "left the cluster"),
-            Err(e) => {
-                tracing::warn!(error = %e, "leaving the cluster failed; peers clean up after the heartbeat expires")
-            }
-        }
-    }
-
-    fn set_load(&self, connections: u32, draining: bool) {
-        let inner = &self.inner;
-        let before = inner.connections.swap(connections, Ordering::Relaxed);
-        let was_draining = inner.draining.swap(draining, Ordering::Relaxed);
-        if before != connections || was_draining != draining {
-            inner.load_changed.notify_one();
         }
     }
 }

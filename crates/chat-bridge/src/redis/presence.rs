@@ -67,7 +67,7 @@ impl Inner {
     }
 
     pub(super) async fn enter(&self, room: &str, member: &Member) -> Result<Vec<String>> {
-        let value = format!("{}{}", self.tag(member), member.username);
+        let value = entry_value(&self.tag(member), &member.username);
         let payload = wire::presence(PresenceKind::Joined, &member.key, &member.username);
         let values: Vec<String> = self
             .enter
@@ -129,7 +129,7 @@ impl Inner {
         Ok(true)
     }
 
-    /// See [`Bridge::resume_username`]. The presented token's hash is
+    /// See [`Presence::resume_username`]. The presented token's hash is
     /// compared here, in constant time; the claim then changes hands only if
     /// it is still exactly what was compared (compare-and-set).
     pub(super) async fn resume(
@@ -174,6 +174,23 @@ impl Inner {
         // Two more round trips whatever the number of rooms: index the name
         // and read the earlier session's rooms, then move its presence
         // entries there to this session (silently).
+        let candidates = self.index_name_read_rooms(member, holder.session).await?;
+        let rooms = self
+            .take_presence(member, holder, &previous_tag, candidates)
+            .await?;
+        Ok(Some(Resumed {
+            previous_session: holder.session.to_owned(),
+            rooms,
+        }))
+    }
+
+    /// Indexes `member`'s name for this instance and reads the rooms where
+    /// the session it takes over was present, in one round trip.
+    async fn index_name_read_rooms(
+        &self,
+        member: &Member,
+        previous_session: &str,
+    ) -> Result<Vec<String>> {
         let pipeline = self.client.pipeline();
         let queued = async {
             let _: () = pipeline
@@ -183,28 +200,39 @@ impl Inner {
                 )
                 .await?;
             pipeline
-                .smembers::<(), _>(self.keys.session_rooms(holder.session))
+                .smembers::<(), _>(self.keys.session_rooms(previous_session))
                 .await
         };
         queued.await.map_err(unavailable)?;
         let mut replies = pipeline.try_all::<Value>().await.into_iter().skip(1);
-        let candidates: Vec<String> = match replies.next() {
+        match replies.next() {
             Some(reply) => reply
                 .map_err(unavailable)?
                 .convert()
-                .map_err(|e| BridgeError::Corrupt(format!("session rooms: {e}")))?,
-            None => Vec::new(),
-        };
+                .map_err(|e| BridgeError::Corrupt(format!("session rooms: {e}"))),
+            None => Ok(Vec::new()),
+        }
+    }
 
+    /// Moves the presence entries of `previous` (tagged `previous_tag`) in
+    /// `candidates` to `member`, in one round trip, and tells the earlier
+    /// session's gateway. Returns the rooms whose entry moved, sorted.
+    async fn take_presence(
+        &self,
+        member: &Member,
+        previous: Holder<'_>,
+        previous_tag: &str,
+        candidates: Vec<String>,
+    ) -> Result<Vec<String>> {
         // One more round trip: re-tag the entries, index them for this
         // session, forget the earlier one's index, and tell its gateway to
         // close it (4002). Rooms whose entry did not move (the earlier
         // session had left them) may stay indexed: the index is a superset
         // of the entries (reaping and takeovers check the entry's tag).
-        let value = format!("{tag}{}", member.username);
+        let value = entry_value(&self.tag(member), &member.username);
         let replace = control::Control::Replace {
             key: member.key.clone(),
-            session_id: holder.session.to_owned(),
+            session_id: previous.session.to_owned(),
         };
         let pipeline = self.client.pipeline();
         let queued = async {
@@ -219,7 +247,7 @@ impl Inner {
                             Value::from(1),
                             Value::from(self.keys.members(room)),
                             Value::from(member.key.as_str()),
-                            Value::from(previous_tag.as_str()),
+                            Value::from(previous_tag),
                             Value::from(value.as_str()),
                         ],
                     )
@@ -230,7 +258,7 @@ impl Inner {
                     .await?;
             }
             let _: () = pipeline
-                .del(self.keys.session_rooms(holder.session))
+                .del(self.keys.session_rooms(previous.session))
                 .await?;
             pipeline
                 .publish::<(), _, _>(self.keys.control(), replace.encode())
@@ -252,18 +280,189 @@ impl Inner {
             reply.map_err(unavailable)?;
         }
         rooms.sort();
-        {
-            let mut local = self.local.lock();
-            for room in &rooms {
-                local
-                    .presence
-                    .insert((room.clone(), member.session_id.clone()), member.clone());
+        let mut local = self.local.lock();
+        for room in &rooms {
+            local
+                .presence
+                .insert((room.clone(), member.session_id.clone()), member.clone());
+        }
+        Ok(rooms)
+    }
+}
+
+#[async_trait]
+impl Presence for RedisBridge {
+    async fn typing(&self, room: &str, member: &Member, active: bool) -> Result<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        let _: () = inner
+            .client
+            .publish(
+                inner.keys.channel(room),
+                wire::typing(active, &member.key, &member.username),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn claim_username(&self, member: &Member, resume: &TokenHash) -> Result<bool> {
+        self.inner.check()?;
+        let claimed = self.inner.claim(member, resume).await?;
+        if claimed {
+            self.inner
+                .local
+                .lock()
+                .names
+                .insert(member.session_id.clone(), (member.clone(), resume.clone()));
+        }
+        Ok(claimed)
+    }
+
+    async fn resume_username(
+        &self,
+        member: &Member,
+        presented: &TokenHash,
+        resume: &TokenHash,
+    ) -> Result<Option<Resumed>> {
+        self.inner.check()?;
+        let resumed = self.inner.resume(member, presented, resume).await?;
+        if resumed.is_some() {
+            self.inner
+                .local
+                .lock()
+                .names
+                .insert(member.session_id.clone(), (member.clone(), resume.clone()));
+        }
+        Ok(resumed)
+    }
+
+    async fn release_username(&self, member: &Member) -> Result<()> {
+        let inner = &self.inner;
+        inner.local.lock().names.remove(&member.session_id);
+        inner.check()?;
+        let released: u64 = inner
+            .delete_if_prefix
+            .evalsha_with_reload(
+                &inner.client,
+                vec![inner.keys.name(&member.key)],
+                vec![inner.tag(member)],
+            )
+            .await
+            .map_err(unavailable)?;
+        // Only when the name was still ours: after a resume on this same
+        // gateway, the index entry belongs to the session that took it.
+        if released == 1 {
+            let _: () = inner
+                .client
+                .srem(
+                    inner.keys.gateway_names(&inner.config.instance),
+                    member.key.as_str(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        let _: () = inner
+            .client
+            .del(inner.keys.session_rooms(&member.session_id))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn enter_room(&self, room: &str, member: &Member) -> Result<Vec<String>> {
+        self.inner.check()?;
+        let names = self.inner.enter(room, member).await?;
+        self.inner
+            .local
+            .lock()
+            .presence
+            .insert((room.to_owned(), member.session_id.clone()), member.clone());
+        Ok(names)
+    }
+
+    async fn leave_room(&self, room: &str, member: &Member) -> Result<()> {
+        let inner = &self.inner;
+        inner
+            .local
+            .lock()
+            .presence
+            .remove(&(room.to_owned(), member.session_id.clone()));
+        inner.check()?;
+        let payload = wire::presence(PresenceKind::Left, &member.key, &member.username);
+        let left: i64 = inner
+            .leave
+            .evalsha_with_reload(
+                &inner.client,
+                inner.room_state_keys(room),
+                vec![
+                    member.key.clone(),
+                    inner.tag(member),
+                    inner.keys.channel(room),
+                    payload,
+                    inner.room_ttl_ms(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        if left >= 0 {
+            count_members(&inner.client, &inner.keys, room, left)
+                .await
+                .map_err(unavailable)?;
+        }
+        let _: () = inner
+            .client
+            .srem(inner.keys.session_rooms(&member.session_id), room)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomSummary>> {
+        let inner = &self.inner;
+        inner.check()?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The ranking, then the true counts of those rooms: two round trips
+        // whatever the number of rooms. A count the index got wrong (a
+        // gateway died between a presence script and its index write) is
+        // corrected on the way.
+        let ranked: Vec<String> = inner
+            .client
+            .zrevrange(inner.keys.room_members(), 0, limit as i64 - 1, false)
+            .await
+            .map_err(unavailable)?;
+        let pipeline = inner.client.pipeline();
+        for room in &ranked {
+            let _: () = pipeline
+                .hlen(inner.keys.members(room))
+                .await
+                .map_err(unavailable)?;
+        }
+        let counts = pipeline.try_all::<u64>().await;
+        let mut out = Vec::with_capacity(ranked.len());
+        for (room, count) in ranked.into_iter().zip(counts) {
+            let count = count.map_err(unavailable)?;
+            if count > 0 {
+                out.push(RoomSummary {
+                    name: room,
+                    member_count: count as u32,
+                    last_message_id: None,
+                    last_message_at_ms: 0,
+                });
+            } else {
+                count_members(&inner.client, &inner.keys, &room, 0)
+                    .await
+                    .map_err(unavailable)?;
             }
         }
-        Ok(Some(Resumed {
-            previous_session: holder.session.to_owned(),
-            rooms,
-        }))
+        out.sort_by(|a, b| {
+            b.member_count
+                .cmp(&a.member_count)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        Ok(out)
     }
 }
 
@@ -296,41 +495,5 @@ pub(super) async fn count_members<C: SortedSetsInterface + Sync>(
             .await
     } else {
         client.zrem(keys.room_members(), room).await
-    }
-}
-
-/// "instance\tsession\t": the prefix of every value a session writes.
-pub(super) fn tag_of(instance: &str, session: &str) -> String {
-    format!("{instance}\t{session}\t")
-}
-
-/// A name claim's value: the session's tag, its display name, and the hash
-/// of the token that may take the name over.
-pub(super) fn claim_value(tag: &str, display: &str, resume: &TokenHash) -> String {
-    format!("{tag}{display}\t{}", resume.as_str())
-}
-
-/// A presence or name-claim value, read back:
-/// "instance\tsession\tdisplay name[\tresume hash]" (claims carry the hash;
-/// claims written by older gateways may lack the display name too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Holder<'a> {
-    pub instance: &'a str,
-    pub session: &'a str,
-    pub display: &'a str,
-    pub resume: Option<&'a str>,
-}
-
-impl<'a> Holder<'a> {
-    pub(super) fn parse(value: &'a str) -> Option<Self> {
-        let mut parts = value.splitn(4, '\t');
-        let instance = parts.next().filter(|g| !g.is_empty())?;
-        let session = parts.next()?;
-        Some(Self {
-            instance,
-            session,
-            display: parts.next().unwrap_or_default(),
-            resume: parts.next(),
-        })
     }
 }

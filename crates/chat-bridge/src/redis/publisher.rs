@@ -1,10 +1,10 @@
 //! The publisher: the one task that sends submitted messages to Redis, in
 //! submission order, as pipelines of one PUBLISH script call per room.
 
+use chat_proto::rules::DEDUPE_WINDOW;
+
 use super::*;
 
-/// How long a `client_msg_id` is remembered, in seconds.
-pub(super) const DEDUPE_TTL_SECS: u64 = 600;
 /// Messages waiting for the publisher task before `submit` waits for room.
 pub(super) const PUBLISH_QUEUE: usize = 4096;
 /// Messages the publisher sends to Redis in one pipeline at most.
@@ -171,7 +171,7 @@ impl Inner {
         for &i in call {
             let job = &jobs[i];
             args.push(Value::from(if job.idempotent {
-                DEDUPE_TTL_SECS.to_string()
+                DEDUPE_WINDOW.as_secs().to_string()
             } else {
                 String::new()
             }));
@@ -276,7 +276,7 @@ mod tests {
     impl EventSink for Recorder {
         fn deliver(&self, event: BridgeEvent) {
             if let BridgeEvent::Message(message) = event {
-                self.0.lock().push(message);
+                self.0.lock().push(message.decode().unwrap());
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Payloads on a room's pub/sub channel. Decoded once per gateway.
+//! Payloads on a room's channel. Parsed once per gateway; message bodies are
+//! passed on as they are (see [`MessageEvent`]).
 //!
 //! - `B` then, per accepted message, `<id>\n<length>\n<ChatMessage>`: the
 //!   messages one PUBLISH script call accepted, in id order (one payload for
@@ -17,23 +18,23 @@ use bytes::Bytes;
 use chat_proto::v1::ChatMessage;
 use chat_proto::{Message as _, MessageId};
 
-use crate::{BridgeEvent, PresenceKind};
+use crate::{BridgeEvent, MessageEvent, PresenceKind};
 
 /// A decoded room payload.
 #[derive(Debug)]
-pub enum Payload {
-    /// Accepted messages, in id order.
-    Messages(Vec<(MessageId, ChatMessage)>),
+pub(super) enum Payload {
+    /// Accepted messages, in id order, not decoded (see [`MessageEvent`]).
+    Messages(Vec<MessageEvent>),
     Other(BridgeEvent),
 }
 
 /// The body stored in the stream and published (no id, no time).
-pub fn encode_message_body(msg: &ChatMessage) -> Vec<u8> {
+pub(super) fn encode_message_body(msg: &ChatMessage) -> Vec<u8> {
     msg.encode_to_vec()
 }
 
 /// Builds a full message from a stream entry (or a published body).
-pub fn message_from_entry(room: &str, id: MessageId, body: &[u8]) -> Option<ChatMessage> {
+pub(super) fn message_from_entry(room: &str, id: MessageId, body: &[u8]) -> Option<ChatMessage> {
     let mut msg = ChatMessage::decode(body).ok()?;
     msg.id = id.to_string();
     msg.room = room.to_owned();
@@ -41,41 +42,41 @@ pub fn message_from_entry(room: &str, id: MessageId, body: &[u8]) -> Option<Chat
     Some(msg)
 }
 
-pub fn presence(kind: PresenceKind, key: &str, username: &str) -> String {
-    let tag = match kind {
-        PresenceKind::Joined => 'J',
-        PresenceKind::Left => 'L',
-    };
-    format!("P{tag}{key}\n{username}")
+/// A presence change: [`presence_prefix`], the name key, `\n`, the display name.
+pub(super) fn presence(kind: PresenceKind, key: &str, username: &str) -> String {
+    format!("{}{key}\n{username}", presence_prefix(kind))
 }
 
-pub fn typing(active: bool, key: &str, username: &str) -> String {
+/// What every presence payload of `kind` starts with (the REAP_ROOM script
+/// builds its `Left` payloads from it).
+pub(super) fn presence_prefix(kind: PresenceKind) -> &'static str {
+    match kind {
+        PresenceKind::Joined => "PJ",
+        PresenceKind::Left => "PL",
+    }
+}
+
+pub(super) fn typing(active: bool, key: &str, username: &str) -> String {
     format!("T{}{key}\n{username}", if active { '1' } else { '0' })
 }
 
 /// Decodes a payload received on `room`'s channel.
-pub fn decode(room: &str, payload: &Bytes) -> Option<Payload> {
+pub(super) fn decode(room: &str, payload: &Bytes) -> Option<Payload> {
     let (&tag, rest) = payload.split_first()?;
     match tag {
         b'B' => {
-            let mut messages = Vec::new();
-            let mut rest = rest;
-            while !rest.is_empty() {
-                let (id, after) = line(rest)?;
-                let id: MessageId = id.parse().ok()?;
-                let (len, after) = line(after)?;
-                let len: usize = len.parse().ok()?;
-                let body = after.get(..len)?;
-                messages.push((id, message_from_entry(room, id, body)?));
-                rest = &after[len..];
-            }
+            let messages = batch_entries(rest)?
+                .into_iter()
+                .map(|(id, body)| MessageEvent::from_stored(room, id, body))
+                .collect();
             Some(Payload::Messages(messages))
         }
         b'M' => {
             let (id, body) = line(rest)?;
             let id: MessageId = id.parse().ok()?;
-            let msg = message_from_entry(room, id, body)?;
-            Some(Payload::Messages(vec![(id, msg)]))
+            Some(Payload::Messages(vec![MessageEvent::from_stored(
+                room, id, body,
+            )]))
         }
         b'P' | b'T' => {
             let (&flag, rest) = rest.split_first()?;
@@ -108,6 +109,61 @@ pub fn decode(room: &str, payload: &Bytes) -> Option<Payload> {
     }
 }
 
+/// A `B` payload's entries (after the `B`): `<id>\n<length>\n<body>`
+/// repeated, as the PUBLISH script writes them. `None` if malformed.
+fn batch_entries(mut rest: &[u8]) -> Option<Vec<(MessageId, &[u8])>> {
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        let (id, after) = line(rest)?;
+        let id: MessageId = id.parse().ok()?;
+        let (len, after) = line(after)?;
+        let len: usize = len.parse().ok()?;
+        entries.push((id, after.get(..len)?));
+        rest = &after[len..];
+    }
+    Some(entries)
+}
+
+/// The `B` payload for these entries: what the PUBLISH script sends, as the
+/// reference its tests compare with (gateways only read it).
+#[cfg(test)]
+pub(super) fn encode_batch(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut payload = b"B".to_vec();
+    for (id, body) in entries {
+        payload.extend_from_slice(format!("{id}\n{}\n", body.len()).as_bytes());
+        payload.extend_from_slice(body);
+    }
+    payload
+}
+
+/// Golden vectors of the pub/sub payloads, checked against this module and,
+/// in `golden_tests.rs`, against what the Lua scripts publish.
+#[cfg(test)]
+pub(crate) mod golden {
+    /// Entries of one PUBLISH call (bodies are opaque bytes to the framing:
+    /// newlines and multi-byte UTF-8 included) and their `B` payload.
+    ///
+    /// The ids follow one another in one millisecond, as Redis gives them
+    /// to messages appended after [`BATCH_AFTER`] (a time far ahead of the
+    /// clock, so that the script's `XADD *` hands out exactly these).
+    pub(crate) const BATCH: &[(&str, &[u8])] = &[
+        ("4102444800000-1", b"one\n"),
+        ("4102444800000-2", b""),
+        ("4102444800000-3", "tr\u{ea}s\n3".as_bytes()),
+    ];
+    /// The stream's newest id before [`BATCH`] is appended.
+    pub(crate) const BATCH_AFTER: &str = "4102444800000-0";
+    /// What the PUBLISH script publishes for [`BATCH`].
+    pub(crate) const BATCH_PAYLOAD: &[u8] =
+        b"B4102444800000-1\n4\none\n4102444800000-2\n0\n4102444800000-3\n7\ntr\xc3\xaas\n3";
+    /// (name key, display name) and the `Left` presence payload about them.
+    pub(crate) const LEFT: (&str, &str, &str) = (
+        "ana l\u{fa}cia",
+        "Ana L\u{fa}cia",
+        "PLana l\u{fa}cia\nAna L\u{fa}cia",
+    );
+}
+
 /// The UTF-8 text before the first newline, and what follows the newline.
 fn line(bytes: &[u8]) -> Option<(&str, &[u8])> {
     let newline = bytes.iter().position(|b| *b == b'\n')?;
@@ -121,14 +177,22 @@ fn line(bytes: &[u8]) -> Option<(&str, &[u8])> {
 mod tests {
     use super::*;
 
-    /// What the PUBLISH script sends for these messages.
     fn batch(entries: &[(&str, &[u8])]) -> Bytes {
-        let mut payload = b"B".to_vec();
-        for (id, body) in entries {
-            payload.extend_from_slice(format!("{id}\n{}\n", body.len()).as_bytes());
-            payload.extend_from_slice(body);
-        }
-        Bytes::from(payload)
+        Bytes::from(encode_batch(entries))
+    }
+
+    #[test]
+    fn the_golden_payloads_encode_and_decode_here() {
+        assert_eq!(encode_batch(golden::BATCH), golden::BATCH_PAYLOAD);
+        let entries = batch_entries(&golden::BATCH_PAYLOAD[1..]).unwrap();
+        let want: Vec<(MessageId, &[u8])> = golden::BATCH
+            .iter()
+            .map(|(id, body)| (id.parse().unwrap(), *body))
+            .collect();
+        assert_eq!(entries, want);
+        let (key, display, payload) = golden::LEFT;
+        assert_eq!(presence(PresenceKind::Left, key, display), payload);
+        assert!(payload.starts_with(presence_prefix(PresenceKind::Left)));
     }
 
     #[test]
@@ -153,7 +217,10 @@ mod tests {
         };
         let got: Vec<(String, String, String)> = messages
             .into_iter()
-            .map(|(id, m)| (id.to_string(), m.id, m.text))
+            .map(|event| {
+                let m = event.decode().unwrap();
+                (event.id.to_string(), m.id, m.text)
+            })
             .collect();
         assert_eq!(
             got,
@@ -195,8 +262,10 @@ mod tests {
         let Some(Payload::Messages(mut messages)) = decode("lobby", &Bytes::from(payload)) else {
             panic!()
         };
-        let (id, msg) = messages.pop().unwrap();
-        assert_eq!(id, MessageId::new(1700000000000, 3));
+        let event = messages.pop().unwrap();
+        assert_eq!(event.id, MessageId::new(1700000000000, 3));
+        assert_eq!(event.room, "lobby");
+        let msg = event.decode().unwrap();
         assert_eq!(msg.id, "1700000000000-3");
         assert_eq!(msg.room, "lobby");
         assert_eq!(msg.sent_at_ms, 1700000000000);

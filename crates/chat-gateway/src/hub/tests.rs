@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::conn::ConnInbox;
+use chat_bridge::MessageEvent;
 use chat_proto::v1::ChatMessage;
 
 fn at(start: Instant, ms: u64) -> Instant {
@@ -104,12 +105,16 @@ fn member(id: u64, key: &str) -> (Arc<ConnHandle>, ConnInbox, Arc<str>) {
 }
 
 fn message(room: &str, ms: u64, text: &str) -> BridgeEvent {
-    BridgeEvent::Message(ChatMessage {
-        id: MessageId::new(ms, 0).to_string(),
-        room: room.into(),
-        text: text.into(),
-        ..ChatMessage::default()
-    })
+    let id = MessageId::new(ms, 0);
+    BridgeEvent::Message(MessageEvent::new(
+        id,
+        &ChatMessage {
+            id: id.to_string(),
+            room: room.into(),
+            text: text.into(),
+            ..ChatMessage::default()
+        },
+    ))
 }
 
 /// What the connection got, one word per frame.

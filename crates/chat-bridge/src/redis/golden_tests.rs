@@ -1,0 +1,200 @@
+//! The formats Lua and Rust share, checked on the Lua side: the scripts run
+//! in a real Redis, and what they publish and write is compared byte for
+//! byte with the golden vectors that `wire.rs` and `entry.rs` check on the
+//! Rust side (the `B` message payload, the presence payload, the member tag).
+
+use std::time::Duration;
+
+use chat_test_support::RedisServer;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::Message;
+use tokio::sync::broadcast;
+
+use super::entry::{self, entry_value, instance_tag, tag_of, Holder};
+use super::{scripts, wire, Keys};
+use crate::PresenceKind;
+
+const ROOM: &str = "golden";
+
+/// A Redis, a client to run the scripts and a subscriber to the room's channel.
+struct Fixture {
+    redis: RedisServer,
+    client: Client,
+    /// Kept so that the subscription lasts the test.
+    _subscriber: SubscriberClient,
+    published: broadcast::Receiver<Message>,
+    keys: Keys,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let redis = RedisServer::start().await.unwrap();
+        let config = Config::from_url(&redis.url()).unwrap();
+        let client = Builder::from_config(config.clone()).build().unwrap();
+        client.init().await.unwrap();
+        let subscriber = Builder::from_config(config)
+            .build_subscriber_client()
+            .unwrap();
+        subscriber.init().await.unwrap();
+        let keys = Keys::new("chat");
+        let published = subscriber.message_rx();
+        subscriber.subscribe(keys.channel(ROOM)).await.unwrap();
+        Self {
+            redis,
+            client,
+            _subscriber: subscriber,
+            published,
+            keys,
+        }
+    }
+
+    /// The next payload published on the room's channel, as bytes.
+    async fn next_published(&mut self) -> Vec<u8> {
+        let message = tokio::time::timeout(Duration::from_secs(5), self.published.recv())
+            .await
+            .expect("a script published in time")
+            .expect("the subscriber is open");
+        assert_eq!(&*message.channel, self.keys.channel(ROOM));
+        match message.value {
+            Value::Bytes(bytes) => bytes.to_vec(),
+            Value::String(text) => text.as_bytes().to_vec(),
+            other => panic!("published {other:?}"),
+        }
+    }
+
+    /// The ENTER, LEAVE and REAP_ROOM scripts' KEYS.
+    fn room_state_keys(&self) -> Vec<String> {
+        vec![
+            self.keys.members(ROOM),
+            self.keys.stream(ROOM),
+            self.keys.trimmed(ROOM),
+        ]
+    }
+}
+
+#[tokio::test]
+async fn the_publish_script_publishes_the_golden_batch() {
+    let mut fixture = Fixture::start().await;
+    let stream = fixture.keys.stream(ROOM);
+    fixture
+        .redis
+        .command(&["XADD", &stream, wire::golden::BATCH_AFTER, "m", "seed"])
+        .await
+        .unwrap();
+    let mut keys = vec![
+        stream,
+        fixture.keys.trimmed(ROOM),
+        fixture.keys.members(ROOM),
+    ];
+    let mut args: Vec<Value> = vec![
+        "100".into(),
+        fixture.keys.channel(ROOM).into(),
+        "1".into(),
+        "3600000".into(),
+    ];
+    for (n, (_, body)) in wire::golden::BATCH.iter().enumerate() {
+        keys.push(fixture.keys.dedupe(ROOM, "ann", &n.to_string()));
+        args.push("".into());
+        args.push(Value::Bytes(body.to_vec().into()));
+    }
+    let reply: Vec<Value> = fixture
+        .client
+        .eval(scripts::PUBLISH, keys, args)
+        .await
+        .unwrap();
+    let ids: Vec<String> = reply
+        .chunks(2)
+        .map(|pair| {
+            assert_eq!(pair[0].as_u64(), Some(0), "accepted");
+            pair[1].as_string().unwrap()
+        })
+        .collect();
+    let golden_ids: Vec<&str> = wire::golden::BATCH.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, golden_ids);
+
+    let published = fixture.next_published().await;
+    assert_eq!(published, wire::golden::BATCH_PAYLOAD);
+    assert_eq!(published, wire::encode_batch(wire::golden::BATCH));
+}
+
+#[tokio::test]
+async fn the_presence_scripts_write_and_read_the_golden_entry() {
+    let mut fixture = Fixture::start().await;
+    let (instance, session, display, value) = entry::golden::ENTRY;
+    let (key, left_display, left_payload) = wire::golden::LEFT;
+    assert_eq!(display, left_display, "the vectors are about one member");
+    let channel = fixture.keys.channel(ROOM);
+
+    // ENTER writes the member tag and display name it is given, as entry.rs builds it.
+    let joined = wire::presence(PresenceKind::Joined, key, display);
+    let reply: Vec<String> = fixture
+        .client
+        .eval(
+            scripts::ENTER,
+            fixture.room_state_keys(),
+            vec![
+                key.to_owned(),
+                entry_value(&tag_of(instance, session), display),
+                channel.clone(),
+                joined.clone(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply, ["2", value]);
+    assert_eq!(fixture.next_published().await, joined.as_bytes());
+    let stored: String = fixture
+        .client
+        .hget(fixture.keys.members(ROOM), key)
+        .await
+        .unwrap();
+    assert_eq!(stored, value);
+    assert_eq!(
+        Holder::parse(&stored).map(|h| (h.instance, h.session, h.display)),
+        Some((instance, session, display))
+    );
+
+    // LEAVE compares whole tags: a session whose id extends this one's is not it.
+    let other_session = format!("{session}0");
+    let left: i64 = fixture
+        .client
+        .eval(
+            scripts::LEAVE,
+            fixture.room_state_keys(),
+            vec![
+                key.to_owned(),
+                tag_of(instance, &other_session),
+                channel.clone(),
+                "unused".to_owned(),
+                "3600000".to_owned(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(left, -1);
+
+    // REAP_ROOM finds the entry by its instance tag and builds the golden
+    // `Left` payload from the entry and wire.rs's prefix.
+    let (removed, remaining): (u64, i64) = fixture
+        .client
+        .eval(
+            scripts::REAP_ROOM,
+            fixture.room_state_keys(),
+            vec![
+                instance_tag(instance),
+                channel,
+                wire::presence_prefix(PresenceKind::Left).to_owned(),
+                "3600000".to_owned(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!((removed, remaining), (1, 0));
+    let published = fixture.next_published().await;
+    assert_eq!(published, left_payload.as_bytes());
+    assert_eq!(
+        published,
+        wire::presence(PresenceKind::Left, key, display).as_bytes()
+    );
+}
