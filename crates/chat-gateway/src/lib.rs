@@ -66,6 +66,7 @@ pub async fn run(
         Some(url) => {
             let redis = RedisConfig {
                 url: url.clone(),
+                tls_ca: config.tls.redis_tls_ca.clone(),
                 prefix: config.redis_prefix.clone(),
                 gateway_id: gateway_id.clone(),
                 instance: instance_id.clone(),

@@ -293,6 +293,13 @@ pub fn check_tls_files(config: &Config) -> Result<(), String> {
     }
     admin_tls(config).map_err(|e| format!("--admin-tls-cert/--admin-tls-key: {e}"))?;
     if let Some(ca) = &config.tls.redis_tls_ca {
+        let rediss = config
+            .redis
+            .as_deref()
+            .is_some_and(|url| url.starts_with("rediss://"));
+        if !rediss {
+            return Err("--redis-tls-ca needs a rediss:// --redis url".into());
+        }
         read_certs(ca).map_err(|e| format!("--redis-tls-ca: {e}"))?;
     }
     Ok(())

@@ -321,33 +321,44 @@ async fn rediss_with_an_acl_user_from_the_url() {
     };
     assert!(clients.contains("user=chatgw"), "{clients}");
 
+    assert_eq!(a.metric("chat_bridge_up").await.unwrap(), Some(1.0));
+
     // A wrong password, or a CA that did not sign the server's certificate:
-    // the gateway does not start.
+    // the gateway starts (Redis may come later) but is not connected, and
+    // says why without showing the password.
     let other_ca = Ca::new("not redis' ca").write(dir.path(), "other-ca");
     let refusals = [
-        (url("wrong"), ca_arg.to_owned()),
+        (url("wrong-pw"), ca_arg.to_owned()),
         (url("s3cret-pw"), other_ca.to_str().unwrap().to_owned()),
     ];
     for (url, ca) in refusals {
-        let args = [
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--redis",
-            &url,
-            "--redis-tls-ca",
-            &ca,
-        ];
-        let out = run_to_exit(BIN, &args, WAIT).await.unwrap();
-        assert!(
-            !out.status.success(),
-            "started with {url} and {ca}: {out:?}"
+        let backend = Backend::Redis { url, prefix: None };
+        let refused = Gateway::start(BIN, &backend, &["--redis-tls-ca", &ca])
+            .await
+            .unwrap();
+        assert_eq!(
+            refused.metric("chat_bridge_up").await.unwrap(),
+            Some(0.0),
+            "connected with {ca}"
         );
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let log = refused.log_contents();
+        assert!(log.contains("chatgw:***@"), "{log}");
         assert!(
-            !stderr.contains("s3cret-pw"),
-            "the password was logged: {stderr}"
+            !log.contains("s3cret-pw") && !log.contains("wrong-pw"),
+            "a password was logged: {log}"
         );
     }
+    // The bridge's CA file needs a rediss:// url (exit 64).
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--redis",
+        &redis.url(),
+        "--redis-tls-ca",
+        ca_arg,
+    ];
+    let out = run_to_exit(BIN, &args, WAIT).await.unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
 }
