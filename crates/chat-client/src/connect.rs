@@ -130,16 +130,6 @@ pub(crate) async fn open_with_tls(
         }),
         Err(e) => Err(ClientError::WebSocket(e)),
     }
-
-    #[tokio::test]
-    async fn wss_without_a_tls_configuration_is_refused() {
-        let refused =
-            open_with_config("wss://127.0.0.1:1/ws", None, WebSocketConfig::default()).await;
-        assert!(
-            matches!(refused, Err(ClientError::InvalidUrl { .. })),
-            "{refused:?}"
-        );
-    }
 }
 
 async fn connect_one(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
@@ -179,5 +169,15 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn wss_without_a_tls_configuration_is_refused() {
+        let refused =
+            open_with_config("wss://127.0.0.1:1/ws", None, WebSocketConfig::default()).await;
+        assert!(
+            matches!(refused, Err(ClientError::InvalidUrl { .. })),
+            "{refused:?}"
+        );
     }
 }

@@ -12,20 +12,20 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A certificate authority made for one test.
-pub struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
     cert: rcgen::Certificate,
 }
 
 /// A certificate and its key, written to files.
-pub struct Leaf {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct Leaf {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl Leaf {
     /// `--tls-cert FILE --tls-key FILE`.
-    pub fn gateway_args(&self) -> Vec<String> {
+    pub(crate) fn gateway_args(&self) -> Vec<String> {
         vec![
             "--tls-cert".into(),
             self.cert.display().to_string(),
@@ -36,7 +36,7 @@ impl Leaf {
 }
 
 impl Ca {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -49,14 +49,14 @@ impl Ca {
     }
 
     /// Writes the CA certificate to `dir/name.pem`.
-    pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
+    pub(crate) fn write(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(format!("{name}.pem"));
         std::fs::write(&path, self.cert.pem()).unwrap();
         path
     }
 
     /// A server certificate for 127.0.0.1 and localhost, in `dir/name{,-key}.pem`.
-    pub fn server_leaf(&self, dir: &Path, name: &str) -> Leaf {
+    pub(crate) fn server_leaf(&self, dir: &Path, name: &str) -> Leaf {
         let leaf = Leaf {
             cert: dir.join(format!("{name}.pem")),
             key: dir.join(format!("{name}-key.pem")),
@@ -67,13 +67,13 @@ impl Ca {
 
     /// Writes a new server certificate and key over `leaf`'s files (the key
     /// first, then the certificate, each replaced whole by a rename).
-    pub fn server_leaf_at(&self, leaf: &Leaf) {
+    pub(crate) fn server_leaf_at(&self, leaf: &Leaf) {
         let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
         self.sign(names, leaf);
     }
 
     /// A client certificate, in `dir/name{,-key}.pem`.
-    pub fn client_leaf(&self, dir: &Path, name: &str) -> Leaf {
+    pub(crate) fn client_leaf(&self, dir: &Path, name: &str) -> Leaf {
         let leaf = Leaf {
             cert: dir.join(format!("{name}.pem")),
             key: dir.join(format!("{name}-key.pem")),
@@ -94,7 +94,7 @@ impl Ca {
     }
 
     /// A client configuration trusting this CA only.
-    pub fn client_config(&self) -> Arc<ClientConfig> {
+    pub(crate) fn client_config(&self) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots
             .add(CertificateDer::from(self.cert.der().to_vec()))
@@ -116,7 +116,11 @@ fn replace(path: &Path, contents: &str) {
 }
 
 /// `GET path` over HTTPS to 127.0.0.1: the status and the body.
-pub async fn https_get(addr: SocketAddr, path: &str, tls: &Arc<ClientConfig>) -> (u16, String) {
+pub(crate) async fn https_get(
+    addr: SocketAddr,
+    path: &str,
+    tls: &Arc<ClientConfig>,
+) -> (u16, String) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();
     let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
