@@ -44,7 +44,7 @@ pub(crate) enum Command {
     Plot(PlotArgs),
     /// The standard scenarios on fresh local processes, and a summary table
     /// (what `scripts/bench.sh` runs after building).
-    Suite(crate::suite::SuiteArgs),
+    Suite(SuiteArgs),
 }
 
 /// When a publisher's in-flight message leaves the window (rate 0).
@@ -274,6 +274,31 @@ pub(crate) fn local_ips_arg(spec: Option<&str>) -> anyhow::Result<Vec<std::net::
         .transpose()
         .map_err(invalid)
         .map(Option::unwrap_or_default)
+}
+
+/// `chat-bench suite` flags.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SuiteArgs {
+    /// A few seconds per scenario, small sizes: a smoke run.
+    #[arg(long, env = "CHAT_BENCH_QUICK")]
+    pub quick: bool,
+    /// Run only these scenarios (1 to 5).
+    #[arg(
+        long,
+        env = "CHAT_BENCH_ONLY",
+        value_delimiter = ',',
+        default_value = "1,2,3,4,5"
+    )]
+    pub only: Vec<u8>,
+    /// Also profile the gateway under scenario 1 with `perf record`.
+    #[arg(long, env = "CHAT_BENCH_PERF")]
+    pub perf: bool,
+    /// Where chat-gateway and chat-lb are (default: next to this chat-bench).
+    #[arg(long, env = "CHAT_BENCH_BIN_DIR", value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// The report folder (created if missing).
+    #[arg(long, env = "CHAT_BENCH_OUT", value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[cfg(test)]

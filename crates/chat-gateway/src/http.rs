@@ -4,10 +4,8 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -15,7 +13,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -26,12 +23,6 @@ use crate::state::{IpSlot, Shared, SocketSlot};
 /// and connections (the WebSocket included) from this origin only, and no
 /// framing.
 const CSP: &str = "default-src 'self'; connect-src 'self'; frame-ancestors 'none'";
-
-/// How often, at most, `/api/rooms` asks the bridge.
-const ROOMS_REFRESH: Duration = Duration::from_secs(1);
-
-/// Rooms `/api/rooms` lists at most (the busiest).
-pub(crate) const MAX_LISTED_ROOMS: usize = 50;
 
 pub(crate) type Body = Full<Bytes>;
 
@@ -131,17 +122,6 @@ fn health(shared: &Shared) -> Response<Body> {
     }
 }
 
-#[derive(serde::Serialize)]
-struct RoomsBody {
-    rooms: Vec<RoomEntry>,
-}
-
-#[derive(serde::Serialize)]
-struct RoomEntry {
-    name: String,
-    members: u32,
-}
-
 /// `/api/rooms`: the snapshot, to addresses within their rate.
 async fn rooms(shared: &Shared, client: IpAddr) -> Response<Body> {
     if !shared.edge.allow_rooms_api(&shared.config, client) {
@@ -156,9 +136,13 @@ async fn rooms(shared: &Shared, client: IpAddr) -> Response<Body> {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
-    let snapshot = shared.edge.rooms.get(shared).await;
-    let mut response = Response::new(Full::new(snapshot.body.clone()));
-    *response.status_mut() = snapshot.status;
+    let snapshot = shared
+        .edge
+        .rooms
+        .get(&*shared.bridge, &shared.metrics)
+        .await;
+    let mut response = Response::new(Full::new(snapshot.body().clone()));
+    *response.status_mut() = snapshot.status();
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -166,115 +150,6 @@ async fn rooms(shared: &Shared, client: IpAddr) -> Response<Body> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// The `/api/rooms` answer, rebuilt from the bridge at most once a second
-/// however many ask: while it is fresh, or while another request rebuilds
-/// it, everyone gets the snapshot as it is.
-pub(crate) struct RoomsCache {
-    /// The last answer; `None` until the first rebuild ends.
-    snapshot: watch::Sender<Option<Arc<RoomsSnapshot>>>,
-    /// Set while one request rebuilds it.
-    refreshing: AtomicBool,
-}
-
-/// One answer of `/api/rooms`.
-pub(crate) struct RoomsSnapshot {
-    /// When its rebuild started: it is fresh for a second from then.
-    started: Instant,
-    status: StatusCode,
-    body: Bytes,
-}
-
-impl Default for RoomsCache {
-    fn default() -> Self {
-        Self {
-            snapshot: watch::Sender::new(None),
-            refreshing: AtomicBool::new(false),
-        }
-    }
-}
-
-/// Clears `refreshing` however the rebuild ends (a client that hangs up
-/// drops the request's future half-way).
-struct Rebuilding<'a>(&'a AtomicBool);
-
-impl Drop for Rebuilding<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Release);
-    }
-}
-
-impl RoomsCache {
-    async fn get(&self, shared: &Shared) -> Arc<RoomsSnapshot> {
-        loop {
-            let current = self.snapshot.borrow().clone();
-            if let Some(snapshot) = &current {
-                if snapshot.started.elapsed() < ROOMS_REFRESH {
-                    return snapshot.clone();
-                }
-            }
-            if self
-                .refreshing
-                .compare_exchange(false, true, AcqRel, Acquire)
-                .is_ok()
-            {
-                let _rebuilding = Rebuilding(&self.refreshing);
-                let fresh = Arc::new(RoomsSnapshot::build(shared).await);
-                self.snapshot.send_replace(Some(fresh.clone()));
-                return fresh;
-            }
-            if let Some(older) = current {
-                return older;
-            }
-            // The very first rebuild is under way: wait for it, and look
-            // again now and then in case its request was dropped.
-            let mut ready = self.snapshot.subscribe();
-            let _ =
-                tokio::time::timeout(Duration::from_millis(50), ready.wait_for(Option::is_some))
-                    .await;
-        }
-    }
-}
-
-impl RoomsSnapshot {
-    /// Asks the bridge once; keeps the busiest rooms. Errors are logged, not shown.
-    async fn build(shared: &Shared) -> Self {
-        let started = Instant::now();
-        shared.metrics.rooms_api_refreshes.fetch_add(1, Relaxed);
-        match shared.bridge.rooms(MAX_LISTED_ROOMS).await {
-            Ok(mut rooms) => {
-                rooms.sort_by(|a, b| {
-                    b.member_count
-                        .cmp(&a.member_count)
-                        .then_with(|| a.name.cmp(&b.name))
-                });
-                rooms.truncate(MAX_LISTED_ROOMS);
-                let body = RoomsBody {
-                    rooms: rooms
-                        .into_iter()
-                        .map(|r| RoomEntry {
-                            name: r.name,
-                            members: r.member_count,
-                        })
-                        .collect(),
-                };
-                Self {
-                    started,
-                    status: StatusCode::OK,
-                    body: serde_json::to_vec(&body).unwrap_or_default().into(),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "listing rooms for /api/rooms failed");
-                Self {
-                    started,
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    body: Bytes::from_static(br#"{"error":"unavailable"}"#),
-                }
-            }
-        }
-    }
 }
 
 /// Answers the WebSocket handshake and hands the upgraded connection to a session.

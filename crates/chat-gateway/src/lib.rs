@@ -13,6 +13,7 @@ mod http;
 mod hub;
 mod metrics;
 mod ratelimit;
+mod rooms_api;
 mod server;
 mod session;
 mod state;
@@ -31,6 +32,21 @@ pub use config::{AdminToken, Config, LogFormat};
 pub use session::RECONNECT_GRACE;
 pub use tls::{check_tls_files, TlsFlags};
 
+/// Why [`run`] could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration was refused (the message names the flag).
+    #[error("{0}")]
+    Config(String),
+    /// The listening socket's address could not be read.
+    #[error("cannot read the listening address")]
+    LocalAddr(#[source] std::io::Error),
+    /// The bridge could not start: Redis unreachable, or another live
+    /// process of this gateway id (`BridgeError::GatewayIdInUse`).
+    #[error(transparent)]
+    Bridge(#[from] chat_bridge::BridgeError),
+}
+
 /// Serves on `listener` (and the admin API on `admin_listener`, when given)
 /// until `shutdown` resolves (or a drain is requested), then drains: health
 /// 503, `Reconnect` to every client, close at the deadline. The admin API
@@ -44,14 +60,14 @@ pub async fn run(
     config: Config,
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    config.validate().map_err(anyhow::Error::msg)?;
+) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
     let gateway_id = config
         .gateway_id
         .clone()
         .unwrap_or_else(state::default_gateway_id);
     let instance_id = state::new_instance_id(&gateway_id);
-    let bound = listener.local_addr()?;
+    let bound = listener.local_addr().map_err(Error::LocalAddr)?;
     let address = config.advertise.clone().unwrap_or(bound.to_string());
     let metrics = Arc::new(metrics::Metrics::default());
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(256);
@@ -85,7 +101,7 @@ pub async fn run(
         _ => None,
     };
     let shared = state::Shared::new(config, gateway_id, instance_id, bridge, hub, metrics);
-    tracing::info!(gateway_id = %shared.gateway_id, instance = %shared.instance_id, addr = %listener.local_addr()?, "serving");
+    tracing::info!(gateway_id = %shared.gateway_id, instance = %shared.instance_id, addr = %bound, "serving");
     ready();
 
     // The control task and the admin API live as long as the HTTP side.

@@ -38,10 +38,10 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("chat-gateway: {e:#}");
-            match e.downcast_ref::<chat_bridge::BridgeError>() {
-                Some(chat_bridge::BridgeError::GatewayIdInUse { .. }) => {
-                    ExitCode::from(EXIT_CONFIG)
-                }
+            match e.downcast_ref::<chat_gateway::Error>() {
+                Some(chat_gateway::Error::Bridge(chat_bridge::BridgeError::GatewayIdInUse {
+                    ..
+                })) => ExitCode::from(EXIT_CONFIG),
                 _ => ExitCode::FAILURE,
             }
         }
@@ -81,7 +81,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         let _ = out.flush();
     };
-    chat_gateway::run(listener, Some(admin), config, ready, shutdown_signal()).await
+    chat_gateway::run(listener, Some(admin), config, ready, shutdown_signal()).await?;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -220,7 +220,7 @@ pub(crate) struct Edge {
     /// sweep idle ones), never across an await.
     table: Mutex<AddrTable>,
     /// The room list served by `/api/rooms`.
-    pub(crate) rooms: crate::http::RoomsCache,
+    pub(crate) rooms: crate::rooms_api::RoomsCache,
 }
 
 #[derive(Default)]

@@ -16,38 +16,13 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::cli::SuiteArgs;
 use anyhow::{bail, Context as _, Result};
-use clap::Args;
 
 /// The ping-pong targets of scenario 4, in the order they run and are shown.
 const PINGPONG_TARGETS: [&str; 4] = ["direct", "chat-lb", "haproxy", "relay"];
 /// Source addresses for the clients (more than one for many connections).
 const LOCAL_IPS: &str = "127.0.0.1-127.0.0.40";
-
-/// `chat-bench suite` flags.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct SuiteArgs {
-    /// A few seconds per scenario, small sizes: a smoke run.
-    #[arg(long, env = "CHAT_BENCH_QUICK")]
-    pub quick: bool,
-    /// Run only these scenarios (1 to 5).
-    #[arg(
-        long,
-        env = "CHAT_BENCH_ONLY",
-        value_delimiter = ',',
-        default_value = "1,2,3,4,5"
-    )]
-    pub only: Vec<u8>,
-    /// Also profile the gateway under scenario 1 with `perf record`.
-    #[arg(long, env = "CHAT_BENCH_PERF")]
-    pub perf: bool,
-    /// Where chat-gateway and chat-lb are (default: next to this chat-bench).
-    #[arg(long, env = "CHAT_BENCH_BIN_DIR", value_name = "DIR")]
-    pub bin_dir: Option<PathBuf>,
-    /// The report folder (created if missing).
-    #[arg(long, env = "CHAT_BENCH_OUT", value_name = "DIR")]
-    pub out: PathBuf,
-}
 
 /// The sizes of a full or a quick run.
 #[derive(Debug, Clone)]
