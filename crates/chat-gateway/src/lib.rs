@@ -95,9 +95,9 @@ pub async fn run(
         }
     };
     let tls = match (&config.tls.tls_cert, &config.tls.tls_key) {
-        (Some(cert), Some(key)) => Some(Arc::new(
-            tls::Tls::load(cert, key).map_err(anyhow::Error::msg)?,
-        )),
+        (Some(cert), Some(key)) => {
+            Some(Arc::new(tls::Tls::load(cert, key).map_err(Error::Config)?))
+        }
         _ => None,
     };
     let shared = state::Shared::new(config, gateway_id, instance_id, bridge, hub, metrics);
