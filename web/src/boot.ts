@@ -4,6 +4,7 @@
 // (in this tab's sessionStorage) takes the name over from the connection the
 // reload left behind. Nothing here runs at module load: boot() does it all.
 
+import { nameFromToken, tokenFromUrl } from "./auth-token";
 import { ChatView } from "./chat-view";
 import { localStore, type StorageLike, tabStorage } from "./deps";
 import { applyTexts, byId } from "./dom";
@@ -74,6 +75,18 @@ export function boot(doc: Document, win: Window): { entry: EntryView; chat: Chat
     applyTheme(doc.documentElement, v);
   });
 
+  // ------------------------------------------------------------ signed identity
+  // With a token in the URL the server names us: the name field is hidden
+  // (kept in the page, filled with the token's name) and the token goes in Hello.
+  const authToken = tokenFromUrl(win.location.hash, win.location.search);
+  const tokenName = authToken ? nameFromToken(authToken) || "…" : "";
+  if (authToken) {
+    byId<HTMLInputElement>(doc, "username").hidden = true;
+    byId<HTMLElement>(doc, "username-label").hidden = true;
+  }
+  const tokenRefused = byId<HTMLElement>(doc, "token-refused");
+  byId<HTMLButtonElement>(doc, "token-reload").addEventListener("click", () => win.location.reload());
+
   // ------------------------------------------------------------ screens
   const remember = (key: string, value: string) => {
     try {
@@ -98,7 +111,15 @@ export function boot(doc: Document, win: Window): { entry: EntryView; chat: Chat
     win,
     locale,
     makeSession: (username, room, listener) =>
-      new ChatSession({ url: wsUrl(win.location), username, room, storage: tab, listener, texts: () => locale.t }),
+      new ChatSession({
+        url: wsUrl(win.location),
+        username,
+        room,
+        authToken,
+        storage: tab,
+        listener,
+        texts: () => locale.t,
+      }),
     onEntered: (username, room) => {
       remember(STORAGE_NAME, username);
       remember(STORAGE_ROOM, room);
@@ -115,6 +136,10 @@ export function boot(doc: Document, win: Window): { entry: EntryView; chat: Chat
       entry.show();
     },
     onGone: () => rememberTabRoom(tab, null),
+    onTokenRefused: () => {
+      tokenRefused.hidden = false;
+      byId<HTMLButtonElement>(doc, "token-reload").focus();
+    },
   });
   doc.addEventListener("visibilitychange", () => chat.setHidden(doc.visibilityState === "hidden"));
   chat.setHidden(doc.visibilityState === "hidden");
@@ -131,7 +156,7 @@ export function boot(doc: Document, win: Window): { entry: EntryView; chat: Chat
   }
   // The fragment may name a room (#room=NAME or #NAME); a malformed one is ignored.
   const fromHash = roomFromFragment(win.location.hash);
-  entry.fill(back?.username ?? storedName, back?.room ?? (fromHash || storedRoom || "lobby"));
+  entry.fill(tokenName || (back?.username ?? storedName), back?.room ?? (fromHash || storedRoom || "lobby"));
   entry.show();
   if (back) entry.submitNow();
   return { entry, chat, locale };

@@ -28,6 +28,8 @@ export interface ChatDeps {
   onLeft(): void;
   /** This tab no longer owns the chat (fatal error, or another tab took over). */
   onGone(): void;
+  /** The signed token was refused or expired: ask for a new one. */
+  onTokenRefused?(): void;
 }
 
 export class ChatView {
@@ -225,6 +227,9 @@ export class ChatView {
       },
       onNotice: (text) => {
         if (mine()) this.showNotice(text);
+      },
+      onTokenRefused: () => {
+        if (mine()) this.d.onTokenRefused?.();
       },
       onEntryError: (_code, text) => {
         if (!mine()) return;

@@ -2,7 +2,8 @@
 //
 // Two forms:
 // - `#room=<name>`: form-style (`+` is a space, `%2B` a plus), other
-//   `key=value` pairs beside it, separated by `&`, are ignored;
+//   `key=value` pairs beside it, separated by `&`, are ignored (a fragment
+//   with only `token=...`, see auth-token.ts, names no room);
 // - `#<name>`: the whole fragment, percent-decoded.
 //
 // Anything that does not decode (`#%`, `#%E0%A4%A`, an encoded lone
@@ -19,7 +20,7 @@ export function roomFromFragment(hash: string): string {
   if (!frag) return "";
   let raw: string | null = frag;
   let form = false;
-  if (/(^|&)room=/.test(frag)) {
+  if (/(^|&)(room|token)=/.test(frag)) {
     form = true;
     raw = null;
     for (const part of frag.split("&")) {

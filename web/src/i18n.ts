@@ -38,6 +38,9 @@ export interface Catalogue {
   join: string;
   joining: string;
   needName: string;
+  /** The signed token was refused or expired (with a reload button). */
+  tokenRefused: string;
+  reload: string;
   needRoom: string;
   roomSpaces: string;
   people(n: number): string;

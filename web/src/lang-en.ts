@@ -16,6 +16,9 @@ export const en: Catalogue = {
   noRooms: "Nobody is chatting right now — start a room!",
   join: "Join",
   joining: "Joining…",
+  tokenRefused:
+    "Your sign-in has expired or was refused. Open a new sign-in link, or reload if the site that sent you here gives you a new one.",
+  reload: "Reload",
   needName: "Please enter a display name.",
   needRoom: "Please enter a room name.",
   roomSpaces: "Room names cannot start or end with spaces.",

@@ -16,6 +16,9 @@ export const ptBR: Catalogue = {
   noRooms: "Ninguém está conversando agora — comece uma sala!",
   join: "Entrar",
   joining: "Entrando…",
+  tokenRefused:
+    "Seu acesso expirou ou foi recusado. Abra um novo link de acesso, ou recarregue a página se o site que trouxe você até aqui fornecer um novo.",
+  reload: "Recarregar",
   needName: "Digite um nome de exibição.",
   needRoom: "Digite o nome de uma sala.",
   roomSpaces: "O nome da sala não pode começar nem terminar com espaços.",

@@ -42,6 +42,8 @@ export interface SessionListener {
   onFatal?(text: string): void;
   /** Another tab or window took over with this one's resume token; this one has stopped. */
   onReplaced?(text: string): void;
+  /** The signed token was refused or expired (INVALID_TOKEN, close 4003): a new one is needed. */
+  onTokenRefused?(): void;
   /** Something worth a transient note to the user. */
   onNotice?(text: string): void;
 }
@@ -51,6 +53,8 @@ export interface SessionOptions {
   url: string;
   username: string;
   room: string;
+  /** The signed token (JWT) sent in every Hello, when the server checks identities; "" for none. */
+  authToken?: string;
   listener?: SessionListener;
   socketFactory?: (url: string) => SocketLike;
   clock?: Clock;

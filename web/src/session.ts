@@ -54,6 +54,8 @@ export class ChatSession {
   readonly url: string;
   readonly room: string;
   readonly username: string;
+  /** Hello.token: the signed identity, or "". */
+  private readonly authToken: string;
 
   private readonly listener: SessionListener;
   private readonly clock: Clock;
@@ -90,6 +92,7 @@ export class ChatSession {
     // The server names rooms in NFC (Joined.room, ChatMessage.room): so do we.
     this.room = opts.room.normalize("NFC");
     this.username = opts.username;
+    this.authToken = opts.authToken ?? "";
     this.listener = opts.listener ?? {};
     this.clock = opts.clock ?? realClock;
     this.uuid = opts.uuid ?? (() => crypto.randomUUID());
@@ -290,6 +293,7 @@ export class ChatSession {
       return;
     }
     const fatal = describeFatalClose(code, reason, this.t());
+    if (code === 4003) this.listener.onTokenRefused?.();
     if (fatal) {
       if (this.everJoined) this.listener.onFatal?.(fatal);
       else this.listener.onEntryError?.(code === 4001 ? ErrorCode.KICKED : ErrorCode.INVALID_TOKEN, fatal);
@@ -318,7 +322,10 @@ export class ChatSession {
 
   private sendHello(): void {
     this.frame(
-      { case: "hello", value: { username: this.username, client: this.client, resumeToken: this.token.value } },
+      {
+        case: "hello",
+        value: { username: this.username, client: this.client, resumeToken: this.token.value, token: this.authToken },
+      },
       { kind: "hello" },
     );
   }
@@ -500,6 +507,7 @@ export class ChatSession {
       return;
     }
     if (code === ErrorCode.KICKED || code === ErrorCode.INVALID_TOKEN) {
+      if (code === ErrorCode.INVALID_TOKEN) this.listener.onTokenRefused?.();
       if (this.everJoined) this.listener.onFatal?.(text);
       else this.listener.onEntryError?.(code, text);
       this.stop("offline");

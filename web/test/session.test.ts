@@ -29,16 +29,19 @@ interface Harness {
   storage: FakeStorage;
   typing: string[][];
   resolved: string[];
+  tokenRefusals: number;
   listener: SessionListener;
 }
 
 /** A session on fake sockets and timers; `storage` stands for the tab's sessionStorage (pass one on to "reload"). */
-function harness(opts: { username?: string; room?: string; pingIntervalMs?: number; storage?: FakeStorage } = {}): Harness {
+function harness(
+  opts: { username?: string; room?: string; pingIntervalMs?: number; storage?: FakeStorage; authToken?: string } = {},
+): Harness {
   const clock = new FakeClock();
   const sockets = new SocketFactory();
   const storage = opts.storage ?? new FakeStorage();
   let n = 0;
-  const h: Partial<Harness> = { clock, sockets, storage, shown: [], states: [], entryErrors: [], fatals: [], replaced: [], typing: [], resolved: [] };
+  const h: Partial<Harness> = { clock, sockets, storage, shown: [], states: [], entryErrors: [], fatals: [], replaced: [], typing: [], resolved: [], tokenRefusals: 0 };
   const listener: SessionListener = {
     onMessage: (m, index) => h.shown!.splice(index, 0, m),
     onState: (s) => h.states!.push(s),
@@ -47,12 +50,14 @@ function harness(opts: { username?: string; room?: string; pingIntervalMs?: numb
     onReplaced: (t) => h.replaced!.push(t),
     onTyping: (names) => h.typing!.push(names),
     onPendingResolved: (cmid) => h.resolved!.push(cmid),
+    onTokenRefused: () => h.tokenRefusals!++,
   };
   h.listener = listener;
   h.session = new ChatSession({
     url: "ws://chat.test/ws",
     username: opts.username ?? "alice",
     room: opts.room ?? "lobby",
+    authToken: opts.authToken,
     listener,
     socketFactory: sockets.create,
     clock,
@@ -381,6 +386,31 @@ describe("session", () => {
     ws.push({ case: "error", value: { code: ErrorCode.INVALID_ROOM, message: "bad room" } }, ws.last("join")!.ref);
     assert.equal(h.entryErrors[0]?.code, ErrorCode.INVALID_ROOM);
     assert.equal(h.session.isStopped, true);
+  });
+
+  test("a signed token goes in every Hello; its refusal asks for a new one and stops", () => {
+    const h = harness({ authToken: "h.p.s" });
+    h.session.start();
+    const ws = h.sockets.current;
+    ws.open();
+    const hello = ws.last("hello")!;
+    assert.equal(hello.kind.value.token, "h.p.s");
+    ws.push({ case: "error", value: { code: ErrorCode.INVALID_TOKEN, message: "expired" } }, hello.ref);
+    ws.serverClose(4003, "token invalid or expired");
+    assert.ok(h.tokenRefusals >= 1, "asked for a new token");
+    assert.equal(h.entryErrors[0]?.code, ErrorCode.INVALID_TOKEN);
+    h.clock.advance(120_000);
+    assert.equal(h.sockets.sockets.length, 1, "no reconnect on a refused token");
+  });
+
+  test("a token expiring while joined (close 4003) asks for a new one", () => {
+    const h = harness({ authToken: "h.p.s" });
+    h.session.start();
+    handshake(h);
+    assert.equal(h.tokenRefusals, 0);
+    h.sockets.current.serverClose(4003, "token invalid or expired");
+    assert.equal(h.tokenRefusals, 1);
+    assert.equal(h.fatals.length, 1);
   });
 
   for (const code of [4001, 4003]) {

@@ -73,6 +73,31 @@ pub(crate) enum Command {
         /// The gateway's id (see `chat-admin gateways`).
         gateway_id: String,
     },
+    /// Print an HS256 JWT for a client's Hello.token (development and
+    /// tests), signed with the gateways' --auth-jwt-secret-file. Asks no gateway.
+    Token {
+        /// File holding the HS256 secret (the gateways' --auth-jwt-secret-file).
+        #[arg(long, env = "CHAT_ADMIN_SECRET_FILE")]
+        secret_file: std::path::PathBuf,
+        /// The identity (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// The display name (`name`; default: the sub).
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the token is valid: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// The only rooms it may join (`rooms`; a trailing * matches a prefix).
+        #[arg(long, value_delimiter = ',')]
+        rooms: Option<Vec<String>>,
+        /// The audience (`aud`), when the gateways require one.
+        #[arg(long, env = "CHAT_ADMIN_TOKEN_AUDIENCE")]
+        audience: Option<String>,
+        /// The issuer (`iss`), when the gateways require one.
+        #[arg(long, env = "CHAT_ADMIN_TOKEN_ISSUER")]
+        issuer: Option<String>,
+    },
 }
 
 #[cfg(test)]
@@ -114,6 +139,41 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Kick { ref user, room: None, ref reason } if user == "Ann" && reason == "spam")
         );
+    }
+
+    #[test]
+    fn token_takes_its_claims() {
+        let cli = Cli::try_parse_from([
+            "chat-admin",
+            "token",
+            "--secret-file",
+            "/s",
+            "--sub",
+            "alice",
+            "--name",
+            "Alice",
+            "--ttl",
+            "30m",
+            "--rooms",
+            "a,b*",
+        ])
+        .unwrap();
+        let Command::Token {
+            sub,
+            name,
+            ttl,
+            rooms,
+            ..
+        } = cli.command
+        else {
+            panic!("not token");
+        };
+        assert_eq!(
+            (sub.as_str(), name.as_deref(), ttl.as_str()),
+            ("alice", Some("Alice"), "30m")
+        );
+        assert_eq!(rooms, Some(vec!["a".to_owned(), "b*".to_owned()]));
+        assert!(Cli::try_parse_from(["chat-admin", "token", "--sub", "a"]).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod cli;
 mod connection;
 mod output;
 mod tls;
+mod token;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ fn main() -> ExitCode {
 
 /// Runs the subcommand and returns what to print.
 async fn run(cli: Cli) -> Result<String, Failure> {
+    if let Command::Token { .. } = cli.command {
+        return mint(cli.command);
+    }
     let timeout = Duration::from_secs(cli.timeout_secs.max(1));
     let tls = cli.tls.client_config(&cli.server)?;
     let mut client = connect(&cli.server, cli.token.as_deref(), tls, timeout).await?;
@@ -124,5 +128,41 @@ async fn run(cli: Cli) -> Result<String, Failure> {
                 .connections;
             output::drained(&gateway_id, connections, json)
         }
+        Command::Token { .. } => unreachable!("answered before connecting"),
     })
+}
+
+/// `chat-admin token`: the JWT, one line.
+fn mint(command: Command) -> Result<String, Failure> {
+    let Command::Token {
+        secret_file,
+        sub,
+        name,
+        ttl,
+        rooms,
+        audience,
+        issuer,
+    } = command
+    else {
+        unreachable!("called for token only");
+    };
+    let usage = |message: String| Failure {
+        code: connection::exit::USAGE,
+        message,
+    };
+    let ttl = token::parse_ttl(&ttl).map_err(|e| usage(format!("--ttl: {e}")))?;
+    let now = now_ms() / 1000;
+    let claims = token::Claims {
+        sub,
+        name,
+        iat: now,
+        nbf: now,
+        exp: now + ttl.as_secs(),
+        rooms,
+        aud: audience,
+        iss: issuer,
+    };
+    token::mint(&secret_file, &claims)
+        .map(|jwt| format!("{jwt}\n"))
+        .map_err(usage)
 }

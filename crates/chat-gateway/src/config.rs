@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+mod auth_flags;
+pub use auth_flags::AuthFlags;
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -233,6 +236,10 @@ pub struct Config {
     #[command(flatten)]
     pub tls: crate::tls::TlsFlags,
 
+    /// Signed identities (`--auth-*`).
+    #[command(flatten)]
+    pub auth: AuthFlags,
+
     /// Log format.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
@@ -307,7 +314,13 @@ impl Config {
                 );
             }
         }
+        crate::auth::Verifier::load(&self.auth_files())?;
         Ok(())
+    }
+
+    /// Where the signed-identity keys and required claims come from.
+    pub(crate) fn auth_files(&self) -> crate::auth::AuthFiles<'_> {
+        self.auth.files()
     }
 
     /// `--ping-interval-secs`: how often each connection is pinged.

@@ -21,6 +21,7 @@ pub(crate) mod close_code {
     pub(crate) const TOO_BIG: u16 = 1009;
     pub(crate) const KICKED: u16 = 4001;
     pub(crate) const REPLACED: u16 = 4002;
+    pub(crate) const INVALID_TOKEN: u16 = 4003;
 }
 
 /// Commands queued per connection before more are refused (they are rare:

@@ -6,6 +6,7 @@
 //! Only this crate knows HTTP, WebSocket and gRPC.
 
 mod admin;
+mod auth;
 mod config;
 mod conn;
 mod control;
@@ -28,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{AdminToken, Config, LogFormat};
+pub use config::{AdminToken, AuthFlags, Config, LogFormat};
 pub use session::RECONNECT_GRACE;
 pub use tls::{check_tls_files, TlsFlags};
 
@@ -100,7 +101,10 @@ pub async fn run(
         }
         _ => None,
     };
-    let shared = state::Shared::new(config, gateway_id, instance_id, bridge, hub, metrics);
+    // Loaded before the bridge would be, but after `validate` read the
+    // same files: a key file that vanished meanwhile is still an error.
+    let auth = auth::Verifier::load(&config.auth_files()).map_err(Error::Config)?;
+    let shared = state::Shared::new(config, gateway_id, instance_id, bridge, hub, metrics, auth);
     tracing::info!(gateway_id = %shared.gateway_id, instance = %shared.instance_id, addr = %bound, "serving");
     ready();
 

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::conn::{ConnHandle, ConnInbox};
 use crate::hub::Hub;
@@ -30,6 +31,9 @@ pub(crate) struct Shared {
     pub(crate) bridge: Arc<dyn Bridge>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The keys Hello tokens are checked against; `None`: anonymous mode
+    /// (anyone is the name they type).
+    pub(crate) auth: Option<Verifier>,
     /// Open connections, for drain, kicks and takeovers; kept by
     /// [`Registration`] only. A plain mutex: held for an insert or a
     /// remove, or to copy the handles out, never across an await.
@@ -62,6 +66,7 @@ impl Shared {
         bridge: Arc<dyn Bridge>,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
+        auth: Option<Verifier>,
     ) -> Arc<Self> {
         let limits = Limits {
             max_text_bytes: config.max_text_bytes,
@@ -77,6 +82,7 @@ impl Shared {
             bridge,
             hub,
             metrics,
+            auth,
             conns: Mutex::default(),
             next_conn: AtomicU64::new(1),
             sessions: TaskTracker::new(),

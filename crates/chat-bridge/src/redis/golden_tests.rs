@@ -69,6 +69,7 @@ impl Fixture {
             self.keys.members(ROOM),
             self.keys.stream(ROOM),
             self.keys.trimmed(ROOM),
+            self.keys.sessions(ROOM),
         ]
     }
 }
@@ -197,4 +198,114 @@ async fn the_presence_scripts_write_and_read_the_golden_entry() {
         published,
         wire::presence(PresenceKind::Left, key, display).as_bytes()
     );
+}
+
+#[tokio::test]
+async fn two_sessions_of_one_name_are_one_member_until_the_last_leaves() {
+    let mut fixture = Fixture::start().await;
+    let channel = fixture.keys.channel(ROOM);
+    let (key, display) = ("alice-1", "Alice");
+    let (tab_a, tab_b) = (
+        tag_of("gw-1~01", "gw-1~01-1"),
+        tag_of("gw-2~02", "gw-2~02-9"),
+    );
+    let joined = wire::presence(PresenceKind::Joined, key, display);
+    let left = wire::presence(PresenceKind::Left, key, display);
+    for (tag, first) in [(&tab_a, "2"), (&tab_b, "1")] {
+        let reply: Vec<String> = fixture
+            .client
+            .eval(
+                scripts::ENTER,
+                fixture.room_state_keys(),
+                vec![
+                    key.to_owned(),
+                    entry_value(tag, display),
+                    channel.clone(),
+                    joined.clone(),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply[0], first);
+        assert_eq!(reply.len(), 2, "one member: {reply:?}");
+    }
+    assert_eq!(fixture.next_published().await, joined.as_bytes());
+    let leave = |tag: &str| {
+        vec![
+            key.to_owned(),
+            tag.to_owned(),
+            channel.clone(),
+            left.clone(),
+            "3600000".to_owned(),
+        ]
+    };
+    // The newest session held the entry; it leaves first and the entry
+    // passes to the other, silently.
+    let still: i64 = fixture
+        .client
+        .eval(scripts::LEAVE, fixture.room_state_keys(), leave(&tab_b))
+        .await
+        .unwrap();
+    assert_eq!(still, -2);
+    let entry: String = fixture
+        .client
+        .hget(fixture.keys.members(ROOM), key)
+        .await
+        .unwrap();
+    assert_eq!(entry, entry_value(&tab_a, display));
+    let gone: i64 = fixture
+        .client
+        .eval(scripts::LEAVE, fixture.room_state_keys(), leave(&tab_a))
+        .await
+        .unwrap();
+    assert_eq!(gone, 0);
+    // Nothing was published between the Joined and this Left.
+    assert_eq!(fixture.next_published().await, left.as_bytes());
+
+    // A dead instance's session goes; the identity stays with the live one.
+    for tag in [&tab_a, &tab_b] {
+        let _: Vec<String> = fixture
+            .client
+            .eval(
+                scripts::ENTER,
+                fixture.room_state_keys(),
+                vec![
+                    key.to_owned(),
+                    entry_value(tag, display),
+                    channel.clone(),
+                    joined.clone(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(fixture.next_published().await, joined.as_bytes());
+    let (removed, remaining): (u64, i64) = fixture
+        .client
+        .eval(
+            scripts::REAP_ROOM,
+            fixture.room_state_keys(),
+            vec![
+                instance_tag("gw-2~02"),
+                channel.clone(),
+                wire::presence_prefix(PresenceKind::Left).to_owned(),
+                "3600000".to_owned(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!((removed, remaining), (0, 1));
+    let entry: String = fixture
+        .client
+        .hget(fixture.keys.members(ROOM), key)
+        .await
+        .unwrap();
+    assert_eq!(entry, entry_value(&tab_a, display));
+    let gone: i64 = fixture
+        .client
+        .eval(scripts::LEAVE, fixture.room_state_keys(), leave(&tab_a))
+        .await
+        .unwrap();
+    assert_eq!(gone, 0);
+    assert_eq!(fixture.next_published().await, left.as_bytes());
 }

@@ -111,6 +111,14 @@ impl Keys {
         self.room_key(room, "members")
     }
 
+    /// Hash: name key -> the member tags ("instance\tsession\t", each ended
+    /// by "\n") of every session of that identity present in the room. The
+    /// `members` entry stays while one is left, so an identity with several
+    /// sessions (tabs, with signed identities) is one member.
+    pub fn sessions(&self, room: &str) -> String {
+        self.room_key(room, "sessions")
+    }
+
     /// String with TTL `chat_proto::rules::DEDUPE_WINDOW`: the outcome of an accepted client_msg_id.
     pub fn dedupe(&self, room: &str, sender_key: &str, client_msg_id: &str) -> String {
         format!(
@@ -232,6 +240,7 @@ mod tests {
                 keys.trimmed(room),
                 keys.channel(room),
                 keys.members(room),
+                keys.sessions(room),
                 keys.dedupe(room, "a}", "z}:members"),
             ] {
                 assert_eq!(hash_tag(&key), Some(tag.as_str()), "{key}");

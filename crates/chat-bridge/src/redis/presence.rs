@@ -12,12 +12,14 @@ impl Inner {
     }
 
     /// The keys whose lifetime follows the room's presence: members, then
-    /// stream and trimmed (the ENTER, LEAVE and REAP_ROOM scripts' KEYS).
+    /// stream and trimmed, then the sessions of each member (the ENTER,
+    /// LEAVE and REAP_ROOM scripts' KEYS).
     pub(super) fn room_state_keys(&self, room: &str) -> Vec<String> {
         vec![
             self.keys.members(room),
             self.keys.stream(room),
             self.keys.trimmed(room),
+            self.keys.sessions(room),
         ]
     }
 
@@ -244,8 +246,9 @@ impl Inner {
                         CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false),
                         vec![
                             Value::from_static_str(scripts::RETAG),
-                            Value::from(1),
+                            Value::from(2),
                             Value::from(self.keys.members(room)),
+                            Value::from(self.keys.sessions(room)),
                             Value::from(member.key.as_str()),
                             Value::from(previous_tag),
                             Value::from(value.as_str()),

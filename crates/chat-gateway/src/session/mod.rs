@@ -10,8 +10,11 @@
 //! - `requests.rs`: the answer to each request (Hello, Join, Leave,
 //!   FetchHistory, Typing, Ping) and to operator commands;
 //! - `in_flight.rs`: the Send pipeline (submitted Sends answered in order);
+//! - `identity.rs`: who the session is (a typed name, or a signed token's
+//!   identity), its token's expiry and the rooms the token allows;
 //! - `rules.rs`: the decisions themselves, as pure functions.
 
+mod identity;
 mod in_flight;
 mod requests;
 mod rules;
@@ -95,8 +98,15 @@ struct Session {
     session_id: String,
     /// Set by a successful Hello.
     member: Option<Member>,
-    /// Normalised username, shared with every room slot.
+    /// The identity key (see [`Session::identity`]): the normalised
+    /// username, or the token's `sub`; shared with every room slot.
     key: Arc<str>,
+    /// With a signed identity: when its token expires (`exp` plus the
+    /// leeway); the session ends then with INVALID_TOKEN and 4003.
+    token_expires: Option<Instant>,
+    /// With a signed identity whose token has a `rooms` claim: the rooms
+    /// it may join.
+    room_grant: Option<crate::auth::RoomGrant>,
     /// Rooms joined (NFC names).
     rooms: HashSet<String>,
     /// Rooms whose presence this session took over from the earlier session
@@ -143,6 +153,8 @@ impl Session {
             conn,
             member: None,
             key: Arc::from(""),
+            token_expires: None,
+            room_grant: None,
             rooms: HashSet::new(),
             inherited: HashSet::new(),
             inherited_until: None,

@@ -15,7 +15,7 @@ use chat_proto::v1::{
 use chat_proto::MessageId;
 use tokio::time::Instant;
 
-use super::rules::{self, Admission, HelloRefusal, JoinPlan, Rejection};
+use super::rules::{self, Admission, JoinPlan, Rejection};
 use super::Session;
 use crate::conn::ConnCommand;
 use crate::state::now_ms;
@@ -54,12 +54,13 @@ impl Session {
     }
 
     /// Claims the name (or takes it over with a resume token) and welcomes
-    /// the session.
+    /// the session. With signed identities the token names the identity,
+    /// which may hold several sessions: nothing is claimed, and an earlier
+    /// session's presence stays continuous because it lingers
+    /// (`RECONNECT_GRACE`) until this one has joined its rooms again.
     async fn hello(&mut self, r: u64, hello: Hello) {
-        let name = match rules::check_hello(&hello, self.member.is_some()) {
-            Ok(name) => name,
-            Err(HelloRefusal::Again(rejection)) => return self.reject(r, rejection),
-            Err(HelloRefusal::Invalid(rejection)) => return self.hello_refused(r, rejection),
+        let Some(name) = self.who(r, &hello) else {
+            return;
         };
         let member = Member {
             session_id: self.session_id.clone(),
@@ -70,7 +71,8 @@ impl Session {
         let token = ResumeToken::generate();
         let bridge = &self.shared.bridge;
         let mut resumed = None;
-        if !hello.resume_token.is_empty() {
+        let claims = !self.signed_identities();
+        if claims && !hello.resume_token.is_empty() {
             let presented = TokenHash::of(&hello.resume_token);
             match bridge
                 .resume_username(&member, &presented, token.hash())
@@ -80,7 +82,7 @@ impl Session {
                 Err(e) => return self.unavailable(r, &e),
             }
         }
-        if resumed.is_none() {
+        if claims && resumed.is_none() {
             match bridge.claim_username(&member, token.hash()).await {
                 Ok(true) => {}
                 Ok(false) => return self.hello_refused(r, rules::name_taken(&member.username)),
@@ -94,9 +96,9 @@ impl Session {
             self.inherited_until =
                 (!self.inherited.is_empty()).then(|| Instant::now() + RESUME_WINDOW);
         }
-        tracing::debug!(username = %member.username, client = %hello.client, "welcomed");
         self.key = Arc::from(member.key.as_str());
         self.conn.set_key(self.key.clone());
+        tracing::debug!(identity = %self.identity(), username = %member.username, client = %hello.client, "welcomed");
         self.reply(
             r,
             server_frame::Kind::Welcome(Welcome {
@@ -113,7 +115,7 @@ impl Session {
 
     /// Answers a refused Hello; past `--max-failed-hellos` the connection
     /// is closed (1008) after the answer.
-    fn hello_refused(&mut self, r: u64, rejection: Rejection) {
+    pub(super) fn hello_refused(&mut self, r: u64, rejection: Rejection) {
         self.reject(r, rejection);
         self.failed_hellos += 1;
         if rules::too_many_refused_hellos(self.failed_hellos, self.shared.config.max_failed_hellos)
@@ -130,6 +132,9 @@ impl Session {
             Ok(plan) => plan,
             Err(rejection) => return self.reject(r, rejection),
         };
+        if let Err(rejection) = self.room_allowed(&plan.room) {
+            return self.reject(r, rejection);
+        }
         let bridge = self.shared.bridge.clone();
         let member = self.member().clone();
         if !plan.rejoin {

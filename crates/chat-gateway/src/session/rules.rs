@@ -120,15 +120,28 @@ pub(super) enum HelloRefusal {
 /// normalised). Whether the name is free is the cluster's to say.
 pub(super) fn check_hello(hello: &Hello, welcomed: bool) -> Result<Username, HelloRefusal> {
     if welcomed {
-        return Err(HelloRefusal::Again(Rejection::new(
-            ErrorCode::BadFrame,
-            "already welcomed: Hello is only allowed once",
-        )));
+        return Err(HelloRefusal::Again(hello_again()));
     }
     normalize_username(&hello.username).map_err(|e| {
         let message = format!("invalid username: {e}");
         HelloRefusal::Invalid(Rejection::new(ErrorCode::InvalidUsername, message))
     })
+}
+
+/// The answer to a second Hello (not counted as a refused Hello).
+pub(super) fn hello_again() -> Rejection {
+    Rejection::new(
+        ErrorCode::BadFrame,
+        "already welcomed: Hello is only allowed once",
+    )
+}
+
+/// The answer to a Join of a room the session's token does not list.
+pub(super) fn room_not_allowed(room: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::InvalidRoom,
+        format!("room {:?} is not allowed for this identity", truncate(room)),
+    )
 }
 
 /// The answer to a Hello whose name another session holds (a refused Hello).
@@ -299,6 +312,7 @@ pub(super) fn close_reason(code: u16, policy: Option<&'static str>) -> &'static 
         close_code::TOO_BIG => "message too big",
         close_code::KICKED => "kicked",
         close_code::REPLACED => "replaced by a newer session of this client",
+        close_code::INVALID_TOKEN => "token invalid or expired",
         _ => "",
     }
 }
@@ -317,7 +331,8 @@ pub(super) fn flush_before_close(
 /// Whether the client may come back for an ended session's name and
 /// presence (see [`super::RECONNECT_GRACE`]): it was welcomed, and it did not
 /// close normally (1000) nor was put out (kicked, replaced, or a protocol
-/// violation). During a drain it was told to reconnect, so it may.
+/// violation). During a drain it was told to reconnect, so it may; so may a
+/// session whose token expired (4003 after a Welcome), with a fresh token.
 pub(super) fn may_come_back(
     welcomed: bool,
     draining: bool,
@@ -331,7 +346,10 @@ pub(super) fn may_come_back(
         return true;
     }
     match end {
-        End::ServerClosed(code) => matches!(*code, close_code::POLICY | close_code::GOING_AWAY),
+        End::ServerClosed(code) => matches!(
+            *code,
+            close_code::POLICY | close_code::GOING_AWAY | close_code::INVALID_TOKEN
+        ),
         End::ClientClosed => client_close != Some(close_code::NORMAL),
         End::Idle | End::Io(_) => true,
     }

@@ -37,7 +37,15 @@ fn shared(flags: &[&str]) -> Arc<Shared> {
     let hub = Hub::new(metrics.clone(), control);
     let sink: Arc<dyn EventSink> = hub.clone();
     let bridge = Arc::new(MemoryBridge::new(config.history_len as usize, sink));
-    Shared::new(config, "gw".into(), "gw~1".into(), bridge, hub, metrics)
+    Shared::new(
+        config,
+        "gw".into(),
+        "gw~1".into(),
+        bridge,
+        hub,
+        metrics,
+        None,
+    )
 }
 
 /// Starts a session on `shared`, as an upgrade does, and returns the client's end.

@@ -74,6 +74,9 @@ impl Session {
                 () = until(self.member.is_none().then_some(self.hello_deadline)), if self.member.is_none() => {
                     self.close_for_policy("no Hello in time");
                 }
+                () = until(self.token_expires), if self.token_expires.is_some() => {
+                    self.token_expired();
+                }
                 () = until(self.inherited_until), if self.inherited_until.is_some() => {
                     self.settle().await;
                     self.leave_inherited().await;

@@ -264,6 +264,14 @@ fn a_session_lingers_unless_it_ended_for_good() {
     assert!(linger(&End::ClientClosed, Some(GOING_AWAY)));
     assert!(linger(&End::ServerClosed(POLICY), None));
     assert!(linger(&End::ServerClosed(GOING_AWAY), None));
+    // An expired token: back with a fresh one (a refused Hello never got here).
+    assert!(linger(&End::ServerClosed(close_code::INVALID_TOKEN), None));
+    assert!(!may_come_back(
+        false,
+        false,
+        &End::ServerClosed(close_code::INVALID_TOKEN),
+        None
+    ));
     // A goodbye, a kick or a replacement is the end.
     assert!(!linger(&End::ClientClosed, Some(NORMAL)));
     assert!(!linger(&End::ServerClosed(KICKED), None));
