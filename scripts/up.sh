@@ -4,7 +4,8 @@
 # With redis-server available (installed with apt-get when run as root): the
 # whole cluster, i.e. its own Redis on a private port, 3 gateways and chat-lb
 # on :8080. Otherwise one gateway on the embedded bridge at :8080.
-# Everything runs in the background; pids and logs are in .run/.
+# Everything runs in the background; pids and logs are in .run/, and so is the
+# admin API's token (.run/admin-token, made at the first start).
 # scripts/down.sh stops it.
 #
 # Environment: CHAT_PORT (8080), CHAT_GATEWAYS (3), CHAT_SINGLE=1 (one gateway,
@@ -48,11 +49,21 @@ if [ "${CHAT_SINGLE:-0}" != 1 ]; then
   need_pkg redis-server redis-server
 fi
 
+# The admin API's bearer token: made once, kept in a file only its owner can
+# read, and given to the gateways (and chat-admin) as a file, never on a
+# command line.
+TOKEN_FILE="$RUN/admin-token"
+if [ ! -s "$TOKEN_FILE" ]; then
+  (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
+fi
+chmod 600 "$TOKEN_FILE"
+
 if [ "${CHAT_SINGLE:-0}" = 1 ] || ! command -v redis-server >/dev/null; then
   start gateway "$BIN/chat-gateway" --listen "0.0.0.0:$PORT" --web-root "$ROOT/web/dist" \
-    --admin-listen 127.0.0.1:9090
+    --admin-listen 127.0.0.1:9090 --admin-token-file "$TOKEN_FILE"
   wait_http "http://127.0.0.1:$PORT/healthz" 30 || die "gateway did not start: see $RUN/gateway.log"
   say "chat is up: http://localhost:$PORT  (one gateway, embedded bridge; stop with scripts/down.sh)"
+  echo "    admin:   $BIN/chat-admin --token-file $TOKEN_FILE gateways"
   exit 0
 fi
 
@@ -65,12 +76,18 @@ for ((i = 0; i < 50; i++)); do
 done
 redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || die "redis did not start: see $RUN/redis.log"
 
+# The secret the gateways sign their control commands with (kick, ban,
+# drain): made once, readable by this user only, never on a command line.
+if [ ! -s "$RUN/cluster-secret" ]; then
+  (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$RUN/cluster-secret")
+fi
+
 backends=()
 for ((g = 1; g <= GATEWAYS; g++)); do
   gport=$((PORT + g))
   start "gateway-$g" "$BIN/chat-gateway" --listen "127.0.0.1:$gport" --gateway-id "gw-$g" \
     --redis "redis://127.0.0.1:$REDIS_PORT" --web-root "$ROOT/web/dist" --proxy-protocol \
-    --admin-listen "127.0.0.1:$((9090 + g - 1))"
+    --admin-listen "127.0.0.1:$((9090 + g - 1))" --admin-token-file "$TOKEN_FILE" --cluster-secret-file "$RUN/cluster-secret"
   backends+=(--backend "127.0.0.1:$gport")
 done
 # The gateways expect chat-lb's PROXY v2 header (the real client address for
@@ -83,5 +100,5 @@ wait_http "http://127.0.0.1:$PORT/healthz" 30 || die "chat-lb did not start: see
 
 say "chat is up: http://localhost:$PORT"
 echo "    cluster: redis :$REDIS_PORT, $GATEWAYS gateways (:$((PORT + 1))..:$((PORT + GATEWAYS))), chat-lb :$PORT (metrics :9100)"
-echo "    admin:   $BIN/chat-admin gateways   (gRPC on 127.0.0.1:9090..)"
+echo "    admin:   $BIN/chat-admin --token-file $TOKEN_FILE gateways   (gRPC on 127.0.0.1:9090..)"
 echo "    logs:    $RUN/*.log      stop: scripts/down.sh"

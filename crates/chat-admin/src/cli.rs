@@ -1,7 +1,9 @@
 //! Command-line flags and subcommands (one clap struct; every global flag
 //! also has a `CHAT_ADMIN_*` environment variable).
 
-use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
 
 /// Operate a chat cluster through the admin gRPC API of any of its gateways.
 ///
@@ -21,6 +23,16 @@ pub(crate) struct Cli {
     /// Bearer token, when the gateways run with --admin-token.
     #[arg(long, global = true, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// File holding the bearer token (a trailing newline is ignored), so
+    /// that it shows in no process listing.
+    #[arg(
+        long,
+        global = true,
+        env = "CHAT_ADMIN_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
 
     /// Print JSON (one document) instead of a table, for scripts.
     #[arg(long, global = true, env = "CHAT_ADMIN_JSON")]
@@ -98,6 +110,55 @@ pub(crate) enum Command {
         #[arg(long, env = "CHAT_ADMIN_TOKEN_ISSUER")]
         issuer: Option<String>,
     },
+    /// Ban a user: kicked everywhere (Error KICKED, close 4001), and refused at Hello until the ban ends.
+    Ban(BanArgs),
+    /// Lift a user's ban.
+    Unban {
+        /// Username (case-insensitive).
+        user: String,
+    },
+    /// The bans that hold now.
+    Bans,
+}
+
+/// `chat-admin ban USER [--for DURATION] [--reason TEXT] [--by NAME]`.
+#[derive(Debug, Args)]
+pub(crate) struct BanArgs {
+    /// Username (case-insensitive); with signed identities, the token's `sub`.
+    pub user: String,
+    /// How long: `90s`, `30m`, `1h`, `7d`, or seconds; without it, until `chat-admin unban`.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Shown to the user (in the KICKED error) and in `chat-admin bans`.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Who bans, shown in `chat-admin bans` [default: $USER].
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+/// `90s`, `30m`, `1h`, `7d`, or plain seconds; at least one second.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => raw.split_at(at),
+        None => (raw, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 90s, 30m, 1h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{raw:?}: the unit must be s, m, h or d")),
+    };
+    match n.checked_mul(scale) {
+        Some(0) => Err("a ban lasts at least 1s (leave --for out for one until unbanned)".into()),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Err(format!("{raw:?} is too long")),
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +235,46 @@ mod tests {
         );
         assert_eq!(rooms, Some(vec!["a".to_owned(), "b*".to_owned()]));
         assert!(Cli::try_parse_from(["chat-admin", "token", "--sub", "a"]).is_err());
+    }
+
+    #[test]
+    fn ban_takes_a_duration_and_a_reason() {
+        let cli = Cli::try_parse_from([
+            "chat-admin",
+            "ban",
+            "Ann",
+            "--for",
+            "1h",
+            "--reason",
+            "spam",
+        ])
+        .unwrap();
+        let Command::Ban(args) = cli.command else {
+            panic!("not a ban: {:?}", cli.command);
+        };
+        assert_eq!(args.user, "Ann");
+        assert_eq!(args.duration, Some(Duration::from_secs(3600)));
+        assert_eq!(args.reason, "spam");
+        let cli = Cli::try_parse_from(["chat-admin", "ban", "Ann"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Ban(BanArgs { duration: None, .. })
+        ));
+        for bad in ["0", "1w", "h", "-1s"] {
+            assert!(
+                Cli::try_parse_from(["chat-admin", "ban", "Ann", "--for", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(parse_duration("90").is_ok() && parse_duration("7d").is_ok());
+        assert!(matches!(
+            Cli::try_parse_from(["chat-admin", "unban", "Ann"]).unwrap().command,
+            Command::Unban { ref user } if user == "Ann"
+        ));
+        assert!(matches!(
+            Cli::try_parse_from(["chat-admin", "bans"]).unwrap().command,
+            Command::Bans
+        ));
     }
 
     #[test]

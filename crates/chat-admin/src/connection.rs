@@ -112,7 +112,7 @@ pub(crate) fn call_failed(server: &str, status: &Status) -> Failure {
     match status.code() {
         Code::Unauthenticated => Failure::new(
             exit::NO_PERMISSION,
-            format!("the admin API at {server} refused the token ({message}): pass the gateways' --admin-token with --token or CHAT_ADMIN_TOKEN"),
+            format!("the admin API at {server} refused the token ({message}): pass the gateways' --admin-token with --token-file, --token or CHAT_ADMIN_TOKEN"),
         ),
         Code::Unavailable => Failure::new(exit::UNAVAILABLE, format!("unavailable: {message}")),
         Code::DeadlineExceeded | Code::Cancelled => {

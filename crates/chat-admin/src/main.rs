@@ -2,6 +2,8 @@
 //! one gateway, prints a table (or JSON), and exits non-zero with one clear
 //! line when something fails.
 
+mod bans;
+mod bearer;
 mod cli;
 mod connection;
 mod output;
@@ -53,8 +55,9 @@ async fn run(cli: Cli) -> Result<String, Failure> {
         return mint(cli.command);
     }
     let timeout = Duration::from_secs(cli.timeout_secs.max(1));
+    let token = bearer::resolve(cli.token, cli.token_file.as_deref())?;
     let tls = cli.tls.client_config(&cli.server)?;
-    let mut client = connect(&cli.server, cli.token.as_deref(), tls, timeout).await?;
+    let mut client = connect(&cli.server, token.as_deref(), tls, timeout).await?;
     let server = cli.server.as_str();
     let failed = |status: tonic::Status| call_failed(server, &status);
     let json = cli.json;
@@ -129,6 +132,9 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             output::drained(&gateway_id, connections, json)
         }
         Command::Token { .. } => unreachable!("answered before connecting"),
+        Command::Ban(args) => bans::ban(&mut client, server, args, json).await?,
+        Command::Unban { user } => bans::unban(&mut client, server, &user, json).await?,
+        Command::Bans => bans::bans(&mut client, server, json).await?,
     })
 }
 

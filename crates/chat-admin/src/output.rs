@@ -88,7 +88,7 @@ struct GatewayList<'a> {
     gateways: Vec<GatewayJson<'a>>,
 }
 
-fn json(value: &impl Serialize) -> String {
+pub(crate) fn json(value: &impl Serialize) -> String {
     let mut text = serde_json::to_string_pretty(value).expect("plain data serialises");
     text.push('\n');
     text

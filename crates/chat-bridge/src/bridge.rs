@@ -12,8 +12,8 @@ use chat_proto::v1::ChatMessage;
 use chat_proto::MessageId;
 
 use crate::{
-    Accepted, GatewayStatus, HistoryPage, Member, NewMessage, Pending, Replay, Result, Resumed,
-    RoomSummary, TokenHash, UserSummary,
+    Accepted, Ban, GatewayStatus, HistoryPage, Member, NewMessage, Pending, Replay, Result,
+    Resumed, RoomSummary, TokenHash, UserSummary,
 };
 
 /// Everything a gateway needs from the cluster.
@@ -104,6 +104,10 @@ pub trait Presence: Send + Sync + 'static {
         resume: &TokenHash,
     ) -> Result<Option<Resumed>>;
 
+    /// The ban on the identity `key`, while one holds (a Hello of a banned
+    /// identity is refused).
+    async fn ban_of(&self, key: &str) -> Result<Option<Ban>>;
+
     /// Frees a name held by this session (no-op when held by another).
     async fn release_username(&self, member: &Member) -> Result<()>;
 
@@ -122,7 +126,7 @@ pub trait Presence: Send + Sync + 'static {
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomSummary>>;
 }
 
-/// The operators' view and commands. Answers describe the whole cluster,
+/// The operators' view and commands (kicks, bans, drains). Answers describe the whole cluster,
 /// whichever gateway asks.
 #[async_trait]
 pub trait ClusterAdmin: Send + Sync + 'static {
@@ -143,6 +147,18 @@ pub trait ClusterAdmin: Send + Sync + 'static {
     /// Returns the number of sessions targeted (0 for an unknown user or
     /// one not in `room`: then nothing is sent).
     async fn kick(&self, key: &str, room: Option<&str>, reason: &str) -> Result<u32>;
+
+    /// Records a ban (replacing any earlier ban of `ban.key`), then kicks
+    /// every session of the identity on every gateway with the ban's
+    /// message. Returns the number of sessions found (the kick is sent even
+    /// when none is, for a Hello under way).
+    async fn ban(&self, ban: &Ban) -> Result<u32>;
+
+    /// Lifts the ban on `key`; `false` when there was none.
+    async fn unban(&self, key: &str) -> Result<bool>;
+
+    /// The bans that hold now, sorted by key.
+    async fn bans(&self) -> Result<Vec<Ban>>;
 
     /// Tells the live gateway `gateway_id` to drain, as SIGTERM does, and
     /// waits (up to [`DRAIN_REPLY_TIMEOUT`](crate::DRAIN_REPLY_TIMEOUT)) for

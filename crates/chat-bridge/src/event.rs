@@ -51,6 +51,9 @@ pub enum BridgeEvent {
     },
     /// An operator's command for this gateway (not tied to a subscription).
     Control(ControlCommand),
+    /// A command on the control path was dropped (unsigned, badly signed,
+    /// stale or replayed): for the gateway's metrics.
+    ControlRejected(crate::ControlRejection),
 }
 
 /// An accepted message as the gateways receive it: its room, its id

@@ -5,14 +5,17 @@
 //! history, cluster-wide presence, username claims and idempotency keys.
 //! Events for subscribed rooms come back through the [`EventSink`] the bridge
 //! was built with, in one order per room (message-id order), which is the
-//! order every member sees. Operator commands (kick, drain) reach every
-//! gateway through the same sink as [`BridgeEvent::Control`].
+//! order every member sees. Operator commands (kick, drain, ban) reach every
+//! gateway through the same sink as [`BridgeEvent::Control`]; between
+//! gateways they are signed with the cluster secret ([`ClusterSecret`]).
 //!
 //! Backends: [`MemoryBridge`] (embedded, single gateway) and [`RedisBridge`].
 //! The shapes here follow what Redis offers: ids are Redis Streams ids,
 //! `subscribe` is a pub/sub subscription, presence is per-gateway tagged.
 
+mod ban;
 mod bridge;
+mod control_auth;
 mod drain;
 mod event;
 mod memory;
@@ -21,8 +24,12 @@ mod redis;
 mod resume;
 mod types;
 
+pub use ban::Ban;
 pub use bridge::{Bridge, ClusterAdmin, Lifecycle, Presence, RoomLog};
 pub use chat_proto::rules::{ACTIVE_ROOM_WINDOW, RESUME_WINDOW};
+pub use control_auth::{
+    ClusterSecret, ControlRejection, CONTROL_WINDOW, MIN_SECRET_BYTES, REMEMBERED_MAX,
+};
 pub use event::{BridgeEvent, ControlCommand, EventSink, MessageEvent, PresenceKind};
 pub use memory::MemoryBridge;
 pub use pending::Pending;

@@ -4,7 +4,8 @@
 //!
 //! Answers describe the whole cluster: every call goes to the bridge, which
 //! reads the shared state (Redis) or is the whole state (embedded). Commands
-//! for other gateways (kick, drain) travel through the bridge's control path.
+//! for other gateways (kick, ban, drain) travel through the bridge's control
+//! path, signed with the cluster secret. Bans are `bans.rs`.
 //!
 //! With `--admin-token`, every call (ChatAdmin, health and reflection alike)
 //! must carry `authorization: Bearer <token>`, else UNAUTHENTICATED.
@@ -13,15 +14,18 @@
 //! `--admin-tls-client-ca` only to clients with a certificate that CA signed
 //! (see `tls`).
 
+pub(crate) mod bans;
+
 use std::sync::Arc;
 
 use chat_admin_proto::chat_admin_server::{ChatAdmin, ChatAdminServer};
 use chat_admin_proto::{
-    DrainGatewayRequest, DrainGatewayResponse, Gateway, KickUserRequest, KickUserResponse,
-    ListGatewaysRequest, ListGatewaysResponse, ListRoomsRequest, ListRoomsResponse,
-    ListUsersRequest, ListUsersResponse, Room, SendSystemMessageRequest, SendSystemMessageResponse,
-    User,
+    BanUserRequest, BanUserResponse, DrainGatewayRequest, DrainGatewayResponse, Gateway,
+    KickUserRequest, KickUserResponse, ListGatewaysRequest, ListGatewaysResponse, ListRoomsRequest,
+    ListRoomsResponse, ListUsersRequest, ListUsersResponse, Room, SendSystemMessageRequest,
+    SendSystemMessageResponse, User,
 };
+use chat_admin_proto::{ListBansRequest, ListBansResponse, UnbanUserRequest, UnbanUserResponse};
 use chat_bridge::{BridgeError, NewMessage};
 use chat_proto::{check_text, normalize_room, normalize_username};
 use tokio::net::TcpListener;
@@ -118,7 +122,7 @@ struct AdminService {
     shared: Arc<Shared>,
 }
 
-fn bridge_status(e: BridgeError) -> Status {
+pub(crate) fn bridge_status(e: BridgeError) -> Status {
     match e {
         BridgeError::Unavailable(_) => Status::unavailable(e.to_string()),
         BridgeError::Corrupt(_) | BridgeError::GatewayIdInUse { .. } => {
@@ -282,6 +286,35 @@ impl ChatAdmin for AdminService {
             }
             None => Err(Status::not_found(format!("no live gateway with id {id:?}"))),
         }
+    }
+
+    async fn ban_user(
+        &self,
+        request: Request<BanUserRequest>,
+    ) -> Result<Response<BanUserResponse>, Status> {
+        let bridge = self.shared.bridge.as_ref();
+        bans::ban_user(bridge, request.into_inner(), self.shared.auth.is_some())
+            .await
+            .map(Response::new)
+    }
+
+    async fn unban_user(
+        &self,
+        request: Request<UnbanUserRequest>,
+    ) -> Result<Response<UnbanUserResponse>, Status> {
+        let bridge = self.shared.bridge.as_ref();
+        bans::unban_user(bridge, request.into_inner(), self.shared.auth.is_some())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_bans(
+        &self,
+        _request: Request<ListBansRequest>,
+    ) -> Result<Response<ListBansResponse>, Status> {
+        bans::list_bans(self.shared.bridge.as_ref())
+            .await
+            .map(Response::new)
     }
 }
 

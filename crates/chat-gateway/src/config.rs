@@ -10,6 +10,7 @@ use clap::{Parser, ValueEnum};
 
 mod auth_flags;
 pub use auth_flags::AuthFlags;
+pub(crate) use chat_net::Cidr;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,6 +30,13 @@ impl AdminToken {
     /// The token itself (never log it).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl AdminToken {
+    /// A token read from a file (see `--admin-token-file`).
+    pub(crate) fn from_secret(token: String) -> Self {
+        Self(token)
     }
 }
 
@@ -181,6 +189,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_API_ROOMS_PER_SECOND", default_value_t = 5)]
     pub api_rooms_per_second: u32,
 
+    /// Which web pages may open a WebSocket (the `Origin` check).
+    #[command(flatten)]
+    pub origin: crate::origin::OriginConfig,
+
     /// Directory of the built web client (index.html, app.js, ...).
     #[arg(long, env = "CHAT_WEB_ROOT", default_value = "web/dist")]
     pub web_root: PathBuf,
@@ -209,8 +221,13 @@ pub struct Config {
 
     /// Redis URL (`redis://host:port`): join a cluster of gateways through
     /// Redis. Without it the gateway runs alone on the embedded bridge.
-    #[arg(long, env = "CHAT_REDIS")]
+    #[arg(long, env = "CHAT_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
+
+    /// File holding the --redis URL (for a URL with a password; a trailing
+    /// newline is ignored).
+    #[arg(long, env = "CHAT_REDIS_FILE", value_name = "FILE")]
+    pub redis_file: Option<PathBuf>,
 
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
@@ -239,10 +256,18 @@ pub struct Config {
     /// Signed identities (`--auth-*`).
     #[command(flatten)]
     pub auth: AuthFlags,
+    /// File holding the --admin-token (a trailing newline is ignored): the
+    /// token then shows in no process listing.
+    #[arg(long, env = "CHAT_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Log format.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+
+    /// The control path between gateways (`cluster_secret.rs`).
+    #[command(flatten)]
+    pub control: crate::cluster_secret::ControlPathArgs,
 }
 
 impl Config {
@@ -305,6 +330,7 @@ impl Config {
         {
             return Err("--gateway-id must be non-empty and without whitespace".into());
         }
+        self.control.secret()?;
         if let Some(token) = &self.admin_token {
             // An empty token would silently mean "no token"; header values
             // cannot carry control characters.
@@ -375,62 +401,6 @@ impl Config {
 
 /// The default of the address lists: loopback only.
 const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
-
-/// An address block, `10.0.0.0/8` or `2001:db8::/32`; a bare address is
-/// the block of that one address. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`,
-/// what a dual-stack listener reports for IPv4 clients) match IPv4 blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Whether `ip` is in this block.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let raw = raw.trim();
-        let bad = || format!("{raw:?} is not an address or a CIDR block like 10.0.0.0/8");
-        let (addr, prefix) = match raw.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (raw, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        let addr = addr.to_canonical();
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
-        };
-        Ok(Self { addr, prefix })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
 
 /// The smallest `--max-frame-bytes` (the contract's floor).
 pub(crate) const MIN_FRAME_BYTES: u32 = chat_proto::MIN_FRAME_BYTES as u32;

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::origin::Verdict;
 use crate::state::{IpSlot, Shared, SocketSlot};
 
 /// The Content-Security-Policy of every response: scripts, styles, images
@@ -159,6 +160,23 @@ fn upgrade(
     peer: SocketAddr,
     socket: Arc<SocketSlot>,
 ) -> Response<Body> {
+    // Before anything is spent on it: a foreign page's socket takes no slot.
+    let origin = req.headers().get(header::ORIGIN).map(HeaderValue::as_bytes);
+    // HTTP/1.1 names the host in `Host`; a request in absolute form (or HTTP/2) in the URI.
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()));
+    if shared.config.origin.check(origin, host) == Verdict::Refused {
+        shared.metrics.origin_rejected.fetch_add(1, Relaxed);
+        tracing::debug!(%peer, origin = ?origin.map(String::from_utf8_lossy), "websocket origin refused");
+        return text(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "origin not allowed\n".into(),
+        );
+    }
     if shared.is_draining() {
         shared.metrics.connections_refused.fetch_add(1, Relaxed);
         return text(

@@ -379,6 +379,7 @@ impl EventSink for Hub {
                     }
                 }
             }
+            BridgeEvent::ControlRejected(why) => self.metrics.control_rejected(why),
         }
     }
 }

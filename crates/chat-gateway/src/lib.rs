@@ -7,14 +7,17 @@
 
 mod admin;
 mod auth;
+mod cluster_secret;
 mod config;
 mod conn;
 mod control;
 mod http;
 mod hub;
 mod metrics;
+mod origin;
 mod ratelimit;
 mod rooms_api;
+mod secrets;
 mod server;
 mod session;
 mod state;
@@ -29,7 +32,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use cluster_secret::ControlPathArgs;
 pub use config::{AdminToken, AuthFlags, Config, LogFormat};
+pub use origin::{AllowedOrigin, Origin, OriginConfig};
+pub use secrets::read_secret_file;
 pub use session::RECONNECT_GRACE;
 pub use tls::{check_tls_files, TlsFlags};
 
@@ -58,10 +64,11 @@ pub enum Error {
 pub async fn run(
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
-    config: Config,
+    mut config: Config,
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    config.load_secrets().map_err(Error::Config)?;
     config.validate().map_err(Error::Config)?;
     let gateway_id = config
         .gateway_id
@@ -91,6 +98,7 @@ pub async fn run(
                 bound: Some(bound),
                 history_len: config.history_len as usize,
                 room_ttl: config.room_ttl,
+                cluster_secret: config.control.secret().map_err(Error::Config)?,
             };
             Arc::new(RedisBridge::connect(redis, sink).await?)
         }

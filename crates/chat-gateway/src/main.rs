@@ -18,9 +18,23 @@ const EXIT_USAGE: u8 = 64;
 const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let mut config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // clap's first line says what is wrong; its usage lines follow.
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            eprintln!(
+                "chat-gateway: invalid configuration: {}",
+                line.trim_start_matches("error: ")
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     if let Err(problem) = config
-        .validate()
+        .load_secrets()
+        .and_then(|()| config.validate())
         .and_then(|()| chat_gateway::check_tls_files(&config))
     {
         eprintln!("chat-gateway: invalid configuration: {problem}");

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use chat_bridge::ControlRejection;
 use chat_net::prometheus::{Kind, TextWriter};
 use chat_proto::v1::ErrorCode;
 
@@ -110,6 +111,12 @@ const SINGLES: &[Single] = &[
         "Times the /api/rooms snapshot was rebuilt.",
         |m| m.rooms_api_refreshes.load(Relaxed).into(),
     ),
+    (
+        "chat_origin_rejected_total",
+        Kind::Counter,
+        "WebSocket upgrades refused (403) for their Origin.",
+        |m| m.origin_rejected.load(Relaxed).into(),
+    ),
 ];
 
 /// Process-wide gateway counters.
@@ -147,13 +154,24 @@ pub(crate) struct Metrics {
     pub(crate) rooms_api_limited: AtomicU64,
     /// Times the `/api/rooms` snapshot was rebuilt from the bridge.
     pub(crate) rooms_api_refreshes: AtomicU64,
+    /// WebSocket upgrades refused (403) by the `Origin` check.
+    pub(crate) origin_rejected: AtomicU64,
     errors: [AtomicU64; ERROR_CODES],
+    /// Commands on the control path dropped, by `ControlRejection::ALL` index.
+    control_rejected: [AtomicU64; ControlRejection::ALL.len()],
 }
 
 impl Metrics {
     pub(crate) fn error(&self, code: ErrorCode) {
         if let Some(counter) = self.errors.get(code as usize) {
             counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a command dropped on the control path.
+    pub(crate) fn control_rejected(&self, why: ControlRejection) {
+        if let Some(at) = ControlRejection::ALL.iter().position(|r| *r == why) {
+            self.control_rejected[at].fetch_add(1, Relaxed);
         }
     }
 
@@ -208,6 +226,18 @@ impl Metrics {
                 counter.load(Relaxed),
             );
         }
+        out.family(
+            "chat_control_rejected_total",
+            Kind::Counter,
+            "Commands on the control path dropped (unsigned, bad signature, stale, replayed).",
+        );
+        for (why, counter) in ControlRejection::ALL.iter().zip(&self.control_rejected) {
+            out.sample(
+                "chat_control_rejected_total",
+                &[("reason", why.as_str())],
+                counter.load(Relaxed),
+            );
+        }
         // The id is flag-given; characters a label value would escape become `_`.
         let gateway_id = gateway_id.replace(['"', '\\', '\n'], "_");
         out.family("chat_gateway_info", Kind::Gauge, "Gateway identity.")
@@ -245,5 +275,9 @@ mod tests {
             "# HELP chat_gateway_info Gateway identity.\n\
              # TYPE chat_gateway_info gauge\nchat_gateway_info{gateway_id=\"gw_1\"} 1\n"
         ));
+        metrics.control_rejected(ControlRejection::Stale);
+        let text = metrics.render("gw", true, false);
+        assert!(text.contains("\nchat_control_rejected_total{reason=\"stale\"} 1\n"));
+        assert!(text.contains("\nchat_control_rejected_total{reason=\"unsigned\"} 0\n"));
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chat_net::Cidr;
 use serde::Deserialize;
 
 /// Everything `run` needs to know, already merged from flags, environment and file.
@@ -32,6 +33,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Write a PROXY protocol v2 header to the backend before relaying.
     pub send_proxy_v2: bool,
+    /// Peers (a TLS terminator in front) whose connections must start with a PROXY v2 header
+    /// naming the real client; that client is then the one limited per source and announced
+    /// to backends. Any other peer that starts with a PROXY header is closed.
+    pub accept_proxy_from: Vec<Cidr>,
     /// The most bytes one relay read moves. Reads go to a per-thread scratch buffer, so an
     /// idle connection holds none; a direction whose reader lags keeps at most this much.
     pub buffer_size: usize,
@@ -135,6 +140,7 @@ impl Default for Config {
             per_source: SourceLimits::default(),
             drain_timeout: Duration::from_secs(10),
             send_proxy_v2: false,
+            accept_proxy_from: Vec::new(),
             buffer_size: 16 * 1024,
             threads: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         }
@@ -318,6 +324,8 @@ pub struct FileConfig {
     pub drain_timeout: Option<String>,
     /// `--send-proxy-v2`.
     pub send_proxy_v2: Option<bool>,
+    /// `--accept-proxy-from`.
+    pub accept_proxy_from: Option<Vec<String>>,
     /// `--buffer-size`.
     pub buffer_size: Option<usize>,
     /// `--threads`.
@@ -398,6 +406,16 @@ impl FileConfig {
         per_source.rate = self.conn_rate_per_source.unwrap_or(per_source.rate);
         per_source.burst = self.conn_burst_per_source.unwrap_or(per_source.burst);
         config.send_proxy_v2 = self.send_proxy_v2.unwrap_or(config.send_proxy_v2);
+        if let Some(blocks) = self.accept_proxy_from {
+            config.accept_proxy_from = blocks
+                .iter()
+                .map(|block| block.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|reason| ConfigError::Invalid {
+                    field: "accept-proxy-from",
+                    reason,
+                })?;
+        }
         config.buffer_size = self.buffer_size.unwrap_or(config.buffer_size);
         config.threads = self.threads.unwrap_or(config.threads);
         Ok(())
@@ -523,6 +541,20 @@ mod tests {
         assert!(config.validate().is_err());
         config.per_source.rate = 0;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn trusted_terminators_come_from_the_file_too() {
+        let file = FileConfig::parse("accept-proxy-from = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        let mut config = Config::default();
+        file.apply_to(&mut config).unwrap();
+        assert_eq!(
+            config.accept_proxy_from,
+            ["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()]
+        );
+        let bad = FileConfig::parse("accept-proxy-from = [\"10.0.0.0/99\"]\n").unwrap();
+        let err = bad.apply_to(&mut Config::default()).unwrap_err();
+        assert!(err.to_string().contains("accept-proxy-from"), "{err}");
     }
 
     #[test]

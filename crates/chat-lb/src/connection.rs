@@ -1,5 +1,6 @@
-//! One client connection: wait for the client's first byte, choose a backend (with failover),
-//! optionally announce the client with a PROXY header, then relay until both sides are done.
+//! One client connection: read a trusted proxy's PROXY header (see `terminator`), wait for the
+//! client's first byte, choose a backend (with failover), optionally announce the client with a
+//! PROXY header, then relay until both sides are done.
 
 use std::future::Future;
 use std::io;
@@ -18,6 +19,7 @@ use crate::backend::{Backend, Observation, Transition};
 use crate::metrics::Stats;
 use crate::relay::{self, Meters, Outcome};
 use crate::slot::{Shared, Slot};
+use crate::terminator;
 
 /// Counts and logs a client that ended, or was ended, before its first byte.
 fn closed_before_first_byte(outcome: FirstByte, timeout: Duration, stats: &Stats) {
@@ -76,8 +78,8 @@ pub(crate) fn serve(
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         // Given back when the connection ends, whichever way it ends.
-        let slot = slot;
-        let (shared, cancel) = (slot.shared(), &cancel);
+        let mut slot = slot;
+        let cancel = &cancel;
         let mut client = match TcpStream::from_std(client) {
             Ok(client) => client,
             Err(err) => {
@@ -90,16 +92,13 @@ pub(crate) fn serve(
             debug!(error = %err, "client closed before relaying");
             return;
         }
-        // Nothing is opened towards a backend before the client has spoken: a client that
-        // connects and says nothing costs a backend nothing and is closed at the deadline.
-        // The byte is peeked at, not read: the relay reads it like any other, unchanged.
-        // Boxed (like the connect below) so its timer is freed instead of staying in every
+        // Boxed (like the connect below) so its timers are freed instead of staying in every
         // connection's task for its whole life.
-        let timeout = shared.client_first_byte_timeout;
-        match Box::pin(first_byte(&client, timeout, cancel, &shared.stats)).await {
-            FirstByte::Arrived => {}
-            silent => return closed_before_first_byte(silent, timeout, &shared.stats),
-        }
+        let spoken = Box::pin(until_first_byte(&mut client, peer, &mut slot, cancel)).await;
+        let Some((announced, prefix)) = spoken else {
+            return;
+        };
+        let shared = slot.shared();
         // Boxed so the connect timer is freed once connected instead of staying in every
         // connection's task for its whole life.
         let (backend, mut upstream) = match Box::pin(connect(shared)).await {
@@ -114,7 +113,7 @@ pub(crate) fn serve(
 
         if shared.send_proxy_v2 {
             let header = match client.local_addr() {
-                Ok(local) => proxy_v2::header(peer, local),
+                Ok(local) => proxy_v2::header(announced, local),
                 Err(err) => {
                     debug!(error = %err, "client closed before relaying");
                     return;
@@ -125,6 +124,17 @@ pub(crate) fn serve(
                 return;
             }
         }
+
+        if !prefix.is_empty() {
+            if let Err(err) = upstream.write_all(&prefix).await {
+                debug!(backend = backend.addr(), error = %err, "backend closed before relaying");
+                return;
+            }
+            stats
+                .bytes_to_backend
+                .fetch_add(prefix.len() as u64, Ordering::Relaxed);
+        }
+        drop(prefix);
 
         let meters = Meters {
             to_backend: &stats.bytes_to_backend,
@@ -149,6 +159,45 @@ pub(crate) fn serve(
             Outcome::Cancelled => debug!("drain deadline passed; connection closed"),
         }
     }
+}
+
+/// Everything before a backend is chosen. Nothing is opened towards a backend before the
+/// client has spoken: a client that connects and says nothing costs a backend nothing and is
+/// closed at the deadline. The byte is peeked at, not read: the relay reads it like any other,
+/// unchanged. Before it, a trusted proxy's PROXY header is read (the deadline covers both);
+/// after it, an untrusted client's first bytes are screened for a PROXY signature.
+///
+/// Returns the client to announce to the backend and the bytes already read from it (to be
+/// relayed first), or `None` when the connection was closed (and counted).
+async fn until_first_byte(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    slot: &mut Slot,
+    cancel: &CancellationToken,
+) -> Option<(SocketAddr, Vec<u8>)> {
+    let timeout = slot.shared().client_first_byte_timeout;
+    let deadline = std::time::Instant::now() + timeout;
+    let trusted = slot.awaits_client();
+    let announced = if trusted {
+        terminator::announced_client(client, peer, slot, deadline, cancel).await?
+    } else {
+        peer
+    };
+    let stats = &slot.shared().stats;
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    match first_byte(client, left, cancel, stats).await {
+        FirstByte::Arrived => {}
+        silent => {
+            closed_before_first_byte(silent, timeout, stats);
+            return None;
+        }
+    }
+    if trusted {
+        return Some((announced, Vec::new()));
+    }
+    // What an untrusted client sent that might have been a PROXY signature, read to tell.
+    let prefix = terminator::screened_prefix(client, deadline, cancel, stats).await?;
+    Some((announced, prefix))
 }
 
 /// How the first byte wait ended.

@@ -19,6 +19,7 @@ mod shards;
 mod signal;
 mod slot;
 mod sources;
+mod terminator;
 
 pub use config::{
     parse_duration, validate_backend, Config, ConfigError, FileConfig, HealthConfig, HealthMode,

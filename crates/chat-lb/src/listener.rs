@@ -83,6 +83,11 @@ impl Listener {
                 drop(stream);
                 continue;
             };
+            // A trusted proxy carries many clients: each is admitted once its header names it.
+            if self.shared.is_trusted_proxy(peer.ip()) {
+                self.spawn(stream, peer, None, permit);
+                continue;
+            }
             // Before anything else is spent on the client; a refused one gives its slot back.
             let source = Source::of(peer.ip());
             if let Err(refusal) = self.shared.sources.admit(source, Instant::now()) {
@@ -95,7 +100,7 @@ impl Listener {
                 drop(stream);
                 continue;
             }
-            self.spawn(stream, peer, source, permit);
+            self.spawn(stream, peer, Some(source), permit);
         }
     }
 
@@ -103,7 +108,7 @@ impl Listener {
         &self,
         stream: TcpStream,
         peer: std::net::SocketAddr,
-        source: Source,
+        source: Option<Source>,
         permit: OwnedSemaphorePermit,
     ) {
         let slot = Slot::new(Arc::clone(&self.shared), source, permit);

@@ -90,6 +90,17 @@ struct Cli {
     /// Send a PROXY protocol v2 header to the backend before the client's bytes.
     #[arg(long, env = "CHAT_LB_SEND_PROXY_V2")]
     send_proxy_v2: bool,
+    /// A TLS terminator (or other proxy) in front, as an address or CIDR block; repeat the flag
+    /// or separate with commas. Connections from it must start with a PROXY v2 header; the
+    /// client it names is the one per-source limits count and --send-proxy-v2 announces.
+    /// Connections from anywhere else that start with a PROXY header are closed.
+    #[arg(
+        long = "accept-proxy-from",
+        env = "CHAT_LB_ACCEPT_PROXY_FROM",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    accept_proxy_from: Vec<chat_net::Cidr>,
     /// Most bytes one relay read moves, in bytes; a direction whose reader lags keeps at most
     /// this much (default 16384). Idle connections hold no buffer.
     #[arg(long, env = "CHAT_LB_BUFFER_SIZE")]
@@ -206,6 +217,9 @@ fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
     per_source.burst = cli.conn_burst_per_source.unwrap_or(per_source.burst);
     config.drain_timeout = cli.drain_timeout.unwrap_or(config.drain_timeout);
     config.send_proxy_v2 |= cli.send_proxy_v2;
+    if !cli.accept_proxy_from.is_empty() {
+        config.accept_proxy_from.clone_from(&cli.accept_proxy_from);
+    }
     config.buffer_size = cli.buffer_size.unwrap_or(config.buffer_size);
     config.threads = cli.threads.unwrap_or(config.threads);
     config.validate()?;

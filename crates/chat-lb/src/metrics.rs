@@ -24,6 +24,10 @@ pub(crate) struct Stats {
     pub(crate) rejected_source_cap: AtomicU64,
     /// Closed right after accept because their source's `conn-rate-per-source` bucket was empty.
     pub(crate) rejected_source_rate: AtomicU64,
+    /// Closed because a peer in `accept-proxy-from` sent no valid PROXY v2 header.
+    pub(crate) rejected_proxy_invalid: AtomicU64,
+    /// Closed because a peer not in `accept-proxy-from` sent a PROXY v2 signature.
+    pub(crate) rejected_proxy_untrusted: AtomicU64,
     /// Closed because a connect to a backend failed for want of local resources (no file
     /// descriptor, no ephemeral port, no memory): nothing was learnt about the backend.
     pub(crate) rejected_local_error: AtomicU64,
@@ -86,6 +90,8 @@ fn render_process(m: &mut TextWriter, stats: &Stats, sources: &Sources) {
         ("max_conns_per_source", &stats.rejected_source_cap),
         ("conn_rate_per_source", &stats.rejected_source_rate),
         ("local_error", &stats.rejected_local_error),
+        ("proxy_invalid", &stats.rejected_proxy_invalid),
+        ("proxy_untrusted", &stats.rejected_proxy_untrusted),
     ] {
         m.sample(
             "chat_lb_connections_rejected_total",

@@ -53,6 +53,7 @@ pub async fn run(
         idle_timeout: config.idle_timeout,
         client_first_byte_timeout: config.client_first_byte_timeout,
         sources: Sources::new(config.per_source),
+        accept_proxy_from: config.accept_proxy_from.clone(),
     });
 
     // Health checks, admin endpoint and reloads live until the last connection is gone.

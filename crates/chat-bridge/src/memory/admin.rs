@@ -9,7 +9,7 @@ use chat_proto::rules::{now_ms, ACTIVE_ROOM_WINDOW};
 
 use super::MemoryBridge;
 use crate::{
-    BridgeEvent, ClusterAdmin, ControlCommand, GatewayStatus, Lifecycle, Result, RoomSummary,
+    Ban, BridgeEvent, ClusterAdmin, ControlCommand, GatewayStatus, Lifecycle, Result, RoomSummary,
     UserSummary,
 };
 
@@ -112,6 +112,20 @@ impl ClusterAdmin for MemoryBridge {
                 }));
         }
         Ok(sessions.len() as u32)
+    }
+
+    async fn ban(&self, ban: &Ban) -> Result<u32> {
+        self.record_ban(ban);
+        let sessions = self.kick(&ban.key, None, &ban.message()).await?;
+        Ok(self.kick_banned(ban, sessions))
+    }
+
+    async fn unban(&self, key: &str) -> Result<bool> {
+        Ok(self.lift_ban(key))
+    }
+
+    async fn bans(&self) -> Result<Vec<Ban>> {
+        Ok(self.active_bans())
     }
 
     async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>> {

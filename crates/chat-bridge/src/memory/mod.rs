@@ -7,10 +7,11 @@
 //!
 //! This file holds the room map (finding, creating and expiring rooms); the
 //! rest is by concern: `room.rs` (one room's state), `room_log.rs`
-//! (messages and history), `presence.rs` (names, members, typing) and
-//! `admin.rs` (listings, operator commands, lifecycle).
+//! (messages and history), `presence.rs` (names, members, typing),
+//! `admin.rs` (listings, operator commands, lifecycle) and `bans.rs`.
 
 mod admin;
+mod bans;
 mod presence;
 mod room;
 mod room_log;
@@ -41,6 +42,8 @@ pub struct MemoryBridge {
     rooms: RwLock<HashMap<String, Arc<Mutex<RoomState>>>>,
     /// Username key -> the session holding it.
     names: Mutex<HashMap<String, NameClaim>>,
+    /// Identity key -> its ban (`bans.rs`; sync lock, never held across an await).
+    bans: Mutex<HashMap<String, crate::Ban>>,
     /// Who this gateway is, for the admin API's gateway list.
     gateway_id: String,
     address: String,
@@ -74,6 +77,7 @@ impl MemoryBridge {
             sink,
             rooms: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            bans: Mutex::new(HashMap::new()),
             gateway_id: "embedded".to_owned(),
             address: String::new(),
             started_at_ms: now_ms(),

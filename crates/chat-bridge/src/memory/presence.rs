@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{MemoryBridge, NameClaim};
 use crate::{
-    BridgeEvent, ControlCommand, Member, Presence, PresenceKind, Result, Resumed, RoomSummary,
+    Ban, BridgeEvent, ControlCommand, Member, Presence, PresenceKind, Result, Resumed, RoomSummary,
     TokenHash,
 };
 
@@ -28,6 +28,10 @@ impl Presence for MemoryBridge {
             );
         }
         Ok(())
+    }
+
+    async fn ban_of(&self, key: &str) -> Result<Option<Ban>> {
+        Ok(self.ban_for(key))
     }
 
     async fn claim_username(&self, member: &Member, resume: &TokenHash) -> Result<bool> {

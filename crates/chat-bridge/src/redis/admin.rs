@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::control::Control;
 use super::{control, parse_entries, unavailable, Holder, Inner, RedisBridge};
 use crate::{
-    BridgeError, BridgeEvent, ClusterAdmin, ControlCommand, GatewayStatus, Result, RoomSummary,
-    UserSummary,
+    Ban, BridgeError, BridgeEvent, ClusterAdmin, ControlCommand, GatewayStatus, Result,
+    RoomSummary, UserSummary,
 };
 
 /// Commands per pipelined round trip (bounds the size of one request).
@@ -325,7 +325,7 @@ impl Inner {
     }
 
     /// The live sessions holding `key` (in `room` only, when set).
-    async fn sessions_of(
+    pub(super) async fn sessions_of(
         &self,
         key: &str,
         room: Option<&str>,
@@ -370,11 +370,7 @@ impl Inner {
                 room: room.map(str::to_owned),
                 reason: reason.to_owned(),
             };
-            let _: u64 = self
-                .client
-                .publish(self.keys.control(), control.encode())
-                .await
-                .map_err(unavailable)?;
+            self.publish_control(&control).await?;
         }
         Ok(sessions.len() as u32)
     }
@@ -399,11 +395,7 @@ impl Inner {
             gateway_id: gateway_id.to_owned(),
             reply_to: Some(reply.id().to_owned()),
         };
-        let _: u64 = self
-            .client
-            .publish(self.keys.control(), control.encode())
-            .await
-            .map_err(unavailable)?;
+        self.publish_control(&control).await?;
         reply.wait(gateway_id).await.map(Some)
     }
 }
@@ -436,6 +428,21 @@ impl ClusterAdmin for RedisBridge {
         self.inner.kick(key, room, reason).await
     }
 
+    async fn ban(&self, ban: &Ban) -> Result<u32> {
+        self.inner.check()?;
+        self.inner.ban(ban).await
+    }
+
+    async fn unban(&self, key: &str) -> Result<bool> {
+        self.inner.check()?;
+        self.inner.unban(key).await
+    }
+
+    async fn bans(&self) -> Result<Vec<Ban>> {
+        self.inner.check()?;
+        self.inner.bans().await
+    }
+
     async fn drain_gateway(&self, gateway_id: &str) -> Result<Option<u32>> {
         self.inner.check()?;
         self.inner.drain_gateway(gateway_id).await
@@ -452,7 +459,7 @@ impl ClusterAdmin for RedisBridge {
         // cannot carry it.
         let published: Result<u64, _> = inner
             .client
-            .publish(inner.keys.control(), answer.encode())
+            .publish(inner.keys.control(), inner.sealed(&answer))
             .await;
         if let Err(e) = published {
             tracing::warn!(error = %e, "answering a drain request failed");

@@ -72,20 +72,7 @@ impl Inner {
     pub(super) fn handle_payload(&self, channel: &str, payload: Bytes) -> bool {
         let Some(room) = self.keys.room_of_channel(channel) else {
             if channel == self.keys.control() {
-                match control::Control::decode(&payload) {
-                    Some(control::Control::Drained { reply_to, told }) => {
-                        self.drains.answer(&reply_to, told);
-                    }
-                    Some(control) => {
-                        tracing::debug!(?control, "control command");
-                        if let Some(command) =
-                            control.for_gateway(&self.config.gateway_id, &self.config.instance)
-                        {
-                            self.sink.deliver(BridgeEvent::Control(command));
-                        }
-                    }
-                    None => tracing::warn!("unknown command on the control channel ignored"),
-                }
+                self.handle_control(&payload);
             }
             return false;
         };

@@ -203,8 +203,20 @@ impl Keys {
         format!("{}:gw:{}:reaper", self.prefix, Part(instance))
     }
 
+    /// String with TTL (the ban's end; none for a ban until lifted): the
+    /// ban on an identity key, JSON (`chat_bridge::Ban`).
+    pub fn ban(&self, key: &str) -> String {
+        format!("{}:ban:{}", self.prefix, Part(key))
+    }
+
+    /// Sorted set: banned identity key -> end of its ban (ms; `+inf` until
+    /// lifted), for listing; ended entries are trimmed when it is read.
+    pub fn bans(&self) -> String {
+        format!("{}:bans", self.prefix)
+    }
+
     /// Pub/sub channel for operator commands to gateways (kick, drain); the
-    /// payloads are described in `control.rs`.
+    /// payloads are described in `control.rs`, signed as `control_auth.rs` says.
     pub fn control(&self) -> String {
         format!("{}:control", self.prefix)
     }

@@ -16,12 +16,16 @@
 //!   take the name and presence over ([`Presence::resume_username`]).
 //! - Admin: listings are read from those same keys ([`admin`]); operator
 //!   commands travel on one control channel every gateway subscribes to
-//!   ([`control`]) and reach the gateway's sink as `BridgeEvent::Control`.
+//!   ([`control`]), signed with the cluster secret and checked on receipt
+//!   ([`control_path`]), and reach the gateway's sink as `BridgeEvent::Control`.
+//! - Bans: one expiring key per banned identity and an index ([`bans`]).
 //!
 //! Key names are in [`keys`]; the README documents them.
 
 mod admin;
+mod bans;
 mod control;
+mod control_path;
 mod dispatcher;
 mod entry;
 #[cfg(test)]
@@ -68,11 +72,12 @@ use publisher::{PublishJob, PUBLISH_QUEUE};
 use stream::parse_entries;
 use subscriptions::RoomSubscription;
 
+use crate::control_auth::ControlAuth;
 use crate::drain::DrainReplies;
 use crate::{
-    Accepted, BridgeError, BridgeEvent, EventSink, HistoryPage, Lifecycle, Member, MessageEvent,
-    NewMessage, Pending, Presence, PresenceKind, Replay, Result, Resumed, RoomLog, RoomSummary,
-    TokenHash,
+    Accepted, Ban, BridgeError, BridgeEvent, ClusterSecret, EventSink, HistoryPage, Lifecycle,
+    Member, MessageEvent, NewMessage, Pending, Presence, PresenceKind, Replay, Result, Resumed,
+    RoomLog, RoomSummary, TokenHash,
 };
 
 /// Commands fail with UNAVAILABLE after this long.
@@ -105,6 +110,9 @@ pub struct RedisConfig {
     /// A room with no members and no message for this long is dropped
     /// (its keys expire).
     pub room_ttl: Duration,
+    /// The secret that signs and checks control commands
+    /// (`crate::control_auth`); `None`: the control path is unauthenticated.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 /// Bridge on a shared Redis.
@@ -147,6 +155,9 @@ struct Inner {
     load_changed: Notify,
     /// Drain requests of this gateway waiting for the drained one's answer.
     drains: DrainReplies,
+    /// Signs commands this gateway publishes on the control channel and
+    /// checks those it receives (`control_path.rs`).
+    control_auth: ControlAuth,
     /// Earlier processes of this gateway id found dead at start: cleaned up
     /// as soon as their heartbeat expires, without the reaping delay.
     predecessors: Mutex<HashSet<String>>,
@@ -196,12 +207,18 @@ impl RedisBridge {
                 .await
                 .is_err()
             {
-                tracing::warn!(url = %tls::redacted(&config.url), "redis is not reachable yet; retrying in the background");
+                tracing::warn!(url = %without_password(&config.url), "redis is not reachable yet; retrying in the background");
             }
         }
         let (publish_queue, jobs) = mpsc::channel(PUBLISH_QUEUE);
+        let keys = Keys::new(&config.prefix);
+        let control_auth = ControlAuth::new(config.cluster_secret.clone(), &keys.control());
+        if !control_auth.is_authenticated() {
+            tracing::warn!("no --cluster-secret-file: the control path is unauthenticated (anyone who can PUBLISH to redis can kick, ban or drain)");
+        }
         let inner = Arc::new(Inner {
-            keys: Keys::new(&config.prefix),
+            keys,
+            control_auth,
             config,
             client,
             subscriber,
@@ -284,5 +301,37 @@ impl std::fmt::Debug for RedisBridge {
         f.debug_struct("RedisBridge")
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// `url` with its user and password (`redis://user:secret@host`) replaced by
+/// `***`, for logs: a URL with a password is a secret.
+fn without_password(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::without_password;
+
+    #[test]
+    fn logged_urls_carry_no_password() {
+        assert_eq!(
+            without_password("redis://:s3cret@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            without_password("rediss://app:s3cret@redis.example:6380"),
+            "rediss://***@redis.example:6380"
+        );
+        assert_eq!(
+            without_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

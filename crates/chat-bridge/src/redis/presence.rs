@@ -264,7 +264,7 @@ impl Inner {
                 .del(self.keys.session_rooms(previous.session))
                 .await?;
             pipeline
-                .publish::<(), _, _>(self.keys.control(), replace.encode())
+                .publish::<(), _, _>(self.keys.control(), self.sealed(&replace))
                 .await
         };
         queued.await.map_err(unavailable)?;
@@ -307,6 +307,11 @@ impl Presence for RedisBridge {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn ban_of(&self, key: &str) -> Result<Option<Ban>> {
+        self.inner.check()?;
+        self.inner.ban_of(key).await
     }
 
     async fn claim_username(&self, member: &Member, resume: &TokenHash) -> Result<bool> {

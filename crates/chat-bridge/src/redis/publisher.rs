@@ -308,6 +308,7 @@ mod tests {
                 bound: None,
                 history_len: 100,
                 room_ttl: Duration::from_secs(3600),
+                cluster_secret: None,
             },
             recorder.clone(),
         )

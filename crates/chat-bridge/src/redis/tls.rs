@@ -1,7 +1,7 @@
 //! How the bridge reaches Redis securely: `rediss://` URLs (TLS with rustls;
 //! the server's certificate checked against `--redis-tls-ca` or the system's
-//! roots), AUTH with the URL's `username:password`, and URLs shown without
-//! their password.
+//! roots) and AUTH with the URL's `username:password`; errors show the URL
+//! without its password.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +18,10 @@ use crate::BridgeError;
 /// `ca`, a `rediss://` server's certificate must be signed by it.
 pub(super) fn client_config(url: &str, ca: Option<&Path>) -> Result<Config, BridgeError> {
     let invalid = |e: &dyn std::fmt::Display| {
-        BridgeError::Unavailable(format!("invalid redis url {}: {e}", redacted(url)))
+        BridgeError::Unavailable(format!(
+            "invalid redis url {}: {e}",
+            super::without_password(url)
+        ))
     };
     let Some(ca) = ca else {
         // rediss:// without a CA: fred's rustls connector with the system's roots.
@@ -68,33 +71,9 @@ fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
-/// `url` with its password (if any) replaced by `***`, for logs.
-pub(super) fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redacted("rediss://gw:s3cret@redis:6380/0"),
-            "rediss://gw:***@redis:6380/0"
-        );
-        assert_eq!(redacted("redis://:s3cret@redis"), "redis://:***@redis");
-        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-    }
 
     #[test]
     fn credentials_come_from_the_url() {

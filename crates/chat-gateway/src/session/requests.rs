@@ -7,17 +7,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chat_bridge::{Member, ResumeToken, TokenHash, RESUME_WINDOW};
+use chat_bridge::{Ban, Member, ResumeToken, TokenHash, RESUME_WINDOW};
 use chat_proto::v1::{
-    client_frame, server_frame, ChatMessage, FetchHistory, Hello, HistoryPage, Join, Joined, Leave,
-    Left, ServerFrame, Typing, Welcome,
+    client_frame, server_frame, ChatMessage, ErrorCode, FetchHistory, Hello, HistoryPage, Join,
+    Joined, Leave, Left, ServerFrame, Typing, Welcome,
 };
 use chat_proto::MessageId;
 use tokio::time::Instant;
 
 use super::rules::{self, Admission, JoinPlan, Rejection};
 use super::Session;
-use crate::conn::ConnCommand;
+use crate::conn::{close_code, ConnCommand};
 use crate::state::now_ms;
 
 impl Session {
@@ -67,9 +67,14 @@ impl Session {
             key: name.key,
             username: name.display,
         };
+        let bridge = &self.shared.bridge;
+        match crate::admin::bans::ban_of(bridge.as_ref(), &member).await {
+            Ok(None) => {}
+            Ok(Some(ban)) => return self.refuse_banned(r, &ban),
+            Err(e) => return self.unavailable(r, &e),
+        }
         // Never logged: only its hash leaves this function.
         let token = ResumeToken::generate();
-        let bridge = &self.shared.bridge;
         let mut resumed = None;
         let claims = !self.signed_identities();
         if claims && !hello.resume_token.is_empty() {
@@ -111,6 +116,14 @@ impl Session {
             }),
         );
         self.member = Some(member);
+    }
+
+    /// Refuses the Hello of a banned identity as a kick: `Error KICKED`
+    /// with the ban's reason, then close 4001 (after the error).
+    fn refuse_banned(&mut self, r: u64, ban: &Ban) {
+        tracing::debug!(user = %ban.key, "refused a banned user's Hello");
+        self.error(r, ErrorCode::Kicked, ban.message());
+        self.conn.close(close_code::KICKED);
     }
 
     /// Answers a refused Hello; past `--max-failed-hellos` the connection
