@@ -47,6 +47,10 @@ pub(crate) struct Cli {
     )]
     pub timeout_secs: u64,
 
+    /// TLS to an https:// --server.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsFlags,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -8,7 +8,7 @@ use chat_admin_proto::chat_admin_client::ChatAdminClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 /// Exit codes (sysexits.h), documented in the README.
@@ -65,10 +65,11 @@ impl Failure {
 }
 
 /// Connects to `server` (eagerly, so that an unreachable server is reported
-/// as such rather than as a failed call).
+/// as such rather than as a failed call), over TLS when `tls` is given.
 pub(crate) async fn connect(
     server: &str,
     token: Option<&str>,
+    tls: Option<ClientTlsConfig>,
     timeout: Duration,
 ) -> Result<AdminClient, Failure> {
     let bearer = match token {
@@ -79,7 +80,7 @@ pub(crate) async fn connect(
                 .map_err(|_| Failure::new(exit::USAGE, "--token must be printable ASCII"))?,
         ),
     };
-    let endpoint = Endpoint::from_shared(server.to_owned())
+    let mut endpoint = Endpoint::from_shared(server.to_owned())
         .map_err(|e| {
             Failure::new(
                 exit::USAGE,
@@ -88,6 +89,14 @@ pub(crate) async fn connect(
         })?
         .connect_timeout(timeout)
         .timeout(timeout);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).map_err(|e| {
+            Failure::new(
+                exit::USAGE,
+                format!("tls for {server}: {}", cause_chain(&e)),
+            )
+        })?;
+    }
     let channel = endpoint.connect().await.map_err(|e| {
         Failure::new(
             exit::UNAVAILABLE,
@@ -162,7 +171,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_server_url_is_a_usage_error() {
-        let Err(failure) = connect("not a url", None, Duration::from_secs(1)).await else {
+        let Err(failure) = connect("not a url", None, None, Duration::from_secs(1)).await else {
             panic!("connected")
         };
         assert_eq!(failure.code, exit::USAGE, "{failure}");
@@ -171,7 +180,8 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_server_says_so() {
         // Port 1 on loopback: nothing listens there.
-        let Err(failure) = connect("http://127.0.0.1:1", None, Duration::from_secs(2)).await else {
+        let Err(failure) = connect("http://127.0.0.1:1", None, None, Duration::from_secs(2)).await
+        else {
             panic!("connected")
         };
         assert_eq!(failure.code, exit::UNAVAILABLE);
@@ -188,6 +198,7 @@ mod tests {
         let Err(failure) = connect(
             "http://127.0.0.1:1",
             Some("bad\ntoken"),
+            None,
             Duration::from_secs(1),
         )
         .await

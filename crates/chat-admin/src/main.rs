@@ -7,6 +7,7 @@ mod bearer;
 mod cli;
 mod connection;
 mod output;
+mod tls;
 mod token;
 
 use std::io::Write as _;
@@ -55,7 +56,8 @@ async fn run(cli: Cli) -> Result<String, Failure> {
     }
     let timeout = Duration::from_secs(cli.timeout_secs.max(1));
     let token = bearer::resolve(cli.token, cli.token_file.as_deref())?;
-    let mut client = connect(&cli.server, token.as_deref(), timeout).await?;
+    let tls = cli.tls.client_config(&cli.server)?;
+    let mut client = connect(&cli.server, token.as_deref(), tls, timeout).await?;
     let server = cli.server.as_str();
     let failed = |status: tonic::Status| call_failed(server, &status);
     let json = cli.json;

@@ -1,21 +1,31 @@
-//! Opening a connection: URL to address, optional local source address, handshake.
+//! Opening a connection: URL to address, optional local source address, the
+//! TLS handshake for `wss://` (rustls, with the caller's configuration), the
+//! WebSocket handshake.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::either::Either;
 
 use crate::ClientError;
 
-/// The WebSocket stream type every client uses (plain TCP: `ws://` only).
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+/// The WebSocket stream type every client uses: plain TCP for `ws://`, TLS
+/// over TCP for `wss://`.
+pub(crate) type Ws = WebSocketStream<Either<TcpStream, TlsStream<TcpStream>>>;
 
-/// Host and port of a `ws://` URL, with the request to send.
-pub(crate) fn parse_url(url: &str) -> Result<(Request, String, u16), ClientError> {
+/// Host and port of a `ws://` or `wss://` URL, with the request to send and
+/// whether it is `wss://`.
+pub(crate) fn parse_url(url: &str) -> Result<(Request, String, u16, bool), ClientError> {
     let invalid = |reason: &str| ClientError::InvalidUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
@@ -24,19 +34,19 @@ pub(crate) fn parse_url(url: &str) -> Result<(Request, String, u16), ClientError
         .into_client_request()
         .map_err(|e| invalid(&e.to_string()))?;
     let uri = request.uri();
-    match uri.scheme_str() {
-        Some("ws") => {}
-        Some("wss") => return Err(invalid("wss:// is not supported (no TLS in this client)")),
-        _ => return Err(invalid("expected a ws:// url")),
-    }
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(invalid("expected a ws:// or wss:// url")),
+    };
     let host = uri.host().ok_or_else(|| invalid("no host"))?;
     // An IPv6 literal comes bracketed in the authority.
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    Ok((request, host, port))
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    Ok((request, host, port, secure))
 }
 
 /// Connects to `url`, binding the local side to `local` when given (port 0),
@@ -52,7 +62,28 @@ pub(crate) async fn open_with_config(
     local: Option<IpAddr>,
     config: WebSocketConfig,
 ) -> Result<Ws, ClientError> {
-    let (request, host, port) = parse_url(url)?;
+    open_with_tls(url, local, config, None).await
+}
+
+/// Like [`open_with_config`]; a `wss://` URL is verified with `tls` (whose
+/// roots say which servers to trust). `wss://` without `tls` is refused.
+pub(crate) async fn open_with_tls(
+    url: &str,
+    local: Option<IpAddr>,
+    config: WebSocketConfig,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<Ws, ClientError> {
+    let (request, host, port, secure) = parse_url(url)?;
+    let tls = match (secure, tls) {
+        (false, _) => None,
+        (true, Some(tls)) => Some(tls),
+        (true, None) => {
+            return Err(ClientError::InvalidUrl {
+                url: url.to_owned(),
+                reason: "wss:// needs a TLS configuration (Client::connect_with_tls)".into(),
+            })
+        }
+    };
     let connect_err = |source| ClientError::Connect {
         addr: format!("{host}:{port}"),
         source,
@@ -78,6 +109,20 @@ pub(crate) async fn open_with_config(
     let stream = stream.ok_or_else(|| connect_err(last_err))?;
     // Chat frames are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
+    let stream = match tls {
+        None => Either::Left(stream),
+        Some(tls) => {
+            let name = ServerName::try_from(host.clone()).map_err(|e| ClientError::InvalidUrl {
+                url: url.to_owned(),
+                reason: format!("not a TLS server name: {e}"),
+            })?;
+            let stream = TlsConnector::from(tls)
+                .connect(name, stream)
+                .await
+                .map_err(connect_err)?;
+            Either::Right(stream)
+        }
+    };
     match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
         Ok((ws, _response)) => Ok(ws),
         Err(WsError::Http(response)) => Err(ClientError::Rejected {
@@ -105,22 +150,34 @@ mod tests {
 
     #[test]
     fn parses_ws_urls() {
-        let (request, host, port) = parse_url("ws://127.0.0.1:8080/ws").unwrap();
-        assert_eq!((host.as_str(), port), ("127.0.0.1", 8080));
+        let (request, host, port, secure) = parse_url("ws://127.0.0.1:8080/ws").unwrap();
+        assert_eq!((host.as_str(), port, secure), ("127.0.0.1", 8080, false));
         assert_eq!(request.uri().path(), "/ws");
-        let (_, host, port) = parse_url("ws://localhost/ws").unwrap();
+        let (_, host, port, _) = parse_url("ws://localhost/ws").unwrap();
         assert_eq!((host.as_str(), port), ("localhost", 80));
-        let (_, host, port) = parse_url("ws://[::1]:9/ws").unwrap();
+        let (_, host, port, _) = parse_url("ws://[::1]:9/ws").unwrap();
         assert_eq!((host.as_str(), port), ("::1", 9));
+        let (_, host, port, secure) = parse_url("wss://localhost/ws").unwrap();
+        assert_eq!((host.as_str(), port, secure), ("localhost", 443, true));
     }
 
     #[test]
     fn refuses_other_schemes() {
-        for bad in ["wss://127.0.0.1/ws", "http://127.0.0.1/ws", "not a url"] {
+        for bad in ["https://127.0.0.1/ws", "http://127.0.0.1/ws", "not a url"] {
             assert!(
                 matches!(parse_url(bad), Err(ClientError::InvalidUrl { .. })),
                 "{bad}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn wss_without_a_tls_configuration_is_refused() {
+        let refused =
+            open_with_config("wss://127.0.0.1:1/ws", None, WebSocketConfig::default()).await;
+        assert!(
+            matches!(refused, Err(ClientError::InvalidUrl { .. })),
+            "{refused:?}"
+        );
     }
 }

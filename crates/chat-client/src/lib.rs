@@ -44,6 +44,8 @@ pub use split::{ClientReceiver, ClientSender};
 
 /// The generated protocol types, re-exported for convenience.
 pub use chat_proto::v1;
+/// The rustls of [`Client::connect_with_tls`], for building its `ClientConfig`.
+pub use tokio_rustls::rustls;
 /// Buffer and size settings accepted by [`Client::connect_with_config`].
 pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// The WebSocket message type accepted by [`Client::send_raw`].

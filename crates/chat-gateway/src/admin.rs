@@ -9,6 +9,10 @@
 //!
 //! With `--admin-token`, every call (ChatAdmin, health and reflection alike)
 //! must carry `authorization: Bearer <token>`, else UNAUTHENTICATED.
+//!
+//! With `--admin-tls-cert` it is served over TLS, and with
+//! `--admin-tls-client-ca` only to clients with a certificate that CA signed
+//! (see `tls`).
 
 pub(crate) mod bans;
 
@@ -41,6 +45,7 @@ pub(crate) async fn serve(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    let tls = crate::tls::admin_tls(&shared.config).map_err(anyhow::Error::msg)?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ChatAdminServer<AdminService>>()
@@ -57,8 +62,12 @@ pub(crate) async fn serve(
         token: shared.config.admin_token.clone().map(Arc::new),
     };
     let admin = ChatAdminServer::with_interceptor(AdminService { shared }, auth.clone());
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
     tracing::info!(%addr, "admin api serving");
-    tonic::transport::Server::builder()
+    server
         .add_service(InterceptedService::new(health, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, auth))

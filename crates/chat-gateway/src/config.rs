@@ -249,6 +249,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<AdminToken>,
 
+    /// TLS of the listener, the admin API and Redis.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsFlags,
+
     /// Signed identities (`--auth-*`).
     #[command(flatten)]
     pub auth: AuthFlags,
@@ -315,6 +319,7 @@ impl Config {
                 "--max-frame-bytes must be at least {MIN_FRAME_BYTES}"
             ));
         }
+        self.tls.validate()?;
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}']) {
             return Err("--redis-prefix must be non-empty and must not contain { or }".into());
         }

@@ -21,6 +21,7 @@ mod secrets;
 mod server;
 mod session;
 mod state;
+mod tls;
 mod wire;
 
 use std::future::Future;
@@ -36,6 +37,7 @@ pub use config::{AdminToken, AuthFlags, Config, LogFormat};
 pub use origin::{AllowedOrigin, Origin, OriginConfig};
 pub use secrets::read_secret_file;
 pub use session::RECONNECT_GRACE;
+pub use tls::{check_tls_files, TlsFlags};
 
 /// Why [`run`] could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,7 @@ pub async fn run(
         Some(url) => {
             let redis = RedisConfig {
                 url: url.clone(),
+                tls_ca: config.tls.redis_tls_ca.clone(),
                 prefix: config.redis_prefix.clone(),
                 gateway_id: gateway_id.clone(),
                 instance: instance_id.clone(),
@@ -99,6 +102,12 @@ pub async fn run(
             };
             Arc::new(RedisBridge::connect(redis, sink).await?)
         }
+    };
+    let tls = match (&config.tls.tls_cert, &config.tls.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(Arc::new(tls::Tls::load(cert, key).map_err(Error::Config)?))
+        }
+        _ => None,
     };
     // Loaded before the bridge would be, but after `validate` read the
     // same files: a key file that vanished meanwhile is still an error.
@@ -119,7 +128,10 @@ pub async fn run(
             }
         });
     }
-    server::serve(listener, shared.clone(), shutdown).await;
+    if let Some(tls) = &tls {
+        tasks.spawn(tls::reload_on_sighup(tls.clone(), stop.clone()));
+    }
+    server::serve(listener, shared.clone(), tls, shutdown).await;
     stop.cancel();
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {

@@ -32,7 +32,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(problem) = config.load_secrets().and_then(|()| config.validate()) {
+    if let Err(problem) = config
+        .load_secrets()
+        .and_then(|()| config.validate())
+        .and_then(|()| chat_gateway::check_tls_files(&config))
+    {
         eprintln!("chat-gateway: invalid configuration: {problem}");
         return ExitCode::from(EXIT_USAGE);
     }
@@ -76,11 +80,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Machine-readable lines for scripts and tests that asked for port 0,
     // printed once the gateway really serves (a closed stdout is ignored).
+    let scheme = |tls: bool| if tls { "https" } else { "http" };
+    let (web, admin_scheme) = (
+        scheme(config.tls.tls_cert.is_some()),
+        scheme(config.tls.admin_tls_cert.is_some()),
+    );
     let ready = move || {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "chat-gateway listening on http://{addr}");
-        let _ = writeln!(out, "chat-gateway admin listening on http://{admin_addr}");
+        let _ = writeln!(out, "chat-gateway listening on {web}://{addr}");
+        let _ = writeln!(
+            out,
+            "chat-gateway admin listening on {admin_scheme}://{admin_addr}"
+        );
         let _ = out.flush();
     };
     chat_gateway::run(listener, Some(admin), config, ready, shutdown_signal()).await?;

@@ -82,6 +82,12 @@ const SINGLES: &[Single] = &[
         |m| m.header_timeouts.load(Relaxed).into(),
     ),
     (
+        "chat_tls_handshake_failures_total",
+        Kind::Counter,
+        "Connections closed because their TLS handshake failed (--tls-cert).",
+        |m| m.tls_handshake_failures.load(Relaxed).into(),
+    ),
+    (
         "chat_http_keepalive_closed_total",
         Kind::Counter,
         "Idle keep-alive HTTP connections closed.",
@@ -138,6 +144,8 @@ pub(crate) struct Metrics {
     /// Connections closed because a request head (or PROXY header) was not
     /// complete within `--header-read-timeout-ms`.
     pub(crate) header_timeouts: AtomicU64,
+    /// Connections whose TLS handshake failed (not TLS, no shared cipher, ...).
+    pub(crate) tls_handshake_failures: AtomicU64,
     /// Idle HTTP connections closed after `--keep-alive-timeout-ms`.
     pub(crate) keepalive_closed: AtomicU64,
     /// `/metrics` requests from addresses outside `--metrics-allow` (answered 404).

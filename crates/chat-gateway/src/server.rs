@@ -1,7 +1,9 @@
 //! The accept loop and the drain. Before any HTTP: a connection's address
 //! (the real one behind a trusted PROXY header) must be within its socket
 //! cap and connection rate, and every HTTP connection lives under deadlines
-//! (request head, keep-alive idle), so idle sockets cannot pile up.
+//! (request head, keep-alive idle), so idle sockets cannot pile up. With
+//! `--tls-cert` the TLS handshake comes after the PROXY header and before
+//! HTTP, under the same first deadline.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use chat_proto::v1::{server_frame, Reconnect};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -21,17 +24,19 @@ use tokio::time::Instant;
 use crate::conn::close_code;
 use crate::hub::encode_push;
 use crate::state::{Refusal, Shared, SocketSlot};
+use crate::tls::Tls;
 
 /// Accepts connections until a drain starts, then drains and returns.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) {
     // Sockets before they become WebSockets (which do not hold a permit):
     // room for every WebSocket's handshake plus some plain HTTP requests.
     let permits = Arc::new(Semaphore::new(shared.config.max_connections as usize + 256));
-    let accept = accept_loop(listener, shared.clone(), permits);
+    let accept = accept_loop(listener, shared.clone(), tls, permits);
     tokio::pin!(accept);
     tokio::pin!(shutdown);
     tokio::select! {
@@ -46,7 +51,12 @@ pub(crate) async fn serve(
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, permits: Arc<Semaphore>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<Arc<Tls>>,
+    permits: Arc<Semaphore>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = permits
@@ -90,6 +100,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, permits: Arc<Se
             accepted,
             slot,
             shared.clone(),
+            tls.clone(),
             permit,
         ));
     }
@@ -104,14 +115,16 @@ fn refused(shared: &Shared, client: SocketAddr, refusal: Refusal) {
     tracing::debug!(%client, ?refusal, "connection closed at accept");
 }
 
-/// One accepted connection: its PROXY header (if any), then HTTP. `slot`
-/// is already taken for a peer that speaks for itself.
+/// One accepted connection: its PROXY header (if any), the TLS handshake
+/// (with `--tls-cert`), then HTTP. `slot` is already taken for a peer that
+/// speaks for itself.
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     accepted: Instant,
     slot: Option<SocketSlot>,
     shared: Arc<Shared>,
+    tls: Option<Arc<Tls>>,
     permit: OwnedSemaphorePermit,
 ) {
     let metrics = &shared.metrics;
@@ -168,7 +181,23 @@ async fn connection(
             }
         }
     };
-    serve_http(stream, client, slot, &shared, deadline).await;
+    match tls {
+        None => serve_http(stream, client, slot, &shared, deadline).await,
+        Some(tls) => {
+            let handshake = tls.acceptor().accept(stream);
+            match tokio::time::timeout_at(deadline, handshake).await {
+                Ok(Ok(stream)) => serve_http(stream, client, slot, &shared, deadline).await,
+                Ok(Err(e)) => {
+                    metrics.tls_handshake_failures.fetch_add(1, Relaxed);
+                    tracing::debug!(%client, error = %e, "tls handshake failed");
+                }
+                Err(_) => {
+                    metrics.header_timeouts.fetch_add(1, Relaxed);
+                    tracing::debug!(%client, "closed: no tls handshake in time");
+                }
+            }
+        }
+    }
     drop(permit);
 }
 
@@ -177,13 +206,15 @@ async fn connection(
 /// timer bounds every later head too), `--keep-alive-timeout-ms` of
 /// idleness after a response, and one more header timeout for a
 /// connection told to close to finish its last response.
-async fn serve_http(
-    stream: TcpStream,
+async fn serve_http<S>(
+    stream: S,
     client: SocketAddr,
     slot: SocketSlot,
     shared: &Arc<Shared>,
     first_request: Instant,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let slot = Arc::new(slot);
     let activity = Arc::new(Activity::default());
     let service = {

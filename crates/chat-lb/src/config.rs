@@ -89,6 +89,30 @@ pub struct HealthConfig {
     pub fall: u32,
     /// Consecutive successful checks that bring a down backend back up.
     pub rise: u32,
+    /// What a check asks of a backend.
+    pub mode: HealthMode,
+}
+
+/// What a health check asks of a backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HealthMode {
+    /// `GET /healthz` over plain HTTP: 2xx is up, 503 is draining.
+    #[default]
+    Http,
+    /// A TCP connect only, for backends that speak TLS on their port: the
+    /// balancer never looks inside TLS, so it cannot read their health.
+    Tcp,
+}
+
+impl std::str::FromStr for HealthMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "http" => Ok(Self::Http),
+            "tcp" => Ok(Self::Tcp),
+            other => Err(format!("{other:?} is not a health check (use http or tcp)")),
+        }
+    }
 }
 
 impl Default for HealthConfig {
@@ -98,6 +122,7 @@ impl Default for HealthConfig {
             timeout: Duration::from_secs(1),
             fall: 2,
             rise: 2,
+            mode: HealthMode::Http,
         }
     }
 }
@@ -281,6 +306,8 @@ pub struct FileConfig {
     pub fall: Option<u32>,
     /// `--rise`.
     pub rise: Option<u32>,
+    /// `--health-check`.
+    pub health_check: Option<String>,
     /// `--max-connections`.
     pub max_connections: Option<usize>,
     /// `--idle-timeout`.
@@ -363,6 +390,12 @@ impl FileConfig {
         if let Some(value) = duration("drain-timeout", self.drain_timeout)? {
             config.drain_timeout = value;
         }
+        if let Some(mode) = self.health_check {
+            config.health.mode = mode.parse().map_err(|reason| ConfigError::Invalid {
+                field: "health-check",
+                reason,
+            })?;
+        }
         config.health.fall = self.fall.unwrap_or(config.health.fall);
         config.health.rise = self.rise.unwrap_or(config.health.rise);
         config.max_connections = self.max_connections.unwrap_or(config.max_connections);
@@ -425,6 +458,20 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("1.5s").is_err());
         assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn health_checks_are_http_by_default_or_tcp() {
+        assert_eq!(Config::default().health.mode, HealthMode::Http);
+        assert_eq!("tcp".parse(), Ok(HealthMode::Tcp));
+        assert_eq!("http".parse(), Ok(HealthMode::Http));
+        assert!("https".parse::<HealthMode>().is_err());
+        let mut config = Config::default();
+        FileConfig::parse("health-check = \"tcp\"\n")
+            .unwrap()
+            .apply_to(&mut config)
+            .unwrap();
+        assert_eq!(config.health.mode, HealthMode::Tcp);
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Active health checks: `GET /healthz` on every backend, every interval.
+//! Active health checks: `GET /healthz` on every backend, every interval (or,
+//! with `--health-check tcp`, a connect only: a backend serving TLS cannot be
+//! asked over plain HTTP, and the balancer never speaks TLS).
 //!
 //! This is the control path, so a hand-written HTTP/1.1 request and status-line parse is
 //! enough; the data path never looks at the bytes it relays.
@@ -11,7 +13,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chat_net::proxy_v2;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, Observation, Transition};
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, HealthMode};
 use crate::connection::is_local_error;
 use crate::metrics::Stats;
 use crate::pool::Pool;
@@ -54,7 +55,7 @@ pub(crate) async fn run(
             let stats = Arc::clone(&stats);
             let config = config.clone();
             round.spawn(async move {
-                match check(backend.addr(), config.timeout, send_proxy_v2).await {
+                match check(backend.addr(), &config, send_proxy_v2).await {
                     Checked::Observed(observation, detail) => {
                         record(&backend, observation, &detail, &config);
                     }
@@ -96,8 +97,16 @@ enum Checked {
 }
 
 /// One check: connect, send the request, read the status line, all within `timeout`.
-async fn check(addr: &str, timeout: Duration, send_proxy_v2: bool) -> Checked {
-    match time::timeout(timeout, probe(addr, send_proxy_v2)).await {
+async fn check(addr: &str, config: &HealthConfig, send_proxy_v2: bool) -> Checked {
+    let timeout = config.timeout;
+    let probed = async {
+        match config.mode {
+            HealthMode::Http => probe(addr, send_proxy_v2).await,
+            // Accepting the connection is all a TLS backend shows in the clear.
+            HealthMode::Tcp => TcpStream::connect(addr).await.map(|_| 200),
+        }
+    };
+    match time::timeout(timeout, probed).await {
         Ok(Ok(status)) => Checked::Observed(classify(status), format!("status {status}")),
         Ok(Err(err)) if is_local_error(&err) => Checked::LocalError(err),
         Ok(Err(err)) => Checked::Observed(Observation::Failed, err.to_string()),

@@ -22,7 +22,8 @@ mod sources;
 mod terminator;
 
 pub use config::{
-    parse_duration, validate_backend, Config, ConfigError, FileConfig, HealthConfig, SourceLimits,
+    parse_duration, validate_backend, Config, ConfigError, FileConfig, HealthConfig, HealthMode,
+    SourceLimits,
 };
 pub use error::Error;
 pub use server::run;

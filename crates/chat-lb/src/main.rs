@@ -53,6 +53,11 @@ struct Cli {
     /// Consecutive failed health checks that take a backend down (default 2).
     #[arg(long, env = "CHAT_LB_FALL")]
     fall: Option<u32>,
+    /// What a health check does: `http` (GET /healthz; 503 means draining) or
+    /// `tcp` (a connect only, for backends serving TLS, e.g. a gateway with
+    /// --tls-cert; default http).
+    #[arg(long, env = "CHAT_LB_HEALTH_CHECK", value_name = "http|tcp")]
+    health_check: Option<chat_lb::HealthMode>,
     /// Consecutive successful health checks that bring a backend back (default 2).
     #[arg(long, env = "CHAT_LB_RISE")]
     rise: Option<u32>,
@@ -197,6 +202,7 @@ fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
     health.timeout = cli.health_timeout.unwrap_or(health.timeout);
     health.fall = cli.fall.unwrap_or(health.fall);
     health.rise = cli.rise.unwrap_or(health.rise);
+    health.mode = cli.health_check.unwrap_or(health.mode);
     config.connect_timeout = cli.connect_timeout.unwrap_or(config.connect_timeout);
     config.max_connections = cli.max_connections.unwrap_or(config.max_connections);
     config.idle_timeout = cli.idle_timeout.or(config.idle_timeout);

@@ -8,8 +8,9 @@ use std::time::Duration;
 use crate::{try_eventually, Gateway, HarnessError};
 
 /// What the gateway prints once its admin listener is bound (after the
-/// HTTP address line).
-const ADMIN_LISTENING: &str = "chat-gateway admin listening on http://";
+/// HTTP address line); then `http://` or, with `--admin-tls-cert`,
+/// `https://`, and the address.
+const ADMIN_LISTENING: &str = "chat-gateway admin listening on ";
 
 /// The admin API address of `gateway` (started by the harness with
 /// `--admin-listen 127.0.0.1:0`). The harness copies the gateway's stdout
@@ -18,8 +19,13 @@ pub async fn admin_addr(gateway: &Gateway) -> Result<SocketAddr, HarnessError> {
     let found = try_eventually(Duration::from_secs(10), || async {
         let log = gateway.log_contents();
         let line = log.lines().find_map(|line| {
-            line.split_once(ADMIN_LISTENING)
-                .map(|(_, addr)| addr.trim().to_owned())
+            line.split_once(ADMIN_LISTENING).map(|(_, url)| {
+                let addr = url.trim();
+                addr.strip_prefix("http://")
+                    .or_else(|| addr.strip_prefix("https://"))
+                    .unwrap_or(addr)
+                    .to_owned()
+            })
         });
         match line {
             Some(addr) => addr

@@ -21,8 +21,9 @@ use crate::{Backend, HarnessError};
 /// can make a cold start slow).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the gateway prints once bound.
-const LISTENING: &str = "chat-gateway listening on http://";
+/// What the gateway prints once bound (then `http://` or, with
+/// `--tls-cert`, `https://`, and the address).
+const LISTENING: &str = "chat-gateway listening on ";
 
 /// Log filter for gateways unless the test run sets `RUST_LOG`.
 const DEFAULT_LOG: &str = "info,chat_gateway=debug,chat_bridge=debug";
@@ -162,6 +163,11 @@ impl Gateway {
         let mut client = self.connect().await?;
         client.hello(username).await?;
         Ok(client)
+    }
+
+    /// Sends SIGHUP (reload the TLS certificate).
+    pub fn sighup(&self) -> Result<(), HarnessError> {
+        self.signal(Signal::SIGHUP)
     }
 
     /// Sends SIGTERM (graceful drain).
@@ -316,7 +322,11 @@ async fn read_address(stdout: ChildStdout, log: PathBuf) -> Result<SocketAddr, S
             Ok(None) => return Err("stdout closed before the address was printed".into()),
             Err(e) => return Err(format!("reading stdout: {e}")),
         };
-        if let Some(addr) = line.strip_prefix(LISTENING) {
+        let address = line.strip_prefix(LISTENING).and_then(|url| {
+            url.strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+        });
+        if let Some(addr) = address {
             let addr = addr
                 .trim()
                 .parse()

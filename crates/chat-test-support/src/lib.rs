@@ -38,4 +38,4 @@ pub use eventually::{eventually, try_eventually, Attempt};
 pub use gateway::{run_to_exit, Gateway};
 pub use http::{http_get, metric_value, raw_ws_handshake, ws_upgrade_status};
 pub use member::{Audit, Member, Seen};
-pub use redis::{RedisServer, RespValue};
+pub use redis::{RedisServer, RedisTls, RespValue};

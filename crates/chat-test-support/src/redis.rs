@@ -19,10 +19,25 @@ use crate::HarnessError;
 /// How long redis-server gets to answer PING after it was spawned.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The certificate files of a redis-server that also listens for TLS.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    /// PEM certificate of the server.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM CA certificate (redis-server insists on one; clients are not asked
+    /// for certificates).
+    pub ca: PathBuf,
+}
+
 /// A running (or killed, awaiting restart) redis-server. Killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// With TLS: the files and the TLS port (the plain port stays open for
+    /// the harness's own commands).
+    tls: Option<(RedisTls, u16)>,
     /// Redis' working directory; removed on drop.
     dir: TempDir,
     /// `None` while killed.
@@ -41,6 +56,17 @@ impl RedisServer {
     /// Starts redis-server on a free 127.0.0.1 port with persistence off and
     /// returns once it answers PING.
     pub async fn start() -> Result<Self, HarnessError> {
+        Self::start_inner(None).await
+    }
+
+    /// Like [`RedisServer::start`], also listening for TLS on a second port
+    /// ([`RedisServer::tls_port`]) with `tls`'s certificate; clients of the
+    /// TLS port need no certificate.
+    pub async fn start_tls(tls: RedisTls) -> Result<Self, HarnessError> {
+        Self::start_inner(Some(tls)).await
+    }
+
+    async fn start_inner(tls: Option<RedisTls>) -> Result<Self, HarnessError> {
         let binary = Self::binary();
         if !binary.exists() {
             return Err(HarnessError::RedisMissing(binary));
@@ -53,6 +79,10 @@ impl RedisServer {
             .map_err(HarnessError::io("creating the log dir"))?;
         let mut server = Self {
             port: free_port()?,
+            tls: match tls {
+                Some(tls) => Some((tls, free_port()?)),
+                None => None,
+            },
             dir,
             child: None,
             log,
@@ -65,6 +95,9 @@ impl RedisServer {
                 Err(e) => {
                     last_error = e.to_string();
                     server.port = free_port()?;
+                    if let Some((_, port)) = server.tls.as_mut() {
+                        *port = free_port()?;
+                    }
                 }
             }
         }
@@ -84,6 +117,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:port`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS port, when started with [`RedisServer::start_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|(_, port)| *port)
     }
 
     /// Where its output goes.
@@ -160,7 +198,19 @@ impl RedisServer {
         let err = out
             .try_clone()
             .map_err(HarnessError::io("opening the redis log"))?;
-        let mut child = Command::new(Self::binary())
+        let mut command = Command::new(Self::binary());
+        if let Some((tls, port)) = &self.tls {
+            command
+                .args(["--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let mut child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())

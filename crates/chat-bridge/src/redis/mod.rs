@@ -38,6 +38,7 @@ mod room_log;
 mod scripts;
 mod stream;
 mod subscriptions;
+mod tls;
 mod wire;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -84,8 +85,12 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How to reach Redis and who this gateway is.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://host:port[/db]`, or `rediss://` for TLS; `user:password@`
+    /// before the host authenticates (AUTH, ACL users).
     pub url: String,
+    /// PEM CA certificate(s) the `rediss://` server's certificate must be
+    /// signed by (default: the system's roots).
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Prefix of every key and channel.
     pub prefix: String,
     /// This gateway's id, stable across restarts (one live process each).
@@ -175,8 +180,7 @@ impl RedisBridge {
     /// starts anyway, reports unavailable and keeps reconnecting) and starts
     /// the dispatcher and heartbeat tasks.
     pub async fn connect(config: RedisConfig, sink: Arc<dyn EventSink>) -> Result<Self> {
-        let redis_config = Config::from_url(&config.url)
-            .map_err(|e| BridgeError::Unavailable(format!("invalid redis url: {e}")))?;
+        let redis_config = tls::client_config(&config.url, config.tls_ca.as_deref())?;
         let mut builder = Builder::from_config(redis_config);
         builder
             .with_config(|c| c.fail_fast = false)

@@ -300,6 +300,7 @@ mod tests {
         let bridge = RedisBridge::connect(
             RedisConfig {
                 url: redis.url(),
+                tls_ca: None,
                 prefix: "chat".into(),
                 gateway_id: "gw-test".into(),
                 instance: "gw-test~1".into(),

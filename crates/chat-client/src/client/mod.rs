@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::connect::{open, open_with_config, Ws};
+use crate::connect::{open, open_with_config, open_with_tls, Ws};
 use crate::frame::{classify, Incoming};
 use crate::split::{ClientReceiver, ClientSender};
 use crate::{ClientError, CloseInfo};
@@ -72,6 +72,17 @@ impl Client {
         config: WebSocketConfig,
     ) -> Result<Self, ClientError> {
         let ws = open_with_config(url, local_addr, config).await?;
+        Ok(Self::from_ws(ws))
+    }
+
+    /// Connects to a `wss://` (or `ws://`) URL; the server's certificate is
+    /// verified with `tls` (its roots, and a client certificate if the
+    /// server asks for one).
+    pub async fn connect_with_tls(
+        url: &str,
+        tls: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        let ws = open_with_tls(url, None, WebSocketConfig::default(), Some(tls)).await?;
         Ok(Self::from_ws(ws))
     }
 

@@ -344,6 +344,7 @@ pub(crate) fn config(backends: &[&TestBackend]) -> Config {
             timeout: Duration::from_secs(2),
             fall: 2,
             rise: 2,
+            mode: chat_lb::HealthMode::Http,
         },
         drain_timeout: Duration::from_secs(5),
         ..Config::default()
