@@ -67,6 +67,10 @@ impl Session {
             key: name.key,
             username: name.display,
         };
+        // Kicks find connections by this key: set before the ban check, so a
+        // ban stored after the check is answered by its kick, which now finds
+        // this connection (the ban is stored before its kick is sent).
+        self.conn.set_key(Arc::from(member.key.as_str()));
         let bridge = &self.shared.bridge;
         match crate::admin::bans::ban_of(bridge.as_ref(), &member).await {
             Ok(None) => {}
@@ -102,7 +106,6 @@ impl Session {
                 (!self.inherited.is_empty()).then(|| Instant::now() + RESUME_WINDOW);
         }
         self.key = Arc::from(member.key.as_str());
-        self.conn.set_key(self.key.clone());
         tracing::debug!(identity = %self.identity(), username = %member.username, client = %hello.client, "welcomed");
         self.reply(
             r,
