@@ -137,8 +137,9 @@ pub(crate) struct BanArgs {
     pub by: Option<String>,
 }
 
-/// `90s`, `30m`, `1h`, `7d`, or plain seconds; at least one second.
-fn parse_duration(raw: &str) -> Result<Duration, String> {
+/// `90s`, `30m`, `1h`, `7d`, or plain seconds; at least one second (`ban
+/// --for` and `token --ttl`).
+pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => raw.split_at(at),
@@ -155,7 +156,7 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
         _ => return Err(format!("{raw:?}: the unit must be s, m, h or d")),
     };
     match n.checked_mul(scale) {
-        Some(0) => Err("a ban lasts at least 1s (leave --for out for one until unbanned)".into()),
+        Some(0) => Err(format!("{raw:?}: a duration is at least 1s")),
         Some(secs) => Ok(Duration::from_secs(secs)),
         None => Err(format!("{raw:?} is too long")),
     }
@@ -285,5 +286,15 @@ mod tests {
             matches!(cli.command, Command::Say { ref room, ref text } if room == "lobby" && text == "maintenance at noon")
         );
         assert!(Cli::try_parse_from(["chat-admin", "say", "lobby"]).is_err());
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "0s", "1w", "h", "-1h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -156,7 +156,7 @@ fn mint(command: Command) -> Result<String, Failure> {
         code: connection::exit::USAGE,
         message,
     };
-    let ttl = token::parse_ttl(&ttl).map_err(|e| usage(format!("--ttl: {e}")))?;
+    let ttl = cli::parse_duration(&ttl).map_err(|e| usage(format!("--ttl: {e}")))?;
     let now = now_ms() / 1000;
     let claims = token::Claims {
         sub,

@@ -3,7 +3,6 @@
 //! No gateway is asked.
 
 use std::path::Path;
-use std::time::Duration;
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde::Serialize;
@@ -44,29 +43,6 @@ pub(crate) fn mint(secret_file: &Path, claims: &Claims) -> Result<String, String
     .map_err(|e| format!("signing the token: {e}"))
 }
 
-/// `90s`, `30m`, `1h`, `7d`, or plain seconds.
-pub(crate) fn parse_ttl(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => raw.split_at(at),
-        None => (raw, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a duration like 90s, 30m, 1h or 7d"))?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{raw:?}: the unit must be s, m, h or d")),
-    };
-    n.checked_mul(scale)
-        .filter(|secs| *secs > 0)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{raw:?} must be more than 0 and not absurdly long"))
-}
-
 #[cfg(test)]
 mod tests {
     use jsonwebtoken::{decode, DecodingKey, Validation};
@@ -104,15 +80,5 @@ mod tests {
         assert_eq!(data.claims["rooms"], serde_json::json!(["a", "b*"]));
         assert!(data.claims.get("iss").is_none());
         assert!(mint(&dir.path().join("missing"), &claims).is_err());
-    }
-
-    #[test]
-    fn ttls_take_a_unit() {
-        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_ttl("2d"), Ok(Duration::from_secs(172_800)));
-        for bad in ["", "0s", "1w", "h", "-1h"] {
-            assert!(parse_ttl(bad).is_err(), "{bad:?}");
-        }
     }
 }
