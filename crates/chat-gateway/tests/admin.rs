@@ -18,7 +18,7 @@ use chat_admin_proto::{
 use chat_client::{Client, ClientError};
 use chat_proto::v1::{presence_change, server_frame, ErrorCode, ServerFrame};
 use chat_test_support::{
-    admin_addr, chat_admin_bin, eventually, run_to_exit, BackendKind, Cluster, Gateway,
+    admin_addr, eventually, run_chat_admin, run_to_exit, BackendKind, Cluster, Gateway,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -717,22 +717,8 @@ async fn reflected_services(
 
 /// Runs the real `chat-admin` with `args` against `server`.
 async fn cli(server: &str, args: &[&str]) -> Output {
-    let bin = chat_admin_bin(BIN).expect("chat-admin binary");
-    let mut command = tokio::process::Command::new(bin);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("CHAT_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .kill_on_drop(true);
-    tokio::time::timeout(WAIT, command.output())
-        .await
-        .expect("chat-admin finished")
-        .expect("chat-admin ran")
+    let args = [&["--server", server][..], args].concat();
+    run_chat_admin(BIN, args).await.expect("chat-admin ran")
 }
 
 fn stdout(output: &Output) -> String {

@@ -14,7 +14,7 @@ use chat_admin_proto::{BanUserRequest, ListBansRequest, UnbanUserRequest};
 use chat_client::Client;
 use chat_proto::v1::{server_frame, ErrorCode};
 use chat_test_support::{
-    admin_addr, artifacts_dir, chat_admin_bin, eventually, BackendKind, Cluster, Gateway,
+    admin_addr, artifacts_dir, eventually, run_chat_admin, BackendKind, Cluster, Gateway,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -249,22 +249,8 @@ async fn the_embedded_bridge_bans_and_unbans_on_its_one_gateway() {
 
 /// Runs the real `chat-admin` with `args` against `server`.
 async fn cli(server: &str, args: &[&str]) -> Output {
-    let bin = chat_admin_bin(BIN).expect("chat-admin binary");
-    let mut command = tokio::process::Command::new(bin);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("CHAT_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .kill_on_drop(true);
-    tokio::time::timeout(WAIT, command.output())
-        .await
-        .expect("chat-admin finished")
-        .expect("chat-admin ran")
+    let args = [&["--server", server][..], args].concat();
+    run_chat_admin(BIN, args).await.expect("chat-admin ran")
 }
 
 fn stdout(output: &Output) -> String {

@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use chat_test_support::{
-    admin_addr, chat_admin_bin, eventually, run_to_exit, BackendKind, Balancer, Gateway,
+    admin_addr, eventually, run_chat_admin, run_to_exit, BackendKind, Balancer, Gateway,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -184,22 +184,9 @@ async fn a_malformed_allowed_origin_is_a_configuration_error() {
 }
 
 async fn chat_admin(server: SocketAddr, args: &[&str]) -> Output {
-    let bin = chat_admin_bin(BIN).expect("chat-admin binary");
-    let mut command = tokio::process::Command::new(bin);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("CHAT_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .arg("--server")
-        .arg(format!("http://{server}"))
-        .args(args)
-        .kill_on_drop(true);
-    tokio::time::timeout(WAIT, command.output())
-        .await
-        .expect("chat-admin finished")
-        .expect("chat-admin ran")
+    let server = format!("http://{server}");
+    let args = [&["--server", server.as_str()][..], args].concat();
+    run_chat_admin(BIN, args).await.expect("chat-admin ran")
 }
 
 #[tokio::test]

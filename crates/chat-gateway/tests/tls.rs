@@ -19,7 +19,7 @@ use chat_client::rustls::ClientConfig;
 use chat_client::Client;
 use chat_proto::v1::server_frame;
 use chat_test_support::{
-    admin_addr, chat_admin_bin, eventually, run_to_exit, Backend, BackendKind, Balancer, Gateway,
+    admin_addr, eventually, run_chat_admin, run_to_exit, Backend, BackendKind, Balancer, Gateway,
     RedisServer, RedisTls,
 };
 use tls_support::{https_get, Ca, Leaf};
@@ -171,18 +171,7 @@ async fn wss_passes_through_chat_lb() {
 
 /// Runs the real chat-admin with `args` (environment cleared of CHAT_*).
 async fn chat_admin(args: &[&str]) -> Output {
-    let bin = chat_admin_bin(BIN).expect("chat-admin binary");
-    let mut command = tokio::process::Command::new(bin);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("CHAT_") {
-            command.env_remove(key);
-        }
-    }
-    command.args(args).kill_on_drop(true);
-    tokio::time::timeout(WAIT, command.output())
-        .await
-        .expect("chat-admin finished")
-        .expect("chat-admin ran")
+    run_chat_admin(BIN, args).await.expect("chat-admin ran")
 }
 
 #[tokio::test]

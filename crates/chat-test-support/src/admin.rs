@@ -1,8 +1,11 @@
 //! The admin side of a gateway under test: where its admin gRPC API listens,
-//! and the `chat-admin` binary built next to the gateway binary.
+//! and the `chat-admin` binary built next to the gateway binary (found, and
+//! run with a clean environment).
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use crate::{try_eventually, Gateway, HarnessError};
@@ -64,6 +67,41 @@ pub fn chat_admin_bin(gateway_bin: impl AsRef<Path>) -> Result<PathBuf, HarnessE
                 "build it first: cargo build --workspace (or cargo build -p chat-admin)",
             ),
         })
+    }
+}
+
+/// How long [`run_chat_admin`] waits for the CLI to finish.
+const CLI_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Runs the real `chat-admin` (see [`chat_admin_bin`]) with `args` and waits
+/// for it (up to 20 s). Its environment is cleared of `CHAT_*` variables, so
+/// only the flags a test gives count.
+pub async fn run_chat_admin<I, S>(
+    gateway_bin: impl AsRef<Path>,
+    args: I,
+) -> Result<Output, HarnessError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let bin = chat_admin_bin(gateway_bin)?;
+    let mut command = tokio::process::Command::new(&bin);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CHAT_") {
+            command.env_remove(key);
+        }
+    }
+    command.args(args).kill_on_drop(true);
+    match tokio::time::timeout(CLI_DEADLINE, command.output()).await {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(source)) => Err(HarnessError::Io {
+            what: format!("running {}", bin.display()),
+            source,
+        }),
+        Err(_) => Err(HarnessError::Timeout(format!(
+            "{} did not finish within {CLI_DEADLINE:?}",
+            bin.display()
+        ))),
     }
 }
 

@@ -28,7 +28,7 @@ mod http;
 mod member;
 mod redis;
 
-pub use admin::{admin_addr, chat_admin_bin};
+pub use admin::{admin_addr, chat_admin_bin, run_chat_admin};
 pub use artifacts::artifacts_dir;
 pub use backend::{Backend, BackendFixture, BackendKind};
 pub use balancer::Balancer;
