@@ -72,6 +72,55 @@ impl Fixture {
             self.keys.sessions(ROOM),
         ]
     }
+
+    /// Runs ENTER: `key` enters with `entry`, `joined` as its payload. The reply.
+    async fn enter(&self, key: &str, entry: String, joined: &str) -> Vec<String> {
+        let args = vec![
+            key.to_owned(),
+            entry,
+            self.keys.channel(ROOM),
+            joined.to_owned(),
+        ];
+        let keys = self.room_state_keys();
+        self.client.eval(scripts::ENTER, keys, args).await.unwrap()
+    }
+
+    /// Runs LEAVE: the session tagged `tag` leaves `key`'s entry, `left` as
+    /// the payload. The reply.
+    async fn leave(&self, key: &str, tag: String, left: &str) -> i64 {
+        let args = vec![
+            key.to_owned(),
+            tag,
+            self.keys.channel(ROOM),
+            left.to_owned(),
+            "3600000".to_owned(),
+        ];
+        let keys = self.room_state_keys();
+        self.client.eval(scripts::LEAVE, keys, args).await.unwrap()
+    }
+
+    /// Runs REAP_ROOM for the dead `instance`: (entries removed, remaining).
+    async fn reap(&self, instance: &str) -> (u64, i64) {
+        let args = vec![
+            instance_tag(instance),
+            self.keys.channel(ROOM),
+            wire::presence_prefix(PresenceKind::Left).to_owned(),
+            "3600000".to_owned(),
+        ];
+        let keys = self.room_state_keys();
+        self.client
+            .eval(scripts::REAP_ROOM, keys, args)
+            .await
+            .unwrap()
+    }
+
+    /// The room's member entry of `key`.
+    async fn entry(&self, key: &str) -> String {
+        self.client
+            .hget(self.keys.members(ROOM), key)
+            .await
+            .unwrap()
+    }
 }
 
 #[tokio::test]
@@ -125,31 +174,19 @@ async fn the_presence_scripts_write_and_read_the_golden_entry() {
     let (instance, session, display, value) = entry::golden::ENTRY;
     let (key, left_display, left_payload) = wire::golden::LEFT;
     assert_eq!(display, left_display, "the vectors are about one member");
-    let channel = fixture.keys.channel(ROOM);
 
     // ENTER writes the member tag and display name it is given, as entry.rs builds it.
     let joined = wire::presence(PresenceKind::Joined, key, display);
     let reply: Vec<String> = fixture
-        .client
-        .eval(
-            scripts::ENTER,
-            fixture.room_state_keys(),
-            vec![
-                key.to_owned(),
-                entry_value(&tag_of(instance, session), display),
-                channel.clone(),
-                joined.clone(),
-            ],
+        .enter(
+            key,
+            entry_value(&tag_of(instance, session), display),
+            &joined,
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(reply, ["2", value]);
     assert_eq!(fixture.next_published().await, joined.as_bytes());
-    let stored: String = fixture
-        .client
-        .hget(fixture.keys.members(ROOM), key)
-        .await
-        .unwrap();
+    let stored: String = fixture.entry(key).await;
     assert_eq!(stored, value);
     assert_eq!(
         Holder::parse(&stored).map(|h| (h.instance, h.session, h.display)),
@@ -159,38 +196,13 @@ async fn the_presence_scripts_write_and_read_the_golden_entry() {
     // LEAVE compares whole tags: a session whose id extends this one's is not it.
     let other_session = format!("{session}0");
     let left: i64 = fixture
-        .client
-        .eval(
-            scripts::LEAVE,
-            fixture.room_state_keys(),
-            vec![
-                key.to_owned(),
-                tag_of(instance, &other_session),
-                channel.clone(),
-                "unused".to_owned(),
-                "3600000".to_owned(),
-            ],
-        )
-        .await
-        .unwrap();
+        .leave(key, tag_of(instance, &other_session), "unused")
+        .await;
     assert_eq!(left, -1);
 
     // REAP_ROOM finds the entry by its instance tag and builds the golden
     // `Left` payload from the entry and wire.rs's prefix.
-    let (removed, remaining): (u64, i64) = fixture
-        .client
-        .eval(
-            scripts::REAP_ROOM,
-            fixture.room_state_keys(),
-            vec![
-                instance_tag(instance),
-                channel,
-                wire::presence_prefix(PresenceKind::Left).to_owned(),
-                "3600000".to_owned(),
-            ],
-        )
-        .await
-        .unwrap();
+    let (removed, remaining): (u64, i64) = fixture.reap(instance).await;
     assert_eq!((removed, remaining), (1, 0));
     let published = fixture.next_published().await;
     assert_eq!(published, left_payload.as_bytes());
@@ -203,7 +215,6 @@ async fn the_presence_scripts_write_and_read_the_golden_entry() {
 #[tokio::test]
 async fn two_sessions_of_one_name_are_one_member_until_the_last_leaves() {
     let mut fixture = Fixture::start().await;
-    let channel = fixture.keys.channel(ROOM);
     let (key, display) = ("alice-1", "Alice");
     let (tab_a, tab_b) = (
         tag_of("gw-1~01", "gw-1~01-1"),
@@ -212,100 +223,32 @@ async fn two_sessions_of_one_name_are_one_member_until_the_last_leaves() {
     let joined = wire::presence(PresenceKind::Joined, key, display);
     let left = wire::presence(PresenceKind::Left, key, display);
     for (tag, first) in [(&tab_a, "2"), (&tab_b, "1")] {
-        let reply: Vec<String> = fixture
-            .client
-            .eval(
-                scripts::ENTER,
-                fixture.room_state_keys(),
-                vec![
-                    key.to_owned(),
-                    entry_value(tag, display),
-                    channel.clone(),
-                    joined.clone(),
-                ],
-            )
-            .await
-            .unwrap();
+        let reply: Vec<String> = fixture.enter(key, entry_value(tag, display), &joined).await;
         assert_eq!(reply[0], first);
         assert_eq!(reply.len(), 2, "one member: {reply:?}");
     }
     assert_eq!(fixture.next_published().await, joined.as_bytes());
-    let leave = |tag: &str| {
-        vec![
-            key.to_owned(),
-            tag.to_owned(),
-            channel.clone(),
-            left.clone(),
-            "3600000".to_owned(),
-        ]
-    };
     // The newest session held the entry; it leaves first and the entry
     // passes to the other, silently.
-    let still: i64 = fixture
-        .client
-        .eval(scripts::LEAVE, fixture.room_state_keys(), leave(&tab_b))
-        .await
-        .unwrap();
+    let still: i64 = fixture.leave(key, tab_b.clone(), &left).await;
     assert_eq!(still, -2);
-    let entry: String = fixture
-        .client
-        .hget(fixture.keys.members(ROOM), key)
-        .await
-        .unwrap();
+    let entry: String = fixture.entry(key).await;
     assert_eq!(entry, entry_value(&tab_a, display));
-    let gone: i64 = fixture
-        .client
-        .eval(scripts::LEAVE, fixture.room_state_keys(), leave(&tab_a))
-        .await
-        .unwrap();
+    let gone: i64 = fixture.leave(key, tab_a.clone(), &left).await;
     assert_eq!(gone, 0);
     // Nothing was published between the Joined and this Left.
     assert_eq!(fixture.next_published().await, left.as_bytes());
 
     // A dead instance's session goes; the identity stays with the live one.
     for tag in [&tab_a, &tab_b] {
-        let _: Vec<String> = fixture
-            .client
-            .eval(
-                scripts::ENTER,
-                fixture.room_state_keys(),
-                vec![
-                    key.to_owned(),
-                    entry_value(tag, display),
-                    channel.clone(),
-                    joined.clone(),
-                ],
-            )
-            .await
-            .unwrap();
+        let _: Vec<String> = fixture.enter(key, entry_value(tag, display), &joined).await;
     }
     assert_eq!(fixture.next_published().await, joined.as_bytes());
-    let (removed, remaining): (u64, i64) = fixture
-        .client
-        .eval(
-            scripts::REAP_ROOM,
-            fixture.room_state_keys(),
-            vec![
-                instance_tag("gw-2~02"),
-                channel.clone(),
-                wire::presence_prefix(PresenceKind::Left).to_owned(),
-                "3600000".to_owned(),
-            ],
-        )
-        .await
-        .unwrap();
+    let (removed, remaining): (u64, i64) = fixture.reap("gw-2~02").await;
     assert_eq!((removed, remaining), (0, 1));
-    let entry: String = fixture
-        .client
-        .hget(fixture.keys.members(ROOM), key)
-        .await
-        .unwrap();
+    let entry: String = fixture.entry(key).await;
     assert_eq!(entry, entry_value(&tab_a, display));
-    let gone: i64 = fixture
-        .client
-        .eval(scripts::LEAVE, fixture.room_state_keys(), leave(&tab_a))
-        .await
-        .unwrap();
+    let gone: i64 = fixture.leave(key, tab_a.clone(), &left).await;
     assert_eq!(gone, 0);
     assert_eq!(fixture.next_published().await, left.as_bytes());
 }
