@@ -229,6 +229,30 @@ pub struct Config {
     #[arg(long, env = "CHAT_REDIS_FILE", value_name = "FILE")]
     pub redis_file: Option<PathBuf>,
 
+    /// Redis Cluster seed nodes (`redis://host:port,redis://host:port,...`):
+    /// join a cluster of gateways through a Redis Cluster (Redis 7: sharded
+    /// pub/sub) instead of one Redis. Any one reachable seed is enough; the
+    /// rest of the cluster is discovered and followed through failovers and
+    /// resharding.
+    #[arg(
+        long,
+        env = "CHAT_REDIS_CLUSTER",
+        hide_env_values = true,
+        value_name = "URLS",
+        conflicts_with_all = ["redis", "redis_file"]
+    )]
+    pub redis_cluster: Option<String>,
+
+    /// File holding the --redis-cluster seed URLs (for URLs with a password;
+    /// a trailing newline is ignored).
+    #[arg(
+        long,
+        env = "CHAT_REDIS_CLUSTER_FILE",
+        value_name = "FILE",
+        conflicts_with_all = ["redis", "redis_file"]
+    )]
+    pub redis_cluster_file: Option<PathBuf>,
+
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
     pub redis_prefix: String,

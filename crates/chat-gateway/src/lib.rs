@@ -81,15 +81,21 @@ pub async fn run(
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(256);
     let hub = hub::Hub::new(metrics.clone(), control_tx);
     let sink: Arc<dyn EventSink> = hub.clone();
-    let bridge: Arc<dyn Bridge> = match &config.redis {
+    let redis = match (&config.redis, &config.redis_cluster) {
+        (Some(url), _) => Some((url, false)),
+        (None, Some(seeds)) => Some((seeds, true)),
+        (None, None) => None,
+    };
+    let bridge: Arc<dyn Bridge> = match redis {
         None => Arc::new(
             MemoryBridge::new(config.history_len as usize, sink)
                 .with_gateway(gateway_id.clone(), address)
                 .with_room_limits(config.room_ttl, config.max_rooms_retained as usize),
         ),
-        Some(url) => {
+        Some((url, cluster)) => {
             let redis = RedisConfig {
                 url: url.clone(),
+                cluster,
                 tls_ca: config.tls.redis_tls_ca.clone(),
                 prefix: config.redis_prefix.clone(),
                 gateway_id: gateway_id.clone(),

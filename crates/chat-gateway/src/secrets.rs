@@ -55,6 +55,10 @@ impl Config {
         if let Some(url) = load("--redis", &mut self.redis_file, redis_set)? {
             self.redis = Some(url);
         }
+        let cluster_set = self.redis_cluster.is_some();
+        if let Some(seeds) = load("--redis-cluster", &mut self.redis_cluster_file, cluster_set)? {
+            self.redis_cluster = Some(seeds);
+        }
         Ok(())
     }
 }

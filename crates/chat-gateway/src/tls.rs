@@ -296,9 +296,12 @@ pub fn check_tls_files(config: &Config) -> Result<(), String> {
         let rediss = config
             .redis
             .as_deref()
-            .is_some_and(|url| url.starts_with("rediss://"));
+            .or(config.redis_cluster.as_deref())
+            .is_some_and(|url| url.trim_start().starts_with("rediss://"));
         if !rediss {
-            return Err("--redis-tls-ca needs a rediss:// --redis url".into());
+            return Err(
+                "--redis-tls-ca needs a rediss:// --redis url (or --redis-cluster seeds)".into(),
+            );
         }
         read_certs(ca).map_err(|e| format!("--redis-tls-ca: {e}"))?;
     }

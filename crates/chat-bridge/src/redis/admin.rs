@@ -457,9 +457,8 @@ impl ClusterAdmin for RedisBridge {
         // Through the control channel even when this gateway asked, so
         // there is one path; a local request is answered locally if Redis
         // cannot carry it.
-        let published: Result<u64, _> = inner
-            .client
-            .publish(inner.keys.control(), inner.sealed(&answer))
+        let published = inner
+            .publish_on(inner.keys.control(), inner.sealed(&answer))
             .await;
         if let Err(e) = published {
             tracing::warn!(error = %e, "answering a drain request failed");

@@ -6,7 +6,6 @@
 
 use bytes::Bytes;
 use chat_proto::rules::now_ms;
-use fred::prelude::*;
 
 use super::control::Control;
 use super::{unavailable, Inner};
@@ -20,12 +19,9 @@ impl Inner {
 
     /// Publishes `control` on the control channel.
     pub(super) async fn publish_control(&self, control: &Control) -> Result<()> {
-        let _: u64 = self
-            .client
-            .publish(self.keys.control(), self.sealed(control))
+        self.publish_on(self.keys.control(), self.sealed(control))
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(unavailable)
     }
 
     /// Takes in one payload of the control channel.

@@ -1,8 +1,25 @@
-//! The dispatcher: the one task that turns the subscriber connection's
-//! traffic into sink events, in order, with delivery cursors per room and a
-//! stream re-read after a reconnect or anything it could not decode.
+//! The dispatcher: the one task that turns the subscriber connections'
+//! traffic into sink events, in order, with delivery cursors per room.
+//!
+//! A room's delivery is [`Flow::Live`] while its subscription is known to
+//! be in place. When it may not be (a connection came back, the room's slot
+//! moved to another shard, the dispatcher fell behind or met a payload it
+//! could not decode), the room is marked [`Flow::Lost`] or [`Flow::Gap`] and
+//! its live messages are dropped; the dispatcher subscribes it again, then
+//! reads its stream after the last id delivered and delivers what was
+//! missed, then lets live messages through again (deduplicated by id). What
+//! cannot be restored now (a shard is down) is tried again every
+//! [`RETRY_EVERY`] without holding up rooms on other shards.
 
+use std::borrow::Cow;
+
+use futures_util::future::join_all;
+
+use super::topology::{Topology, CHECK_EVERY};
 use super::*;
+
+/// How often rooms that could not be restored are tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Cursor {
@@ -11,17 +28,39 @@ pub(super) struct Cursor {
     /// Stream tip when the subscription started: where a gap read begins if
     /// nothing was delivered yet.
     pub(super) floor: MessageId,
+    /// Whether live messages are delivered (see the module docs).
+    pub(super) flow: Flow,
+}
+
+/// Where a room's delivery stands (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Flow {
+    /// Subscribed; live messages are delivered.
+    #[default]
+    Live,
+    /// Subscribed; what the room missed is still to be read from its stream.
+    Gap,
+    /// The subscription must be made again, then the gap read.
+    Lost,
+}
+
+impl Cursor {
+    fn from(&self) -> MessageId {
+        self.delivered.unwrap_or(self.floor)
+    }
 }
 
 impl Inner {
-    /// Delivers a message unless it was delivered already (by id).
+    /// Delivers a live message unless it was delivered already (by id) or
+    /// its room is being restored (the stream read delivers it then).
     pub(super) fn deliver_message(&self, message: MessageEvent) {
         {
             let mut cursors = self.cursors.lock();
             let Some(cursor) = cursors.get_mut(&message.room) else {
                 return;
             };
-            if cursor.delivered.is_some_and(|last| message.id <= last) {
+            if cursor.flow != Flow::Live || cursor.delivered.is_some_and(|last| message.id <= last)
+            {
                 return;
             }
             cursor.delivered = Some(message.id);
@@ -29,41 +68,139 @@ impl Inner {
         self.sink.deliver(BridgeEvent::Message(message));
     }
 
-    /// Reads what each subscribed room missed while the subscription was
-    /// down and delivers it, before any live message that is still queued.
-    pub(super) async fn recover(&self) {
-        let rooms: Vec<(String, MessageId)> = self
-            .cursors
-            .lock()
-            .iter()
-            .map(|(room, c)| (room.clone(), c.delivered.unwrap_or(c.floor)))
-            .collect();
-        for (room, from) in rooms {
-            loop {
-                match self.read_after(&room, from, None).await {
-                    Ok(messages) => {
-                        let n = messages.len();
-                        for msg in messages {
-                            if let Ok(id) = msg.id.parse() {
-                                self.deliver_message(MessageEvent::new(id, &msg));
-                            }
-                        }
-                        if n > 0 {
-                            tracing::info!(
-                                room,
-                                recovered = n,
-                                "delivered messages missed during a redis outage"
-                            );
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, room, "reading missed messages failed, retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+    /// Delivers messages read from `room`'s stream that are newer than its
+    /// cursor, and lets its live messages through again.
+    fn deliver_read(&self, room: &str, messages: Vec<ChatMessage>) {
+        let mut recovered = 0;
+        for msg in messages {
+            let Ok(id) = msg.id.parse::<MessageId>() else {
+                continue;
+            };
+            {
+                let mut cursors = self.cursors.lock();
+                let Some(cursor) = cursors.get_mut(room) else {
+                    return; // Unsubscribed meanwhile.
+                };
+                if cursor.delivered.is_some_and(|last| id <= last) {
+                    continue;
+                }
+                cursor.delivered = Some(id);
+            }
+            recovered += 1;
+            self.sink
+                .deliver(BridgeEvent::Message(MessageEvent::new(id, &msg)));
+        }
+        if let Some(cursor) = self.cursors.lock().get_mut(room) {
+            if cursor.flow == Flow::Gap {
+                cursor.flow = Flow::Live;
+            }
+        }
+        if recovered > 0 {
+            tracing::info!(
+                room,
+                recovered,
+                "delivered messages missed while not subscribed"
+            );
+        }
+    }
+
+    /// Marks `rooms` (every room when `None`) as needing at least `flow`
+    /// (a `Lost` room stays lost when marked `Gap`).
+    fn mark(&self, rooms: Option<&[String]>, flow: Flow) {
+        let mut cursors = self.cursors.lock();
+        let set = |cursor: &mut Cursor| {
+            if cursor.flow != Flow::Lost {
+                cursor.flow = flow;
+            }
+        };
+        match rooms {
+            None => cursors.values_mut().for_each(set),
+            Some(rooms) => {
+                for room in rooms {
+                    if let Some(cursor) = cursors.get_mut(room) {
+                        set(cursor);
                     }
                 }
             }
         }
+    }
+
+    /// The rooms whose flow is `flow`, with where their gap read starts.
+    fn rooms_in(&self, flow: Flow) -> Vec<(String, MessageId)> {
+        self.cursors
+            .lock()
+            .iter()
+            .filter(|(_, cursor)| cursor.flow == flow)
+            .map(|(room, cursor)| (room.clone(), cursor.from()))
+            .collect()
+    }
+
+    /// Runs `step` for every room: one shard's rooms one after the other,
+    /// stopping at the first that fails (the shard is unreachable: the rest
+    /// wait for the next try), the shards concurrently.
+    async fn per_shard<F, Fut>(&self, rooms: Vec<(String, MessageId)>, step: F)
+    where
+        F: Fn(String, MessageId) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let routing = self.client.cached_cluster_state().filter(|_| self.sharded);
+        let mut shards: HashMap<Option<String>, Vec<(String, MessageId)>> = HashMap::new();
+        for (room, from) in rooms {
+            let primary = routing.as_ref().and_then(|routing| {
+                let slot = topology::slot_of(&self.keys.channel(&room));
+                routing.get_server(slot).map(ToString::to_string)
+            });
+            shards.entry(primary).or_default().push((room, from));
+        }
+        join_all(shards.into_values().map(|rooms| async {
+            for (room, from) in rooms {
+                if let Err(e) = step(room.clone(), from).await {
+                    tracing::warn!(error = %e, room, "restoring a room's delivery failed; trying again shortly");
+                    return;
+                }
+            }
+        }))
+        .await;
+    }
+
+    /// Subscribes lost rooms (and the control channel) again and reads
+    /// every gap. Returns whether something is left for the next try.
+    async fn restore_delivery(&self, control_lost: &mut bool) -> bool {
+        if self.sharded {
+            self.per_shard(self.rooms_in(Flow::Lost), |room, _| async move {
+                self.listen(self.keys.channel(&room))
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(cursor) = self.cursors.lock().get_mut(&room) {
+                    cursor.flow = Flow::Gap;
+                }
+                Ok(())
+            })
+            .await;
+            if *control_lost {
+                *control_lost = self.listen(self.keys.control()).await.is_err();
+            }
+        } else if *control_lost || !self.rooms_in(Flow::Lost).is_empty() {
+            // One connection: one SUBSCRIBE for every channel.
+            match self.subscriber.resubscribe_all().await {
+                Ok(()) => {
+                    *control_lost = false;
+                    for cursor in self.cursors.lock().values_mut() {
+                        if cursor.flow == Flow::Lost {
+                            cursor.flow = Flow::Gap;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "re-subscribing failed; trying again shortly"),
+            }
+        }
+        self.per_shard(self.rooms_in(Flow::Gap), |room, from| async move {
+            let messages = self.read_after(&room, from, None).await?;
+            self.deliver_read(&room, messages);
+            Ok(())
+        })
+        .await;
+        *control_lost || self.cursors.lock().values().any(|c| c.flow != Flow::Live)
     }
 
     /// Hands one pub/sub payload to the sink. Returns true when a room's
@@ -104,6 +241,12 @@ impl Inner {
 pub(super) async fn run(inner: Arc<Inner>) {
     let mut messages = inner.subscriber.message_rx();
     let mut reconnects = inner.subscriber.reconnect_rx();
+    let mut retry = tokio::time::interval(RETRY_EVERY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut topology = Topology::default();
+    let mut checked = Instant::now();
+    let mut pending = false;
+    let mut control_lost = false;
     loop {
         tokio::select! {
             biased;
@@ -111,30 +254,53 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 if matches!(reconnect, Err(RecvError::Closed)) {
                     return;
                 }
-                // Re-subscribe first, then read the gap: anything published
-                // after the re-subscription arrives live and is deduped by id.
-                while let Err(e) = inner.subscriber.resubscribe_all().await {
-                    tracing::warn!(error = %e, "re-subscribing failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                inner.recover().await;
+                // Subscribe first, then read the gap: anything published
+                // after the subscription arrives live and is deduped by id.
+                inner.mark(None, Flow::Lost);
+                control_lost = true;
+                pending = inner.restore_delivery(&mut control_lost).await;
             }
-            message = messages.recv() => match message {
-                Ok(message) => {
-                    let payload = match message.value {
-                        Value::Bytes(b) => b,
-                        Value::String(s) => s.into_inner(),
-                        _ => continue,
-                    };
-                    if inner.handle_payload(&message.channel, payload) {
-                        inner.recover().await;
+            _ = retry.tick() => {
+                if inner.sharded && checked.elapsed() >= CHECK_EVERY {
+                    checked = Instant::now();
+                    let channels: Vec<String> = inner.cursors.lock().keys().map(|room| inner.keys.channel(room)).collect();
+                    let control = inner.keys.control();
+                    match topology.moved(&inner, channels.into_iter().chain([control.clone()])).await {
+                        Ok(moved) if !moved.is_empty() => {
+                            tracing::info!(channels = moved.len(), "slots moved to other shards; subscribing again");
+                            control_lost |= moved.contains(&control);
+                            let rooms: Vec<String> = moved.iter().filter_map(|c| inner.keys.room_of_channel(c).map(Cow::into_owned)).collect();
+                            inner.mark(Some(&rooms), Flow::Lost);
+                            pending = true;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "reading the cluster's slots failed"),
                     }
                 }
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "subscriber fell behind; re-reading the streams");
-                    inner.recover().await;
+                if pending {
+                    pending = inner.restore_delivery(&mut control_lost).await;
                 }
-                Err(RecvError::Closed) => return,
+            }
+            message = messages.recv() => {
+                let reread = match message {
+                    Ok(message) => {
+                        let payload = match message.value {
+                            Value::Bytes(b) => b,
+                            Value::String(s) => s.into_inner(),
+                            _ => continue,
+                        };
+                        inner.handle_payload(&message.channel, payload)
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "subscriber fell behind; re-reading the streams");
+                        true
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                if reread {
+                    inner.mark(None, Flow::Gap);
+                    pending = inner.restore_delivery(&mut control_lost).await;
+                }
             }
         }
     }

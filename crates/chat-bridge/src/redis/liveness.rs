@@ -268,17 +268,15 @@ pub(super) async fn reap_dead(inner: &Inner, settled: bool) -> Result<(), fred::
     if others.is_empty() {
         return Ok(());
     }
-    let beats: Vec<Option<String>> = inner
-        .client
-        .mget(
-            others
-                .iter()
-                .map(|(instance, _)| inner.keys.alive(instance))
-                .collect::<Vec<_>>(),
-        )
-        .await?;
+    // One GET per key (pipelined), not MGET: on a Redis Cluster the keys
+    // live in different slots.
+    let pipeline = inner.client.pipeline();
+    for (instance, _) in &others {
+        let _: () = pipeline.get(inner.keys.alive(instance)).await?;
+    }
+    let beats = pipeline.try_all::<Option<String>>().await;
     for ((dead, gateway), beat) in others.into_iter().zip(beats) {
-        if beat.is_some() {
+        if beat?.is_some() {
             continue;
         }
         // One reaper per dead instance.
@@ -357,13 +355,9 @@ pub(super) async fn reap_instance(
             freed += 1;
         }
     }
-    let _: () = inner
-        .client
-        .del(vec![
-            inner.keys.gateway_rooms(dead),
-            inner.keys.gateway_names(dead),
-        ])
-        .await?;
+    // Two DELs: on a Redis Cluster the keys live in different slots.
+    let _: () = inner.client.del(inner.keys.gateway_rooms(dead)).await?;
+    let _: () = inner.client.del(inner.keys.gateway_names(dead)).await?;
     let _: () = inner.client.hdel(inner.keys.instances(), dead).await?;
     // The status entry, unless a newer process of that gateway wrote it.
     let record: Option<String> = inner.client.hget(inner.keys.gateways(), gateway).await?;

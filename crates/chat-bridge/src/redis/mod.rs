@@ -3,10 +3,12 @@
 //! - Messages: one stream per room is the history; a Lua script dedupes,
 //!   appends, trims and publishes in one atomic step, so the stream id is the
 //!   message id and publish order is id order.
-//! - Delivery: one subscriber connection per gateway. Its dispatcher task
-//!   remembers the last id delivered per room; after the connection comes
-//!   back it re-subscribes, reads each stream after that id, delivers what
-//!   was missed, and drops anything already delivered.
+//! - Delivery: one subscriber connection per gateway (on a Redis Cluster,
+//!   one per primary, with sharded pub/sub: [`pubsub`]). Its dispatcher
+//!   task remembers the last id delivered per room; after a connection comes
+//!   back, or a room's slot moved to another shard ([`topology`]), it
+//!   re-subscribes, reads each stream after that id, delivers what was
+//!   missed, and drops anything already delivered.
 //! - Presence and names are tagged with the gateway's instance (one per
 //!   process, so a restarted gateway does not own what its crashed
 //!   predecessor left) and indexed per instance; every instance heartbeats a
@@ -34,11 +36,13 @@ mod keys;
 mod liveness;
 mod presence;
 mod publisher;
+mod pubsub;
 mod room_log;
 mod scripts;
 mod stream;
 mod subscriptions;
 mod tls;
+mod topology;
 mod wire;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -52,6 +56,7 @@ use bytes::Bytes;
 use chat_proto::rules::now_ms;
 use chat_proto::v1::ChatMessage;
 use chat_proto::MessageId;
+use fred::bytes_utils::Str;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -86,8 +91,13 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// `redis://host:port[/db]`, or `rediss://` for TLS; `user:password@`
-    /// before the host authenticates (AUTH, ACL users).
+    /// before the host authenticates (AUTH, ACL users). With `cluster`: the
+    /// seed nodes, comma-separated.
     pub url: String,
+    /// Whether `url` lists seed nodes of a Redis Cluster (`--redis-cluster`):
+    /// the bridge then follows the cluster's topology and uses sharded
+    /// pub/sub (Redis 7).
+    pub cluster: bool,
     /// PEM CA certificate(s) the `rediss://` server's certificate must be
     /// signed by (default: the system's roots).
     pub tls_ca: Option<std::path::PathBuf>,
@@ -127,6 +137,10 @@ struct Inner {
     client: Client,
     subscriber: SubscriberClient,
     sink: Arc<dyn EventSink>,
+    /// On a Redis Cluster: sharded pub/sub ([`pubsub`]).
+    sharded: bool,
+    /// The PUBLISH script's text, for the SCRIPT LOAD ahead of its uses.
+    publish_lua: Str,
     /// Messages on their way to the [`publisher`] task, in submission order.
     publish_queue: mpsc::Sender<PublishJob>,
     publish: Script,
@@ -180,7 +194,11 @@ impl RedisBridge {
     /// starts anyway, reports unavailable and keeps reconnecting) and starts
     /// the dispatcher and heartbeat tasks.
     pub async fn connect(config: RedisConfig, sink: Arc<dyn EventSink>) -> Result<Self> {
-        let redis_config = tls::client_config(&config.url, config.tls_ca.as_deref())?;
+        let redis_config = if config.cluster {
+            tls::cluster_config(&config.url, config.tls_ca.as_deref())?
+        } else {
+            tls::client_config(&config.url, config.tls_ca.as_deref())?
+        };
         let mut builder = Builder::from_config(redis_config);
         builder
             .with_config(|c| c.fail_fast = false)
@@ -191,7 +209,13 @@ impl RedisBridge {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(1);
                 c.internal_command_timeout = COMMAND_TIMEOUT;
-                c.max_command_attempts = 1;
+                // One write per command on one Redis: a command whose
+                // connection dropped is answered UNAVAILABLE, not sent twice.
+                // On a cluster, fred counts following a MOVED or ASK (a slot
+                // moving) as another attempt, so a few are allowed there; a
+                // retry after a dropped connection is then possible too, and a
+                // message with a client_msg_id is deduplicated by it.
+                c.max_command_attempts = if config.cluster { 3 } else { 1 };
                 c.tcp = TcpConfig {
                     nodelay: Some(true),
                     ..Default::default()
@@ -216,18 +240,22 @@ impl RedisBridge {
         if !control_auth.is_authenticated() {
             tracing::warn!("no --cluster-secret-file: the control path is unauthenticated (anyone who can PUBLISH to redis can kick, ban or drain)");
         }
+        let sharded = config.cluster;
+        let script = |lua| Script::from_lua(pubsub::script_text(lua, sharded));
         let inner = Arc::new(Inner {
             keys,
+            sharded,
+            publish_lua: pubsub::script_text(scripts::PUBLISH, sharded),
             control_auth,
             config,
             client,
             subscriber,
             sink,
             publish_queue,
-            publish: Script::from_lua(scripts::PUBLISH),
-            enter: Script::from_lua(scripts::ENTER),
-            leave: Script::from_lua(scripts::LEAVE),
-            reap_room: Script::from_lua(scripts::REAP_ROOM),
+            publish: script(scripts::PUBLISH),
+            enter: script(scripts::ENTER),
+            leave: script(scripts::LEAVE),
+            reap_room: script(scripts::REAP_ROOM),
             delete_if_prefix: Script::from_lua(scripts::DELETE_IF_PREFIX),
             swap: Script::from_lua(scripts::SWAP),
             take_if_prefix: Script::from_lua(scripts::TAKE_IF_PREFIX),
@@ -241,7 +269,7 @@ impl RedisBridge {
             drains: DrainReplies::default(),
             predecessors: Default::default(),
         });
-        if let Err(e) = inner.subscriber.subscribe(inner.keys.control()).await {
+        if let Err(e) = inner.listen(inner.keys.control()).await {
             tracing::warn!(error = %e, "subscribing to the control channel failed; retried on reconnect");
         }
         // Announce this gateway before it takes clients, so that the others

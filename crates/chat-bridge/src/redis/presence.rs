@@ -243,7 +243,12 @@ impl Inner {
                 // script Redis lost; Redis caches the compiled script anyway.
                 let _: () = pipeline
                     .custom(
-                        CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false),
+                        // The room's slot, given (see `publisher.rs`).
+                        CustomCommand::new_static(
+                            "EVAL",
+                            ClusterHash::Custom(topology::slot_of(&self.keys.members(room))),
+                            false,
+                        ),
                         vec![
                             Value::from_static_str(scripts::RETAG),
                             Value::from(2),
@@ -298,15 +303,13 @@ impl Presence for RedisBridge {
     async fn typing(&self, room: &str, member: &Member, active: bool) -> Result<()> {
         let inner = &self.inner;
         inner.check()?;
-        let _: () = inner
-            .client
-            .publish(
+        inner
+            .publish_on(
                 inner.keys.channel(room),
                 wire::typing(active, &member.key, &member.username),
             )
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(unavailable)
     }
 
     async fn ban_of(&self, key: &str) -> Result<Option<Ban>> {

@@ -68,25 +68,37 @@ impl Inner {
     /// retry with the same `client_msg_id` is deduplicated.
     pub(super) async fn publish_batch(&self, jobs: &mut Vec<PublishJob>) {
         let calls = script_calls(jobs);
+        let loads = self.script_load_targets(jobs, &calls);
         let pipeline = self.client.pipeline();
         let queued = async {
-            // Loaded in the same pipeline ahead of its uses, so that an
-            // EVALSHA finds the script even just after Redis restarted
-            // empty. Re-loading a known script is a hash and a lookup.
-            let _: () = pipeline
-                .custom(
-                    CustomCommand::new_static("SCRIPT", ClusterHash::Random, false),
-                    vec![
-                        Value::from_static_str("LOAD"),
-                        Value::from_static_str(scripts::PUBLISH),
-                    ],
-                )
-                .await?;
+            // Loaded in the same pipeline ahead of its uses (on every shard
+            // the calls go to), so that an EVALSHA finds the script even
+            // just after Redis restarted empty or a replica took over.
+            // Re-loading a known script is a hash and a lookup.
+            for target in &loads {
+                let _: () = pipeline
+                    .custom(
+                        CustomCommand::new_static("SCRIPT", target.clone(), false),
+                        vec![
+                            Value::from_static_str("LOAD"),
+                            Value::String(self.publish_lua.clone()),
+                        ],
+                    )
+                    .await?;
+            }
             for call in &calls {
                 let _: () = pipeline
                     .custom(
-                        // The hash slot is the first key's (the room's).
-                        CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false),
+                        // The room's hash slot, given: fred routes a custom
+                        // command by its first string (here the script's hash)
+                        // unless the slot is given.
+                        CustomCommand::new_static(
+                            "EVALSHA",
+                            ClusterHash::Custom(topology::slot_of(
+                                &self.keys.stream(&jobs[call[0]].room),
+                            )),
+                            false,
+                        ),
                         self.publish_args(jobs, call),
                     )
                     .await?;
@@ -116,8 +128,20 @@ impl Inner {
         match queued {
             Err(e) => outcomes.fill_with(|| Some(Err(unavailable(e.clone())))),
             Ok(()) => {
-                let mut results = pipeline.try_all::<Value>().await.into_iter();
-                let _loaded = results.next();
+                let results = pipeline.try_all::<Value>().await;
+                if results.len() != loads.len() + calls.len() + 1 {
+                    // The pipeline as a whole failed (a timeout, say): one error.
+                    let e = results.into_iter().find_map(Result::err).map_or_else(
+                        || BridgeError::Unavailable("no reply from redis".into()),
+                        unavailable,
+                    );
+                    outcomes.fill_with(|| Some(Err(e.clone())));
+                    return self.answer(jobs, outcomes);
+                }
+                let mut results = results.into_iter();
+                for _loaded in &loads {
+                    results.next();
+                }
                 for call in &calls {
                     let replies = match results.next() {
                         Some(Ok(value)) => accepted_all(value, call.len()),
@@ -142,6 +166,11 @@ impl Inner {
                 }
             }
         }
+        self.answer(jobs, outcomes);
+    }
+
+    /// Sends each job its outcome.
+    fn answer(&self, jobs: &mut Vec<PublishJob>, outcomes: Vec<Option<Result<Accepted>>>) {
         for (job, outcome) in jobs.drain(..).zip(outcomes) {
             let outcome = outcome
                 .unwrap_or_else(|| Err(BridgeError::Unavailable("no reply from redis".into())));
@@ -149,6 +178,29 @@ impl Inner {
             // message stands either way.
             let _ = job.reply.send(outcome);
         }
+    }
+
+    /// Where the batch's SCRIPT LOADs go: on one Redis, anywhere; on a
+    /// cluster, one per primary that one of the `calls` goes to (by the
+    /// client's view of the slots; a call that a slot move sends elsewhere
+    /// may find no script and is answered UNAVAILABLE, which the client
+    /// retries).
+    fn script_load_targets(&self, jobs: &[PublishJob], calls: &[Vec<usize>]) -> Vec<ClusterHash> {
+        let routing = match self.client.cached_cluster_state() {
+            Some(routing) if self.sharded => routing,
+            _ => return vec![ClusterHash::Random],
+        };
+        let mut primaries = HashSet::new();
+        let mut targets = Vec::new();
+        for call in calls {
+            let slot = topology::slot_of(&self.keys.stream(&jobs[call[0]].room));
+            if let Some(primary) = routing.get_server(slot) {
+                if primaries.insert(primary.clone()) {
+                    targets.push(ClusterHash::Custom(slot));
+                }
+            }
+        }
+        targets
     }
 
     /// EVALSHA's arguments for the jobs at `call` (all of one room).
@@ -300,6 +352,7 @@ mod tests {
         let bridge = RedisBridge::connect(
             RedisConfig {
                 url: redis.url(),
+                cluster: false,
                 tls_ca: None,
                 prefix: "chat".into(),
                 gateway_id: "gw-test".into(),

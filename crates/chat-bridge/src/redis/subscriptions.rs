@@ -46,8 +46,7 @@ impl Inner {
             self.check()?;
             self.cursors.lock().entry(room.to_owned()).or_default();
             let subscribed = async {
-                self.subscriber
-                    .subscribe(self.keys.channel(room))
+                self.listen(self.keys.channel(room))
                     .await
                     .map_err(unavailable)?;
                 // Where a gap read starts if the connection drops before the first message.
@@ -73,7 +72,7 @@ impl Inner {
                 }
                 Err(e) => {
                     self.cursors.lock().remove(room);
-                    let _ = self.subscriber.unsubscribe(self.keys.channel(room)).await;
+                    let _ = self.unlisten(self.keys.channel(room)).await;
                     self.drop_subscription(room, &entry);
                     Err(e)
                 }
@@ -96,8 +95,7 @@ impl Inner {
         }
         self.cursors.lock().remove(room);
         let unsubscribed = self
-            .subscriber
-            .unsubscribe(self.keys.channel(room))
+            .unlisten(self.keys.channel(room))
             .await
             .map_err(unavailable);
         // Only now: a subscribe waiting on this entry starts again with a

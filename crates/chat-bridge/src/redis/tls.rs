@@ -1,17 +1,62 @@
-//! How the bridge reaches Redis securely: `rediss://` URLs (TLS with rustls;
-//! the server's certificate checked against `--redis-tls-ca` or the system's
-//! roots) and AUTH with the URL's `username:password`; errors show the URL
-//! without its password.
+//! How the bridge reaches Redis: one server's URL or a Redis Cluster's seed
+//! nodes, securely with `rediss://` URLs (TLS with rustls; the server's
+//! certificate checked against `--redis-tls-ca` or the system's roots) and
+//! AUTH with the URL's `username:password`; errors show the URL without its
+//! password.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use fred::types::config::{Config, TlsConnector};
+use fred::types::config::{Config, ServerConfig, TlsConnector};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::BridgeError;
+
+/// The fred configuration of a Redis Cluster's seed nodes: `seeds` lists
+/// `redis://host:port` (or `rediss://`) URLs separated by commas, all with
+/// the same scheme; credentials and TLS come from the first. The rest of
+/// the cluster is discovered from whichever seed answers, so a gateway
+/// starts while any one of them is up.
+pub(super) fn cluster_config(seeds: &str, ca: Option<&Path>) -> Result<Config, BridgeError> {
+    let urls: Vec<&str> = seeds
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let Some(first) = urls.first() else {
+        return Err(BridgeError::Unavailable(
+            "--redis-cluster needs at least one redis://host:port seed".into(),
+        ));
+    };
+    let scheme = |url: &str| url.split_once("://").map(|(scheme, _)| scheme.to_owned());
+    let mut config = client_config(first, ca)?;
+    let mut hosts = Vec::with_capacity(urls.len());
+    for url in &urls {
+        if scheme(url) != scheme(first) {
+            return Err(BridgeError::Unavailable(format!(
+                "--redis-cluster seeds must all be {}:// like the first ({})",
+                scheme(first).unwrap_or_default(),
+                super::without_password(url)
+            )));
+        }
+        match client_config(url, ca)?.server {
+            ServerConfig::Centralized { server } => hosts.push(server),
+            _ => {
+                return Err(BridgeError::Unavailable(format!(
+                    "invalid --redis-cluster seed {}",
+                    super::without_password(url)
+                )))
+            }
+        }
+    }
+    config.server = ServerConfig::Clustered {
+        hosts,
+        policy: Default::default(),
+    };
+    Ok(config)
+}
 
 /// The fred configuration of `url`: `redis://` or `rediss://`, with the
 /// user and password it names (sent with AUTH on every connection). With
@@ -81,6 +126,25 @@ mod tests {
         assert_eq!(config.username.as_deref(), Some("gw"));
         assert_eq!(config.password.as_deref(), Some("s3cret"));
         assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn cluster_seeds_are_every_listed_node_with_the_first_ones_credentials() {
+        let config = cluster_config(
+            "redis://gw:s3cret@127.0.0.1:7001, redis://127.0.0.1:7002,redis://127.0.0.1:7003",
+            None,
+        )
+        .unwrap();
+        let ServerConfig::Clustered { hosts, .. } = &config.server else {
+            panic!("not clustered: {:?}", config.server);
+        };
+        let ports: Vec<u16> = hosts.iter().map(|h| h.port).collect();
+        assert_eq!(ports, [7001, 7002, 7003]);
+        assert_eq!(config.password.as_deref(), Some("s3cret"));
+        let err =
+            cluster_config("redis://127.0.0.1:7001,rediss://127.0.0.1:7002", None).unwrap_err();
+        assert!(err.to_string().contains("redis://"), "{err}");
+        assert!(cluster_config(" , ", None).is_err());
     }
 
     #[test]
