@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::{Gateway, HarnessError, RedisServer};
+use crate::{Gateway, HarnessError, RedisCluster, RedisServer};
 
 /// The backend flags a gateway is started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,13 @@ pub enum Backend {
     Redis {
         /// The Redis server's URL.
         url: String,
+        /// The key prefix, for gateways that must not see each other's keys.
+        prefix: Option<String>,
+    },
+    /// A Redis Cluster: `--redis-cluster SEEDS` and, when set, `--redis-prefix PREFIX`.
+    RedisCluster {
+        /// Seed node URLs, comma-separated (`redis://HOST:PORT,...`).
+        seeds: String,
         /// The key prefix, for gateways that must not see each other's keys.
         prefix: Option<String>,
     },
@@ -28,11 +35,24 @@ impl Backend {
         }
     }
 
+    /// The backend of gateways sharing `cluster` (every node a seed), without
+    /// a key prefix.
+    pub fn redis_cluster(cluster: &RedisCluster) -> Self {
+        Self::RedisCluster {
+            seeds: cluster.seed_arg(),
+            prefix: None,
+        }
+    }
+
     /// Sets the Redis key prefix (no effect on [`Backend::Memory`]).
     pub fn with_prefix(self, prefix: &str) -> Self {
         match self {
             Self::Redis { url, .. } => Self::Redis {
                 url,
+                prefix: Some(prefix.to_owned()),
+            },
+            Self::RedisCluster { seeds, .. } => Self::RedisCluster {
+                seeds,
                 prefix: Some(prefix.to_owned()),
             },
             Self::Memory => Self::Memory,
@@ -43,12 +63,9 @@ impl Backend {
     pub fn args(&self) -> Vec<String> {
         match self {
             Self::Memory => Vec::new(),
-            Self::Redis { url, prefix } => {
-                let mut args = vec!["--redis".to_owned(), url.clone()];
-                if let Some(prefix) = prefix {
-                    args.extend(["--redis-prefix".to_owned(), prefix.clone()]);
-                }
-                args
+            Self::Redis { url, prefix } => with_prefix(vec!["--redis".to_owned(), url.clone()], prefix),
+            Self::RedisCluster { seeds, prefix } => {
+                with_prefix(vec!["--redis-cluster".to_owned(), seeds.clone()], prefix)
             }
         }
     }
@@ -58,8 +75,17 @@ impl Backend {
         match self {
             Self::Memory => BackendKind::Memory,
             Self::Redis { .. } => BackendKind::Redis,
+            Self::RedisCluster { .. } => BackendKind::RedisCluster,
         }
     }
+}
+
+/// `args` followed by `--redis-prefix PREFIX` when there is a prefix.
+fn with_prefix(mut args: Vec<String>, prefix: &Option<String>) -> Vec<String> {
+    if let Some(prefix) = prefix {
+        args.extend(["--redis-prefix".to_owned(), prefix.clone()]);
+    }
+    args
 }
 
 /// A backend to set up fresh for one test: what a parameterised test suite
@@ -70,31 +96,45 @@ pub enum BackendKind {
     Memory,
     /// A fresh redis-server per fixture.
     Redis,
+    /// A fresh Redis Cluster (3 primaries, 3 replicas) per fixture.
+    RedisCluster,
 }
 
 impl BackendKind {
-    /// Starts what the backend needs (a redis-server for [`BackendKind::Redis`]).
+    /// Starts what the backend needs (a redis-server for [`BackendKind::Redis`],
+    /// six for [`BackendKind::RedisCluster`]).
     pub async fn setup(self) -> Result<BackendFixture, HarnessError> {
         match self {
             Self::Memory => Ok(BackendFixture {
                 backend: Backend::Memory,
                 redis: None,
+                redis_cluster: None,
             }),
             Self::Redis => {
                 let redis = RedisServer::start().await?;
                 Ok(BackendFixture {
                     backend: Backend::redis(&redis),
                     redis: Some(redis),
+                    redis_cluster: None,
+                })
+            }
+            Self::RedisCluster => {
+                let cluster = RedisCluster::start().await?;
+                Ok(BackendFixture {
+                    backend: Backend::redis_cluster(&cluster),
+                    redis: None,
+                    redis_cluster: Some(cluster),
                 })
             }
         }
     }
 
-    /// Its name in test names and messages: `memory` or `redis`.
+    /// Its name in test names and messages: `memory`, `redis` or `redis-cluster`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Memory => "memory",
             Self::Redis => "redis",
+            Self::RedisCluster => "redis-cluster",
         }
     }
 }
@@ -104,6 +144,7 @@ impl BackendKind {
 pub struct BackendFixture {
     backend: Backend,
     redis: Option<RedisServer>,
+    redis_cluster: Option<RedisCluster>,
 }
 
 impl BackendFixture {
@@ -125,6 +166,17 @@ impl BackendFixture {
     /// The redis-server, for a Redis fixture, to change.
     pub fn redis_mut(&mut self) -> Option<&mut RedisServer> {
         self.redis.as_mut()
+    }
+
+    /// The Redis Cluster, for a Redis Cluster fixture (to inspect it).
+    pub fn redis_cluster(&self) -> Option<&RedisCluster> {
+        self.redis_cluster.as_ref()
+    }
+
+    /// The Redis Cluster, for a Redis Cluster fixture, to kill, restart or
+    /// reshard its nodes.
+    pub fn redis_cluster_mut(&mut self) -> Option<&mut RedisCluster> {
+        self.redis_cluster.as_mut()
     }
 
     /// Starts a gateway on this backend with `args` added.
