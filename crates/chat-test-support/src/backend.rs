@@ -63,7 +63,9 @@ impl Backend {
     pub fn args(&self) -> Vec<String> {
         match self {
             Self::Memory => Vec::new(),
-            Self::Redis { url, prefix } => with_prefix(vec!["--redis".to_owned(), url.clone()], prefix),
+            Self::Redis { url, prefix } => {
+                with_prefix(vec!["--redis".to_owned(), url.clone()], prefix)
+            }
             Self::RedisCluster { seeds, prefix } => {
                 with_prefix(vec!["--redis-cluster".to_owned(), seeds.clone()], prefix)
             }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Backend, BackendFixture, BackendKind, Gateway, HarnessError, RedisCluster, RedisServer};
+use crate::{
+    Backend, BackendFixture, BackendKind, Gateway, HarnessError, RedisCluster, RedisServer,
+};
 
 /// N gateways sharing a backend; everything is stopped on drop.
 #[derive(Debug)]

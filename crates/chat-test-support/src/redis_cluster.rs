@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::{try_eventually, HarnessError, RedisOptions, RedisServer, RespValue};
 
-pub use slots::{key_slot, SLOTS};
 use slots::{array, integer, SlotMap};
+pub use slots::{key_slot, SLOTS};
 
 /// How many nodes a cluster has: [`PRIMARIES`] primaries, one replica each.
 const NODES: usize = 6;
@@ -65,14 +65,25 @@ impl RedisCluster {
                 "nodes.conf",
                 "--cluster-node-timeout",
                 &node_timeout.as_millis().to_string(),
+                // A replica's full sync starts at once, not after the
+                // default 5 s wait for more replicas to share it.
+                "--repl-diskless-sync-delay",
+                "0",
             ]
             .map(str::to_owned)
             .to_vec(),
             cluster_bus: true,
         };
-        let mut nodes = Vec::with_capacity(NODES);
+        // All at once: each primary's 2 s wait before it reports ok starts
+        // with its process.
+        let mut starting = tokio::task::JoinSet::new();
         for _ in 0..NODES {
-            nodes.push(RedisServer::start_with(options.clone()).await?);
+            starting.spawn(RedisServer::start_with(options.clone()));
+        }
+        let mut nodes = Vec::with_capacity(NODES);
+        while let Some(started) = starting.join_next().await {
+            let node = started.map_err(|e| HarnessError::RedisStart(e.to_string()))?;
+            nodes.push(node?);
         }
         let mut ids = Vec::with_capacity(NODES);
         for node in &nodes {
@@ -119,6 +130,8 @@ impl RedisCluster {
         }
         self.wait(FORM_TIMEOUT, "the replicas to sync", || self.replicas_up())
             .await?;
+        // A primary reports ok no sooner than 2 s after it started
+        // (CLUSTER_WRITABLE_DELAY): most of the time spent forming.
         self.wait_until_ok(FORM_TIMEOUT).await
     }
 
@@ -126,8 +139,8 @@ impl RedisCluster {
     /// shows nodes under temporary ids).
     async fn all_known(&self) -> Result<(), String> {
         for (i, node) in self.nodes.iter().enumerate() {
-            let listing = text(node.command(&["CLUSTER", "NODES"]).await.map_err(str)?)
-                .map_err(str)?;
+            let listing =
+                text(node.command(&["CLUSTER", "NODES"]).await.map_err(str)?).map_err(str)?;
             let known: Vec<&str> = listing
                 .lines()
                 .filter(|line| !line.contains("handshake") && !line.contains("noaddr"))
@@ -143,8 +156,13 @@ impl RedisCluster {
     /// Whether every live replica reports `master_link_status:up`.
     async fn replicas_up(&self) -> Result<(), String> {
         for i in self.live() {
-            let info = text(self.nodes[i].command(&["INFO", "replication"]).await.map_err(str)?)
-                .map_err(str)?;
+            let info = text(
+                self.nodes[i]
+                    .command(&["INFO", "replication"])
+                    .await
+                    .map_err(str)?,
+            )
+            .map_err(str)?;
             if info.contains("role:slave") && !info.contains("master_link_status:up") {
                 return Err(format!("replica {i}: link to its primary is not up"));
             }

@@ -56,9 +56,8 @@ impl SlotMap {
     /// Asks `node` with `CLUSTER SLOTS`.
     pub(crate) async fn read(node: &RedisServer) -> Result<Self, HarnessError> {
         let reply = node.command(&["CLUSTER", "SLOTS"]).await?;
-        Self::parse(&reply).map_err(|e| {
-            HarnessError::Redis(format!("CLUSTER SLOTS on port {}: {e}", node.port()))
-        })
+        Self::parse(&reply)
+            .map_err(|e| HarnessError::Redis(format!("CLUSTER SLOTS on port {}: {e}", node.port())))
     }
 
     /// Parses a `CLUSTER SLOTS` reply: `[[start, end, [ip, port, id, ...], replicas...], ...]`.
@@ -66,7 +65,8 @@ impl SlotMap {
         let mut owners = vec![None; usize::from(SLOTS)];
         for range in array(reply)? {
             let range = array(range)?;
-            let (Some(start), Some(end), Some(primary)) = (range.first(), range.get(1), range.get(2))
+            let (Some(start), Some(end), Some(primary)) =
+                (range.first(), range.get(1), range.get(2))
             else {
                 return Err(format!("short slot range {range:?}"));
             };
@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(hash_tag(b"foo{bar}{zap}"), b"bar");
         // No closing brace: the whole key.
         assert_eq!(hash_tag(b"foo{bar"), b"foo{bar");
-        assert_eq!(key_slot("chat:{lobby}:stream"), key_slot("lobby"));
+        assert_eq!(key_slot("room:{lobby}:stream"), key_slot("lobby"));
         assert!((0..1000).all(|i| key_slot(&format!("k{i}")) < SLOTS));
     }
 
