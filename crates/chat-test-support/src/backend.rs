@@ -190,3 +190,55 @@ impl BackendFixture {
         Gateway::start(bin, &self.backend, args).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_cluster_backend_passes_its_seeds_and_prefix() {
+        let backend = Backend::RedisCluster {
+            seeds: "redis://127.0.0.1:7001,redis://127.0.0.1:7002".into(),
+            prefix: None,
+        };
+        assert_eq!(
+            backend.args(),
+            [
+                "--redis-cluster",
+                "redis://127.0.0.1:7001,redis://127.0.0.1:7002"
+            ]
+        );
+        assert_eq!(backend.kind(), BackendKind::RedisCluster);
+        assert_eq!(backend.kind().name(), "redis-cluster");
+        assert_eq!(
+            backend.with_prefix("t1").args(),
+            [
+                "--redis-cluster",
+                "redis://127.0.0.1:7001,redis://127.0.0.1:7002",
+                "--redis-prefix",
+                "t1"
+            ]
+        );
+        let redis = Backend::Redis {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: None,
+        };
+        assert_eq!(
+            redis.with_prefix("t2").args(),
+            ["--redis", "redis://127.0.0.1:6379", "--redis-prefix", "t2"]
+        );
+        assert!(Backend::Memory.with_prefix("t3").args().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_redis_cluster_fixture_holds_the_cluster() {
+        let fixture = BackendKind::RedisCluster.setup().await.unwrap();
+        let cluster = fixture.redis_cluster().unwrap();
+        assert!(fixture.redis().is_none());
+        assert_eq!(fixture.backend(), &Backend::redis_cluster(cluster));
+        assert_eq!(
+            fixture.backend().args(),
+            ["--redis-cluster".to_owned(), cluster.seed_arg()]
+        );
+    }
+}
