@@ -5,7 +5,8 @@ source "$(dirname "$0")/lib.sh"
 RUN="$ROOT/.run"
 shopt -s nullglob
 pids=()
-for f in "$RUN"/lb.pid "$RUN"/gateway*.pid "$RUN"/redis.pid; do
+# Redis last: redis.pid (one Redis), redis-PORT.pid (the nodes of --redis-cluster).
+for f in "$RUN"/lb.pid "$RUN"/gateway*.pid "$RUN"/redis.pid "$RUN"/redis-*.pid; do
   [ -f "$f" ] || continue
   pid="$(cat "$f")"
   if kill -0 "$pid" 2>/dev/null; then

@@ -1,8 +1,11 @@
-//! Several gateways on one backend (for Redis: one fresh redis-server).
+//! Several gateways on one backend (for Redis: one fresh redis-server; for
+//! a Redis Cluster: six).
 
 use std::path::{Path, PathBuf};
 
-use crate::{Backend, BackendFixture, BackendKind, Gateway, HarnessError, RedisServer};
+use crate::{
+    Backend, BackendFixture, BackendKind, Gateway, HarnessError, RedisCluster, RedisServer,
+};
 
 /// N gateways sharing a backend; everything is stopped on drop.
 #[derive(Debug)]
@@ -73,5 +76,15 @@ impl Cluster {
     /// The redis-server of a Redis cluster, to kill or restart it.
     pub fn redis_mut(&mut self) -> Option<&mut RedisServer> {
         self.fixture.redis_mut()
+    }
+
+    /// The Redis Cluster the gateways share, with [`BackendKind::RedisCluster`].
+    pub fn redis_cluster(&self) -> Option<&RedisCluster> {
+        self.fixture.redis_cluster()
+    }
+
+    /// The Redis Cluster the gateways share, to kill, restart or reshard its nodes.
+    pub fn redis_cluster_mut(&mut self) -> Option<&mut RedisCluster> {
+        self.fixture.redis_cluster_mut()
     }
 }

@@ -1,4 +1,5 @@
-//! Test harness for the chat system: real gateways, a real redis-server, and `eventually`.
+//! Test harness for the chat system: real gateways, a real redis-server (or
+//! a real Redis Cluster), and `eventually`.
 //!
 //! Everything here starts real processes on free loopback ports and cleans
 //! them up on drop; nothing is mocked. Gateway logs (stderr) go to files under
@@ -27,6 +28,7 @@ mod gateway;
 mod http;
 mod member;
 mod redis;
+mod redis_cluster;
 
 pub use admin::{admin_addr, chat_admin_bin, run_chat_admin};
 pub use artifacts::artifacts_dir;
@@ -38,4 +40,5 @@ pub use eventually::{eventually, try_eventually, Attempt};
 pub use gateway::{run_to_exit, Gateway};
 pub use http::{http_get, metric_value, raw_ws_handshake, ws_upgrade_status};
 pub use member::{Audit, Member, Seen};
-pub use redis::{RedisServer, RedisTls, RespValue};
+pub use redis::{RedisOptions, RedisServer, RedisTls, RespValue};
+pub use redis_cluster::{key_slot, RedisCluster, DEFAULT_NODE_TIMEOUT, SLOTS};

@@ -31,10 +31,26 @@ pub struct RedisTls {
     pub ca: PathBuf,
 }
 
+/// How [`RedisServer::start_with`] starts redis-server beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// More redis-server arguments, given after the harness's own (for a
+    /// single-valued directive, the later one wins); every restart passes
+    /// them again.
+    pub args: Vec<String>,
+    /// Picks a port below 55536 whose cluster bus port (port + 10000) is free
+    /// too, as a Redis Cluster node needs, instead of any free port.
+    pub cluster_bus: bool,
+}
+
 /// A running (or killed, awaiting restart) redis-server. Killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// The extra arguments of [`RedisOptions`], reused by every restart.
+    args: Vec<String>,
+    /// Whether the port must leave room for a cluster bus (port + 10000).
+    cluster_bus: bool,
     /// With TLS: the files and the TLS port (the plain port stays open for
     /// the harness's own commands).
     tls: Option<(RedisTls, u16)>,
@@ -56,17 +72,26 @@ impl RedisServer {
     /// Starts redis-server on a free 127.0.0.1 port with persistence off and
     /// returns once it answers PING.
     pub async fn start() -> Result<Self, HarnessError> {
-        Self::start_inner(None).await
+        Self::start_inner(None, RedisOptions::default()).await
+    }
+
+    /// Like [`RedisServer::start`], with `options`' extra arguments (kept for
+    /// [`RedisServer::restart`]) and choice of port.
+    pub async fn start_with(options: RedisOptions) -> Result<Self, HarnessError> {
+        Self::start_inner(None, options).await
     }
 
     /// Like [`RedisServer::start`], also listening for TLS on a second port
     /// ([`RedisServer::tls_port`]) with `tls`'s certificate; clients of the
     /// TLS port need no certificate.
     pub async fn start_tls(tls: RedisTls) -> Result<Self, HarnessError> {
-        Self::start_inner(Some(tls)).await
+        Self::start_inner(Some(tls), RedisOptions::default()).await
     }
 
-    async fn start_inner(tls: Option<RedisTls>) -> Result<Self, HarnessError> {
+    async fn start_inner(
+        tls: Option<RedisTls>,
+        options: RedisOptions,
+    ) -> Result<Self, HarnessError> {
         let binary = Self::binary();
         if !binary.exists() {
             return Err(HarnessError::RedisMissing(binary));
@@ -77,8 +102,17 @@ impl RedisServer {
             .map_err(HarnessError::io("creating redis' temp dir"))?;
         let log = log_path(&format!("redis-{}", unique()))
             .map_err(HarnessError::io("creating the log dir"))?;
+        let pick = |cluster_bus| {
+            if cluster_bus {
+                cluster_port()
+            } else {
+                free_port()
+            }
+        };
         let mut server = Self {
-            port: free_port()?,
+            port: pick(options.cluster_bus)?,
+            args: options.args,
+            cluster_bus: options.cluster_bus,
             tls: match tls {
                 Some(tls) => Some((tls, free_port()?)),
                 None => None,
@@ -94,7 +128,7 @@ impl RedisServer {
                 Ok(()) => return Ok(server),
                 Err(e) => {
                     last_error = e.to_string();
-                    server.port = free_port()?;
+                    server.port = pick(server.cluster_bus)?;
                     if let Some((_, port)) = server.tls.as_mut() {
                         *port = free_port()?;
                     }
@@ -146,8 +180,9 @@ impl RedisServer {
         Ok(())
     }
 
-    /// Kills it if running, then starts it again on the same port (empty:
-    /// persistence is off) and waits until it answers PING.
+    /// Kills it if running, then starts it again on the same port with the
+    /// same arguments (empty: persistence is off; a cluster node keeps its
+    /// `nodes.conf`, so its node id) and waits until it answers PING.
     pub async fn restart(&mut self) -> Result<(), HarnessError> {
         self.kill().await?;
         let deadline = Instant::now() + START_TIMEOUT;
@@ -173,6 +208,15 @@ impl RedisServer {
 
     /// Runs one command on a fresh connection and returns the reply.
     pub async fn command(&self, args: &[&str]) -> Result<RespValue, HarnessError> {
+        self.command_bytes(args).await
+    }
+
+    /// Like [`RedisServer::command`], for arguments that are bytes (keys
+    /// read back from Redis need not be UTF-8).
+    pub async fn command_bytes<A: AsRef<[u8]> + Sync>(
+        &self,
+        args: &[A],
+    ) -> Result<RespValue, HarnessError> {
         let exchange = async {
             let stream = TcpStream::connect(self.addr())
                 .await
@@ -186,7 +230,13 @@ impl RedisServer {
         };
         tokio::time::timeout(Duration::from_secs(5), exchange)
             .await
-            .map_err(|_| HarnessError::Timeout(format!("redis command {args:?}")))?
+            .map_err(|_| {
+                let args: Vec<_> = args
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a.as_ref()))
+                    .collect();
+                HarnessError::Timeout(format!("redis command {args:?} on port {}", self.port))
+            })?
     }
 
     async fn spawn_and_wait(&mut self) -> Result<(), HarnessError> {
@@ -224,6 +274,7 @@ impl RedisServer {
                 "--logfile",
                 "",
             ])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -279,6 +330,37 @@ fn free_port() -> Result<u16, HarnessError> {
         .port())
 }
 
+/// Where [`cluster_port`] looks: above the well-known ports, and low enough
+/// that the cluster bus port (port + 10000) is a valid port, below 65536.
+const CLUSTER_PORTS: std::ops::Range<u16> = 20_000..55_000;
+
+/// A port below 55536 that was free a moment ago together with its cluster
+/// bus port (port + 10000). Random candidates, because [`free_port`] asks
+/// the kernel's ephemeral range, which starts at 32768 and reaches too high.
+fn cluster_port() -> Result<u16, HarnessError> {
+    let span = u64::from(CLUSTER_PORTS.end - CLUSTER_PORTS.start);
+    for _ in 0..200 {
+        let port = CLUSTER_PORTS.start + (random_u64() % span) as u16;
+        let both = TcpListener::bind(("127.0.0.1", port))
+            .and_then(|a| TcpListener::bind(("127.0.0.1", port + 10_000)).map(|b| (a, b)));
+        if both.is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(HarnessError::RedisStart(format!(
+        "no free port pair (port, port + 10000) found in {CLUSTER_PORTS:?}"
+    )))
+}
+
+/// Random bits from the standard library's per-process hash keys (no
+/// dependency for a port number).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(unique());
+    hasher.finish()
+}
+
 /// A RESP2 reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RespValue {
@@ -294,11 +376,12 @@ pub enum RespValue {
     Array(Option<Vec<RespValue>>),
 }
 
-fn encode_command(args: &[&str]) -> Vec<u8> {
+fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
+        let arg = arg.as_ref();
         out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg.as_bytes());
+        out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }
     out
@@ -374,6 +457,15 @@ mod tests {
             encode_command(&["SET", "k", ""]),
             b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn cluster_ports_leave_room_for_the_bus_port() {
+        for _ in 0..20 {
+            let port = cluster_port().unwrap();
+            assert!(CLUSTER_PORTS.contains(&port), "{port}");
+            assert!(port < 55_536, "{port}");
+        }
     }
 
     #[tokio::test]
