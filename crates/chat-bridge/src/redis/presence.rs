@@ -268,8 +268,7 @@ impl Inner {
             let _: () = pipeline
                 .del(self.keys.session_rooms(previous.session))
                 .await?;
-            pipeline
-                .publish::<(), _, _>(self.keys.control(), self.sealed(&replace))
+            self.queue_publish(&pipeline, self.keys.control(), self.sealed(&replace))
                 .await
         };
         queued.await.map_err(unavailable)?;

@@ -11,6 +11,7 @@
 //! script still touches one slot.
 
 use fred::bytes_utils::Str;
+use fred::clients::Pipeline;
 use fred::prelude::*;
 
 use super::Inner;
@@ -61,6 +62,20 @@ impl Inner {
         };
         Ok(())
     }
+
+    /// Queues a publish of `payload` on `channel` in `pipeline`.
+    pub(super) async fn queue_publish(
+        &self,
+        pipeline: &Pipeline<Client>,
+        channel: String,
+        payload: impl Into<Value> + Send,
+    ) -> Result<(), fred::error::Error> {
+        if self.sharded {
+            pipeline.spublish(channel, payload.into()).await
+        } else {
+            pipeline.publish(channel, payload.into()).await
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +97,33 @@ mod tests {
         }
         for lua in [DELETE_IF_PREFIX, RETAG, SWAP, TAKE_IF_PREFIX] {
             assert!(!lua.to_ascii_uppercase().contains("PUBLISH"), "{lua}");
+        }
+    }
+
+    /// A classic PUBLISH or SUBSCRIBE written anywhere else in the backend
+    /// would be silently lost on a cluster (the other side is sharded).
+    #[test]
+    fn the_backend_publishes_and_subscribes_only_through_this_module() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/redis");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.ends_with(".rs") || name == "pubsub.rs" || name == "golden_tests.rs" {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            let calls = [
+                "client.publish(",
+                "pipeline.publish(",
+                ".publish::<",
+                "subscriber.subscribe(",
+                "subscriber.unsubscribe(",
+            ];
+            // Without whitespace, so that a call split over lines is found.
+            let flat: String = source.split_whitespace().collect();
+            for call in calls {
+                assert!(!flat.contains(call), "{name} calls {call} directly");
+            }
         }
     }
 }
