@@ -241,10 +241,16 @@ impl Inner {
 pub(super) async fn run(inner: Arc<Inner>) {
     let mut messages = inner.subscriber.message_rx();
     let mut reconnects = inner.subscriber.reconnect_rx();
+    // The command client re-reads the slots when Redis redirects one of its
+    // commands (a slot moved or a replica took over): a hint to check now
+    // rather than at the next periodic check.
+    let mut redirected = inner.client.cluster_change_rx();
+    let mut hints = inner.sharded;
     let mut retry = tokio::time::interval(RETRY_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut topology = Topology::default();
+    let mut topology = Topology::new(&inner);
     let mut checked = Instant::now();
+    let mut check_soon = false;
     let mut pending = false;
     let mut control_lost = false;
     loop {
@@ -260,9 +266,16 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 control_lost = true;
                 pending = inner.restore_delivery(&mut control_lost).await;
             }
+            hint = redirected.recv(), if hints => {
+                match hint {
+                    Err(RecvError::Closed) => hints = false,
+                    _ => check_soon = true,
+                }
+            }
             _ = retry.tick() => {
-                if inner.sharded && checked.elapsed() >= CHECK_EVERY {
+                if inner.sharded && (check_soon || checked.elapsed() >= CHECK_EVERY) {
                     checked = Instant::now();
+                    check_soon = false;
                     let channels: Vec<String> = inner.cursors.lock().keys().map(|room| inner.keys.channel(room)).collect();
                     let control = inner.keys.control();
                     match topology.moved(&inner, channels.into_iter().chain([control.clone()])).await {

@@ -26,7 +26,6 @@ pub(super) fn slot_of(key: &str) -> u16 {
 }
 
 /// The slots as seen at the previous check.
-#[derive(Default)]
 pub(super) struct Topology {
     last: Option<ClusterRouting>,
 }
@@ -42,6 +41,14 @@ fn owner(routing: &ClusterRouting, slot: u16) -> Option<(String, &str)> {
 }
 
 impl Topology {
+    /// Starts from the subscriber's view of the slots now, before any room
+    /// is subscribed: a slot that moves before the first check is a change.
+    pub(super) fn new(inner: &Inner) -> Self {
+        Self {
+            last: inner.subscriber.cached_cluster_state(),
+        }
+    }
+
     /// Re-reads the slots through the subscriber client and returns which of
     /// `channels` are now served by another primary than at the previous
     /// check (none at the first check).
