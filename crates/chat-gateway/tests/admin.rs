@@ -36,12 +36,50 @@ const WAIT: Duration = Duration::from_secs(20);
 
 type Admin = ChatAdminClient<Channel>;
 
-async fn redis_cluster(extra: &[&str]) -> Cluster {
+/// Two gateways on a fresh Redis (or Redis Cluster) with `extra` flags.
+async fn redis_cluster_of(kind: BackendKind, extra: &[&str]) -> Cluster {
     let args: Vec<&str> = FAST.iter().chain(extra).copied().collect();
-    Cluster::start(BIN, 2, BackendKind::Redis, &args)
+    Cluster::start(BIN, 2, kind, &args)
         .await
         .expect("starting redis + 2 gateways")
 }
+
+async fn redis_cluster(extra: &[&str]) -> Cluster {
+    redis_cluster_of(BackendKind::Redis, extra).await
+}
+
+/// Instantiates each case (an `async fn(BackendKind)`) on one Redis and on a
+/// Redis Cluster: operator commands and listings cross gateways through
+/// keys and a control channel that are not a room's, on both deployments.
+macro_rules! on_both_redis_deployments {
+    ($($case:ident),* $(,)?) => {
+        mod on_redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(chat_test_support::BackendKind::Redis).await
+                }
+            )*
+        }
+        mod on_redis_cluster {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(chat_test_support::BackendKind::RedisCluster).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_redis_deployments!(
+    listings_follow_sessions_on_both_gateways_and_drop_a_killed_gateway,
+    kick_reaches_sessions_on_another_gateway_in_both_forms,
+    drain_called_on_the_other_gateway_moves_clients_without_losing_messages,
+    a_system_message_is_ordered_history_with_system_set_and_no_username,
+    a_drain_reports_the_connections_the_gateway_actually_told,
+    listings_drop_a_crashed_process_sessions_after_the_cleanup,
+);
 
 async fn admin(gateway: &Gateway) -> Admin {
     let addr = admin_addr(gateway).await.expect("admin address");
@@ -153,9 +191,8 @@ async fn wait_left(client: &mut Client, room: &str, who: &str) {
         .unwrap_or_else(|e| panic!("no PresenceChange LEFT of {who} in {room}: {e}"));
 }
 
-#[tokio::test]
-async fn listings_follow_sessions_on_both_gateways_and_drop_a_killed_gateway() {
-    let mut cluster = redis_cluster(&[]).await;
+async fn listings_follow_sessions_on_both_gateways_and_drop_a_killed_gateway(kind: BackendKind) {
+    let mut cluster = redis_cluster_of(kind, &[]).await;
     let (g0, g1) = (
         cluster.gateway(0).id().to_owned(),
         cluster.gateway(1).id().to_owned(),
@@ -270,9 +307,8 @@ async fn listings_follow_sessions_on_both_gateways_and_drop_a_killed_gateway() {
     assert_eq!(gateways(&admin0).await, [(g0.clone(), 1, false)]);
 }
 
-#[tokio::test]
-async fn kick_reaches_sessions_on_another_gateway_in_both_forms() {
-    let cluster = redis_cluster(&[]).await;
+async fn kick_reaches_sessions_on_another_gateway_in_both_forms(kind: BackendKind) {
+    let cluster = redis_cluster_of(kind, &[]).await;
     let admin1 = admin(cluster.gateway(1)).await;
     let mut alice = member(cluster.gateway(0), "Alice", &["a", "b"]).await;
     let mut bob = member(cluster.gateway(1), "Bob", &["a", "b"]).await;
@@ -368,9 +404,10 @@ async fn kick_reaches_sessions_on_another_gateway_in_both_forms() {
         .expect("the name was released");
 }
 
-#[tokio::test]
-async fn drain_called_on_the_other_gateway_moves_clients_without_losing_messages() {
-    let mut cluster = redis_cluster(&["--drain-timeout-ms", "3000"]).await;
+async fn drain_called_on_the_other_gateway_moves_clients_without_losing_messages(
+    kind: BackendKind,
+) {
+    let mut cluster = redis_cluster_of(kind, &["--drain-timeout-ms", "3000"]).await;
     let g0 = cluster.gateway(0).id().to_owned();
     let admin1 = admin(cluster.gateway(1)).await;
     let mut alice = member(cluster.gateway(0), "Alice", &["ops"]).await;
@@ -460,9 +497,8 @@ async fn drain_called_on_the_other_gateway_moves_clients_without_losing_messages
     assert!(status.success(), "{status}");
 }
 
-#[tokio::test]
-async fn a_system_message_is_ordered_history_with_system_set_and_no_username() {
-    let cluster = redis_cluster(&["--max-text-bytes", "64"]).await;
+async fn a_system_message_is_ordered_history_with_system_set_and_no_username(kind: BackendKind) {
+    let cluster = redis_cluster_of(kind, &["--max-text-bytes", "64"]).await;
     let admin0 = admin(cluster.gateway(0)).await;
     let mut alice = member(cluster.gateway(0), "Alice", &["lobby"]).await;
     let mut bob = member(cluster.gateway(1), "Bob", &["lobby"]).await;
@@ -947,9 +983,8 @@ async fn admin_flags_are_checked_at_startup() {
 
 /// A drain right after connections opened counts them: the answer comes from
 /// the drained gateway (what it told), not from its last heartbeat.
-#[tokio::test]
-async fn a_drain_reports_the_connections_the_gateway_actually_told() {
-    let cluster = redis_cluster(&["--drain-timeout-ms", "3000"]).await;
+async fn a_drain_reports_the_connections_the_gateway_actually_told(kind: BackendKind) {
+    let cluster = redis_cluster_of(kind, &["--drain-timeout-ms", "3000"]).await;
     let g0 = cluster.gateway(0).id().to_owned();
     let admin1 = admin(cluster.gateway(1)).await;
     let mut clients = Vec::new();
@@ -972,9 +1007,8 @@ async fn a_drain_reports_the_connections_the_gateway_actually_told() {
 
 /// After a gateway crashes, no listing shows its sessions once it has been
 /// cleaned up, even though a new process took its id at once.
-#[tokio::test]
-async fn listings_drop_a_crashed_process_sessions_after_the_cleanup() {
-    let mut cluster = redis_cluster(&[]).await;
+async fn listings_drop_a_crashed_process_sessions_after_the_cleanup(kind: BackendKind) {
+    let mut cluster = redis_cluster_of(kind, &[]).await;
     let admin0 = admin(cluster.gateway(0)).await;
     let _ann = member(cluster.gateway(1), "Ann", &["crash"]).await;
     let _obs = member(cluster.gateway(0), "Obs", &["crash"]).await;

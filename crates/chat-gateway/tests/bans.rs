@@ -99,16 +99,22 @@ async fn hello(gateway: &Gateway, name: &str) -> Result<Client, (ErrorCode, Stri
 
 #[tokio::test]
 async fn a_ban_kicks_everywhere_refuses_hellos_until_it_ends_and_unban_lifts_it() {
+    bans_kick_everywhere(BackendKind::Redis).await;
+}
+
+/// The same on a Redis Cluster: the ban keys and the control channel are
+/// not a room's, and work there too.
+#[tokio::test]
+async fn a_ban_kicks_everywhere_on_a_redis_cluster_too() {
+    bans_kick_everywhere(BackendKind::RedisCluster).await;
+}
+
+async fn bans_kick_everywhere(kind: BackendKind) {
     let secret = secret_file("bans");
     let secret = secret.to_str().unwrap();
-    let cluster = Cluster::start(
-        BIN,
-        2,
-        BackendKind::Redis,
-        &["--cluster-secret-file", secret],
-    )
-    .await
-    .expect("redis + 2 gateways");
+    let cluster = Cluster::start(BIN, 2, kind, &["--cluster-secret-file", secret])
+        .await
+        .expect("redis + 2 gateways");
     let (g0, g1) = (cluster.gateway(0), cluster.gateway(1));
     let admin1 = admin(g1).await;
     let mut ann = g0.client("Ann").await.expect("hello");

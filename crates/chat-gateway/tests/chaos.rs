@@ -3,7 +3,8 @@
 //! SIGKILLed and restarted with the same id every few seconds, as a
 //! supervisor would. Afterwards every acknowledged message reached every
 //! member of its room exactly once and in order, nobody was locked out of
-//! their name or saw anyone leave, and every room lists exactly its members.
+//! their name or saw anyone leave, and every room lists exactly its members;
+//! on one Redis and on a Redis Cluster.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -38,9 +39,18 @@ fn rooms_of(i: usize) -> [String; 2] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_crashing_and_restarting_lose_nothing_and_lock_nobody_out() {
-    let mut cluster = Cluster::start(BIN, 3, BackendKind::Redis, &[])
-        .await
-        .unwrap();
+    chaos(BackendKind::Redis).await;
+}
+
+/// The same on a Redis Cluster: the dead processes' presence, names and
+/// indexes are cleaned up across shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_too() {
+    chaos(BackendKind::RedisCluster).await;
+}
+
+async fn chaos(kind: BackendKind) {
+    let mut cluster = Cluster::start(BIN, 3, kind, &[]).await.unwrap();
     let backends: Vec<_> = cluster.gateways().iter().map(|g| g.addr()).collect();
     let lb = Balancer::start(BIN, &backends, &[]).await.unwrap();
 
