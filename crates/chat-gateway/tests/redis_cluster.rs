@@ -1,6 +1,7 @@
 //! Gateways on a real local Redis Cluster (3 primaries, 3 replicas): rooms
 //! whose slots are on different shards chatting at once, each on its own
-//! shard; a primary SIGKILLed during traffic; a slot moved to another
+//! shard; a shard that stops answering holding up only its own rooms; a
+//! primary SIGKILLed during traffic; a slot moved to another
 //! primary during traffic; a gateway started while a seed node is down.
 //!
 //! Every room has a publisher on one gateway and a listener on the other,
@@ -370,6 +371,69 @@ async fn rooms_on_different_shards_flow_at_once_each_on_its_own_shard() {
             "shard {p} published {published} payloads for its room's {stored} messages: only its own room's"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_stops_answering_holds_up_only_its_own_rooms() {
+    let cluster = RedisCluster::start().await.unwrap();
+    let (a, b) = gateways(&cluster).await;
+    let rooms = one_room_per_shard(&cluster).await;
+    let mut traffic = Traffic::start(&a, &b, &rooms).await;
+    traffic.wait_for_more(&[0, 0, 0], 20).await;
+
+    // Shard 0 stops answering its clients for a while (its cluster bus goes
+    // on, so no failover): the gateways' messages for the other shards'
+    // rooms must not wait behind it.
+    let pause = Duration::from_secs(4);
+    let paused = cluster
+        .command(
+            PRIMARIES[0],
+            &["CLIENT", "PAUSE", &pause.as_millis().to_string(), "ALL"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(paused, RespValue::Simple("OK".into()));
+    let paused_at = tokio::time::Instant::now();
+    // Whatever room 0 had in flight when the pause began is still answered
+    // during it; wait until its count stops moving.
+    let mut stalled = traffic.acked_counts()[0];
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = traffic.acked_counts()[0];
+        if now == stalled {
+            break;
+        }
+        stalled = now;
+    }
+    let before = traffic.acked_counts();
+    let received_before: Vec<usize> = traffic
+        .rooms
+        .iter()
+        .map(|r| r.received.lock().unwrap().len())
+        .collect();
+    eventually(WAIT, || async {
+        let now = traffic.acked_counts();
+        (1..3).all(|r| now[r] >= before[r] + 30)
+    })
+    .await;
+    let during = paused_at.elapsed();
+    assert!(
+        during < pause,
+        "the other shards' rooms waited for the paused one ({during:?})"
+    );
+    assert_eq!(
+        traffic.acked_counts()[0],
+        before[0],
+        "room 0's shard was paused: nothing of it can have been acknowledged"
+    );
+    for (room, before) in traffic.rooms.iter().zip(&received_before).skip(1) {
+        let received = room.received.lock().unwrap().len();
+        assert!(received >= before + 30, "{} was not delivered", room.room);
+    }
+    eprintln!("the other shards' rooms had 30 more messages acknowledged and delivered {during:?} into a {pause:?} pause");
+    traffic.wait_for_more(&traffic.acked_counts(), 10).await;
+    traffic.stop().await;
+    assert_eq!(audit(&cluster, &traffic).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,7 @@
 //!
 //! Key names are in [`keys`]; the README documents them.
 
+mod activity;
 mod admin;
 mod bans;
 mod control;
@@ -33,6 +34,7 @@ mod entry;
 #[cfg(test)]
 mod golden_tests;
 mod keys;
+mod lanes;
 mod liveness;
 mod presence;
 mod publisher;
@@ -45,7 +47,7 @@ mod tls;
 mod topology;
 mod wire;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -73,7 +75,7 @@ use dispatcher::Cursor;
 use entry::{claim_value, entry_value, instance_tag, tag_of, Holder};
 use liveness::{beat, heartbeat};
 use presence::count_members;
-use publisher::{PublishJob, PUBLISH_QUEUE};
+use publisher::PublishJob;
 use stream::parse_entries;
 use subscriptions::RoomSubscription;
 
@@ -141,8 +143,12 @@ struct Inner {
     sharded: bool,
     /// The PUBLISH script's text, for the SCRIPT LOAD ahead of its uses.
     publish_lua: Str,
-    /// Messages on their way to the [`publisher`] task, in submission order.
-    publish_queue: mpsc::Sender<PublishJob>,
+    /// Messages on their way to the [`publisher`] tasks ([`lanes`]).
+    lanes: lanes::Lanes,
+    /// Rooms with a message since the activity index was last written.
+    active_rooms: Mutex<HashMap<String, u64>>,
+    /// Signalled when a room is noted there ([`activity`]).
+    activity_noted: Notify,
     publish: Script,
     enter: Script,
     leave: Script,
@@ -194,34 +200,7 @@ impl RedisBridge {
     /// starts anyway, reports unavailable and keeps reconnecting) and starts
     /// the dispatcher and heartbeat tasks.
     pub async fn connect(config: RedisConfig, sink: Arc<dyn EventSink>) -> Result<Self> {
-        let redis_config = if config.cluster {
-            tls::cluster_config(&config.url, config.tls_ca.as_deref())?
-        } else {
-            tls::client_config(&config.url, config.tls_ca.as_deref())?
-        };
-        let mut builder = Builder::from_config(redis_config);
-        builder
-            .with_config(|c| c.fail_fast = false)
-            .with_performance_config(|p| {
-                p.default_command_timeout = COMMAND_TIMEOUT;
-                p.broadcast_channel_capacity = 1 << 14;
-            })
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(1);
-                c.internal_command_timeout = COMMAND_TIMEOUT;
-                // One write per command on one Redis: a command whose
-                // connection dropped is answered UNAVAILABLE, not sent twice.
-                // On a cluster, fred counts following a MOVED or ASK (a slot
-                // moving) as another attempt, so a few are allowed there; a
-                // retry after a dropped connection is then possible too, and a
-                // message with a client_msg_id is deduplicated by it.
-                c.max_command_attempts = if config.cluster { 3 } else { 1 };
-                c.tcp = TcpConfig {
-                    nodelay: Some(true),
-                    ..Default::default()
-                };
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let builder = client_builder(&config)?;
         let client = builder.build().map_err(unavailable)?;
         let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
         client.connect();
@@ -234,7 +213,6 @@ impl RedisBridge {
                 tracing::warn!(url = %without_password(&config.url), "redis is not reachable yet; retrying in the background");
             }
         }
-        let (publish_queue, jobs) = mpsc::channel(PUBLISH_QUEUE);
         let keys = Keys::new(&config.prefix);
         let control_auth = ControlAuth::new(config.cluster_secret.clone(), &keys.control());
         if !control_auth.is_authenticated() {
@@ -251,7 +229,9 @@ impl RedisBridge {
             client,
             subscriber,
             sink,
-            publish_queue,
+            lanes: Default::default(),
+            active_rooms: Default::default(),
+            activity_noted: Notify::new(),
             publish: script(scripts::PUBLISH),
             enter: script(scripts::ENTER),
             leave: script(scripts::LEAVE),
@@ -293,8 +273,8 @@ impl RedisBridge {
         }
         let tasks = vec![
             tokio::spawn(dispatcher::run(inner.clone())),
-            tokio::spawn(publisher::run(inner.clone(), jobs)),
             tokio::spawn(heartbeat(inner.clone())),
+            tokio::spawn(activity::run(inner.clone())),
         ];
         Ok(Self { inner, tasks })
     }
@@ -305,11 +285,46 @@ impl RedisBridge {
     }
 }
 
+/// The fred client settings for `config`: one server or a cluster, timeouts,
+/// attempts and reconnection.
+fn client_builder(config: &RedisConfig) -> Result<Builder> {
+    let redis_config = if config.cluster {
+        tls::cluster_config(&config.url, config.tls_ca.as_deref())?
+    } else {
+        tls::client_config(&config.url, config.tls_ca.as_deref())?
+    };
+    let mut builder = Builder::from_config(redis_config);
+    builder
+        .with_config(|c| c.fail_fast = false)
+        .with_performance_config(|p| {
+            p.default_command_timeout = COMMAND_TIMEOUT;
+            p.broadcast_channel_capacity = 1 << 14;
+        })
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(1);
+            c.internal_command_timeout = COMMAND_TIMEOUT;
+            // One write per command on one Redis: a command whose
+            // connection dropped is answered UNAVAILABLE, not sent twice.
+            // On a cluster, fred counts following a MOVED or ASK (a slot
+            // moving) as another attempt, so a few are allowed there; a
+            // retry after a dropped connection is then possible too, and a
+            // message with a client_msg_id is deduplicated by it.
+            c.max_command_attempts = if config.cluster { 3 } else { 1 };
+            c.tcp = TcpConfig {
+                nodelay: Some(true),
+                ..Default::default()
+            };
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    Ok(builder)
+}
+
 impl Drop for RedisBridge {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
         }
+        self.inner.lanes.abort();
     }
 }
 

@@ -1,5 +1,6 @@
-//! The publisher: the one task that sends submitted messages to Redis, in
-//! submission order, as pipelines of one PUBLISH script call per room.
+//! The publisher: the task (one per lane, `lanes.rs`) that sends submitted
+//! messages to Redis, in submission order, as pipelines of one PUBLISH
+//! script call per room.
 
 use chat_proto::rules::DEDUPE_WINDOW;
 
@@ -13,6 +14,8 @@ pub(super) const PUBLISH_BATCH: usize = 256;
 /// A submitted message, ready for the PUBLISH script, and where its outcome goes.
 pub(super) struct PublishJob {
     pub(super) room: String,
+    /// The room's hash slot (Redis Cluster): where its script call goes.
+    pub(super) slot: u16,
     /// The idempotency key's Redis key.
     pub(super) dedupe: String,
     /// Whether the message has a `client_msg_id` (only then is the dedupe key kept).
@@ -40,6 +43,7 @@ impl PublishJob {
             ..Default::default()
         }));
         Self {
+            slot: topology::slot_of(&keys.stream(&msg.room)),
             room: msg.room,
             dedupe,
             idempotent,
@@ -49,7 +53,7 @@ impl PublishJob {
     }
 }
 
-/// The one task that sends submitted messages to Redis, in submission order.
+/// A lane's task: sends its submitted messages to Redis, in submission order.
 /// Whatever queued up while one pipeline was out goes in the next, so a busy
 /// gateway pays one round trip for many messages and an idle one sends each
 /// message at once.
@@ -94,32 +98,13 @@ impl Inner {
                         // unless the slot is given.
                         CustomCommand::new_static(
                             "EVALSHA",
-                            ClusterHash::Custom(topology::slot_of(
-                                &self.keys.stream(&jobs[call[0]].room),
-                            )),
+                            ClusterHash::Custom(jobs[call[0]].slot),
                             false,
                         ),
                         self.publish_args(jobs, call),
                     )
                     .await?;
             }
-            // The admin room list's activity index, best effort. A separate
-            // command because the script touches one room's keys only.
-            let now = now_ms() as f64;
-            let rooms: BTreeSet<&str> = jobs.iter().map(|job| job.room.as_str()).collect();
-            let _: () = pipeline
-                .zadd(
-                    self.keys.room_activity(),
-                    None,
-                    None,
-                    false,
-                    false,
-                    rooms
-                        .into_iter()
-                        .map(|room| (now, room))
-                        .collect::<Vec<_>>(),
-                )
-                .await?;
             Ok::<_, fred::error::Error>(())
         }
         .await;
@@ -129,7 +114,7 @@ impl Inner {
             Err(e) => outcomes.fill_with(|| Some(Err(unavailable(e.clone())))),
             Ok(()) => {
                 let results = pipeline.try_all::<Value>().await;
-                if results.len() != loads.len() + calls.len() + 1 {
+                if results.len() != loads.len() + calls.len() {
                     // The pipeline as a whole failed (a timeout, say): one error.
                     let e = results.into_iter().find_map(Result::err).map_or_else(
                         || BridgeError::Unavailable("no reply from redis".into()),
@@ -161,17 +146,22 @@ impl Inner {
                         }
                     }
                 }
-                if let Some(Err(e)) = results.next() {
-                    tracing::debug!(error = %e, "indexing room activity failed");
-                }
             }
         }
         self.answer(jobs, outcomes);
     }
 
-    /// Sends each job its outcome.
+    /// Sends each job its outcome (and notes the rooms of accepted ones for
+    /// the activity index, `activity.rs`).
     fn answer(&self, jobs: &mut Vec<PublishJob>, outcomes: Vec<Option<Result<Accepted>>>) {
+        self.note_activity(
+            jobs.iter()
+                .zip(&outcomes)
+                .filter(|(_, outcome)| matches!(outcome, Some(Ok(_))))
+                .map(|(job, _)| job.room.as_str()),
+        );
         for (job, outcome) in jobs.drain(..).zip(outcomes) {
+            self.release(job.slot);
             let outcome = outcome
                 .unwrap_or_else(|| Err(BridgeError::Unavailable("no reply from redis".into())));
             // The submitter may be gone (its connection closed); the
@@ -193,7 +183,7 @@ impl Inner {
         let mut primaries = HashSet::new();
         let mut targets = Vec::new();
         for call in calls {
-            let slot = topology::slot_of(&self.keys.stream(&jobs[call[0]].room));
+            let slot = jobs[call[0]].slot;
             if let Some(primary) = routing.get_server(slot) {
                 if primaries.insert(primary.clone()) {
                     targets.push(ClusterHash::Custom(slot));

@@ -25,11 +25,9 @@ impl RoomLog for RedisBridge {
         }
         let (reply, outcome) = oneshot::channel();
         let job = PublishJob::new(&inner.keys, msg, reply);
-        match inner.publish_queue.send(job).await {
+        match inner.enqueue(job).await {
             Ok(()) => Pending::waiting(outcome),
-            Err(_) => Pending::ready(Err(BridgeError::Unavailable(
-                "the publisher stopped".into(),
-            ))),
+            Err(e) => Pending::ready(Err(e)),
         }
     }
 
