@@ -23,7 +23,7 @@
 #      fan-out, spread over every shard. Both setups run side by side, their
 #      measurements interleaved; CPU of every Redis process, gateway and chat-lb
 #      (a) as fast as acks allow                   deliveries/s, one Redis vs the cluster
-#      (b) paced at 50,000 deliveries/s            p99 of both
+#      (b) paced at 10,000 deliveries/s            p99 of both
 #                                                  target: with 3 primaries no Redis process
 #                                                  is busier than the gateways
 #

@@ -106,7 +106,9 @@ impl Sizes {
                 // each of the cluster's 3 primaries.
                 s6_rooms: 200,
                 s6_members: 5,
-                s6_rate: 50, // 200 x 5 x 50 = 50,000 deliveries/s, 10,000 messages/s
+                // 200 x 5 x 10 = 10,000 deliveries/s, 2,000 messages/s: at 50,000 the 2
+                // cores were 90 % busy and the p99 measured the queues, not Redis.
+                s6_rate: 10,
                 rounds: 3,
             }
         }
