@@ -16,23 +16,35 @@
 #      down, (b) it is restarted at once with the same id
 #                                                  target loss -> back in all rooms p99 <= 1 s,
 #                                                  max <= 2 s, 0 lost, 0 duplicates, 0 presence flicker
+#   6. one Redis vs a Redis Cluster (issue 12): the 3 gateways + chat-lb of 2
+#      on one Redis and on a local Redis Cluster of 3 primaries + 3 replicas
+#      (sharded pub/sub), 200 rooms x 5 members, 1 publisher per room, 64-byte
+#      text: many small rooms, so that Redis carries the load rather than the
+#      fan-out, spread over every shard. Both setups run side by side, their
+#      measurements interleaved; CPU of every Redis process, gateway and chat-lb
+#      (a) as fast as acks allow                   deliveries/s, one Redis vs the cluster
+#      (b) paced at 10,000 deliveries/s            p99 of both
+#                                                  target: with 3 primaries no Redis process
+#                                                  is busier than the gateways
 #
 # Two yardsticks run next to them, to read the figures against what this
 # machine can do at all: `chat-bench floor` (2b's deliveries with nothing but
 # sockets and one relay hop: no protocol, no Redis, no runtime), and
 # `chat-bench relay` (the least a balancer can do) as a fourth target in 4.
 #
-# The comparisons that sit near their targets (2a, and all of 4) run 3
-# rounds (4's interleaved: direct, chat-lb, HAProxy, relay, then again) and the
-# summary shows the median and the range: single runs on this shared 2-core
-# machine vary by +-15 %, and a p99 of tens of microseconds by more.
+# The comparisons that sit near their targets (2a, all of 4, and 6a) run 3
+# rounds (4's interleaved: direct, chat-lb, HAProxy, relay, then again; 6a's:
+# one Redis, the cluster, then again) and the summary shows the median and
+# the range: single runs on this shared 2-core machine vary by +-15 %, and a
+# p99 of tens of microseconds by more.
 #
 # This script builds the binaries and calls `chat-bench suite`, which starts
-# every process (redis-server, gateways, chat-lb, haproxy, echo servers),
+# every process (redis-server, the Redis Cluster's nodes created with
+# redis-cli --cluster create, gateways, chat-lb, haproxy, echo servers),
 # stops each by pid when its scenario ends, and writes summary.md from the
 # typed reports (crates/chat-bench/src/suite/).
 #
-# Usage: scripts/bench.sh [--quick] [--only 1,2,3,4,5] [--profile release|debug]
+# Usage: scripts/bench.sh [--quick] [--only 1,2,3,4,5,6] [--profile release|debug]
 #                         [--perf] [--no-build] [--bin-dir DIR] [--out DIR]
 #   --quick    a few seconds per scenario, small sizes (a smoke run; debug
 #              binaries unless --profile is given)
@@ -49,7 +61,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 QUICK=0
-ONLY="1,2,3,4,5"
+ONLY="1,2,3,4,5,6"
 PROFILE=""
 PERF=0
 BUILD=1
@@ -77,6 +89,7 @@ wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 need_pkg redis-server redis-server
 if wants 4; then need_pkg haproxy haproxy; fi
+if wants 6; then need_pkg redis-cli redis-tools; fi
 if [ "$PERF" = 1 ]; then need_pkg perf linux-perf; fi
 
 if [ "$BUILD" = 1 ]; then

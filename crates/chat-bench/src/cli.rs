@@ -282,12 +282,12 @@ pub(crate) struct SuiteArgs {
     /// A few seconds per scenario, small sizes: a smoke run.
     #[arg(long, env = "CHAT_BENCH_QUICK")]
     pub quick: bool,
-    /// Run only these scenarios (1 to 5).
+    /// Run only these scenarios (1 to 6).
     #[arg(
         long,
         env = "CHAT_BENCH_ONLY",
         value_delimiter = ',',
-        default_value = "1,2,3,4,5"
+        default_value = "1,2,3,4,5,6"
     )]
     pub only: Vec<u8>,
     /// Also profile the gateway under scenario 1 with `perf record`.

@@ -4,7 +4,8 @@
 //! from those reports (`summary.rs`).
 //!
 //! `machine.rs` describes the machine, `procs.rs` starts and stops the servers,
-//! `scenarios.rs` holds what each scenario starts and runs.
+//! `scenarios.rs` holds what each scenario starts and runs (scenario 6, one Redis vs a
+//! Redis Cluster, in `scenarios/redis_cluster.rs`).
 
 mod machine;
 mod procs;
@@ -23,6 +24,9 @@ use anyhow::{bail, Context as _, Result};
 const PINGPONG_TARGETS: [&str; 4] = ["direct", "chat-lb", "haproxy", "relay"];
 /// Source addresses for the clients (more than one for many connections).
 const LOCAL_IPS: &str = "127.0.0.1-127.0.0.40";
+/// Scenario 6's two setups as its report names spell them (`s6a-one-max`,
+/// `s6b-cluster-paced`): one Redis, then the Redis Cluster.
+const S6_SETUPS: [&str; 2] = ["one", "cluster"];
 
 /// The sizes of a full or a quick run.
 #[derive(Debug, Clone)]
@@ -43,7 +47,12 @@ pub(crate) struct Sizes {
     pub s4_conns: usize,
     pub s5_n: usize,
     pub s5_duration: &'static str,
-    /// Runs of the comparisons that sit near their targets (2a and all of 4): single runs on
+    /// Scenario 6: many small rooms, so that Redis carries the load rather than the fan-out.
+    pub s6_rooms: usize,
+    pub s6_members: usize,
+    /// Messages per second per room in 6b (times rooms and members: deliveries/s).
+    pub s6_rate: usize,
+    /// Runs of the comparisons that sit near their targets (2a, all of 4, 6a): single runs on
     /// a shared 2-core machine vary by +-15 %, a p99 of tens of microseconds by more.
     pub rounds: usize,
 }
@@ -67,6 +76,9 @@ impl Sizes {
                 s4_conns: 8,
                 s5_n: 300,
                 s5_duration: "3s",
+                s6_rooms: 30,
+                s6_members: 5,
+                s6_rate: 20, // 30 x 5 x 20 = 3,000 deliveries/s
                 rounds: 1,
             }
         } else {
@@ -90,6 +102,13 @@ impl Sizes {
                 // gateway that dies. 300 rooms of 60 (each member in 2), 1 message/s per room.
                 s5_n: 9_000,
                 s5_duration: "10s",
+                // 1,000 members (chat-lb holds 2,000 sockets); 200 rooms put about 67 on
+                // each of the cluster's 3 primaries.
+                s6_rooms: 200,
+                s6_members: 5,
+                // 200 x 5 x 10 = 10,000 deliveries/s, 2,000 messages/s: at 50,000 the 2
+                // cores were 90 % busy and the p99 measured the queues, not Redis.
+                s6_rate: 10,
                 rounds: 3,
             }
         }
@@ -157,7 +176,7 @@ impl Suite {
 
 /// Runs the scenarios asked for, then writes `summary.md` (and prints it).
 pub(crate) async fn run(args: SuiteArgs) -> Result<()> {
-    if let Some(bad) = args.only.iter().find(|s| !(1..=5).contains(*s)) {
+    if let Some(bad) = args.only.iter().find(|s| !(1..=6).contains(*s)) {
         return Err(chat_measure::args::invalid(format!(
             "--only: there is no scenario {bad}"
         )));

@@ -1,5 +1,8 @@
-//! The five standard scenarios: what each starts, which `chat-bench` runs it makes, and in
+//! The six standard scenarios: what each starts, which `chat-bench` runs it makes, and in
 //! what order. Sizes come from [`Sizes`]; every process is stopped when its scenario ends.
+//! Scenario 6 (one Redis vs a Redis Cluster) is in `redis_cluster.rs` under this module.
+
+mod redis_cluster;
 
 use std::path::Path;
 use std::process::Command;
@@ -17,14 +20,15 @@ fn args(parts: &[&str]) -> Vec<String> {
 /// A scenario: starts what it needs, makes its runs, stops what it started.
 type Scenario = fn(&Suite) -> Result<()>;
 
-/// Runs the scenarios in `wanted` (1 to 5), in order.
+/// Runs the scenarios in `wanted` (1 to 6), in order.
 pub(super) fn run_all(suite: &Suite, wanted: &[u8]) -> Result<()> {
-    let scenarios: [(u8, Scenario); 5] = [
+    let scenarios: [(u8, Scenario); 6] = [
         (1, one_gateway),
         (2, cluster_fanout),
         (3, idle_connections),
         (4, pingpong),
         (5, failover),
+        (6, redis_cluster::one_redis_vs_cluster),
     ];
     for (number, scenario) in scenarios {
         if wanted.contains(&number) {
@@ -87,6 +91,8 @@ fn start_lb(
 fn start_redis(suite: &Suite, procs: &mut Procs) -> Result<(u32, String)> {
     let port = free_port();
     let dir = suite.out.join("redis");
+    // Fresh: not the AOF of an earlier scenario's Redis.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut command = Command::new("redis-server");
     command
@@ -117,15 +123,29 @@ struct Cluster {
 
 fn start_cluster(suite: &Suite, procs: &mut Procs, prefix: &str) -> Result<Cluster> {
     let (redis_pid, redis) = start_redis(suite, procs)?;
+    let (lb, watch) = start_gateways_and_lb(suite, procs, prefix, &["--redis", &redis])?;
+    Ok(Cluster {
+        lb,
+        redis_pid,
+        watch,
+    })
+}
+
+/// Three gateways with the bridge flags `bridge` (`--redis URL`, `--redis-cluster SEEDS`) and
+/// chat-lb in front sending PROXY v2; returns chat-lb's address and `NAME=PID` of the
+/// gateways and chat-lb.
+fn start_gateways_and_lb(
+    suite: &Suite,
+    procs: &mut Procs,
+    prefix: &str,
+    bridge: &[&str],
+) -> Result<(String, Vec<String>)> {
     let (mut backends, mut watch) = (Vec::new(), Vec::new());
     for g in 1..=3 {
         let name = format!("{prefix}-gateway-{g}");
-        let (pid, addr) = start_gateway(
-            suite,
-            procs,
-            &name,
-            &["--redis", &redis, "--proxy-protocol"],
-        )?;
+        let mut extra = bridge.to_vec();
+        extra.push("--proxy-protocol");
+        let (pid, addr) = start_gateway(suite, procs, &name, &extra)?;
         backends.push(addr);
         watch.push(format!("gateway-{g}={pid}"));
     }
@@ -137,14 +157,10 @@ fn start_cluster(suite: &Suite, procs: &mut Procs, prefix: &str) -> Result<Clust
         &["--send-proxy-v2"],
     )?;
     watch.push(format!("chat-lb={lb_pid}"));
-    Ok(Cluster {
-        lb,
-        redis_pid,
-        watch,
-    })
+    Ok((lb, watch))
 }
 
-/// `fanout` flags shared by scenarios 1 and 2.
+/// `fanout` flags shared by scenarios 1, 2 and 6.
 fn fanout_args(suite: &Suite, url: &str, rooms: usize, members: usize, rate: usize) -> Vec<String> {
     let s = &suite.sizes;
     args(&[
