@@ -1,7 +1,8 @@
 //! Gateways on a real local Redis Cluster (3 primaries, 3 replicas): rooms
 //! whose slots are on different shards chatting at once, each on its own
 //! shard; a shard that stops answering holding up only its own rooms; a
-//! primary SIGKILLed during traffic; a slot moved to another
+//! primary SIGKILLed during traffic; a gateway's connections per primary
+//! not growing with its rooms; a slot moved to another
 //! primary during traffic; a gateway started while a seed node is down.
 //!
 //! Every room has a publisher on one gateway and a listener on the other,
@@ -77,6 +78,31 @@ async fn gateways(cluster: &RedisCluster) -> (Gateway, Gateway) {
     let a = Gateway::start(BIN, &backend, FAST).await.unwrap();
     let b = Gateway::start(BIN, &backend, FAST).await.unwrap();
     (a, b)
+}
+
+/// A cluster, two gateways on it, one room per shard, and traffic in every
+/// room (dropped in this order).
+struct Chatting {
+    traffic: Traffic,
+    rooms: Vec<String>,
+    _gateways: (Gateway, Gateway),
+    cluster: RedisCluster,
+}
+
+/// Starts [`Chatting`] and waits until every room has had `warm` messages
+/// acknowledged.
+async fn chatting(warm: usize) -> Chatting {
+    let cluster = RedisCluster::start().await.unwrap();
+    let (a, b) = gateways(&cluster).await;
+    let rooms = one_room_per_shard(&cluster).await;
+    let traffic = Traffic::start(&a, &b, &rooms).await;
+    traffic.wait_for_more(&[0, 0, 0], warm).await;
+    Chatting {
+        traffic,
+        rooms,
+        _gateways: (a, b),
+        cluster,
+    }
 }
 
 /// A room's traffic: a publisher on one gateway, a listener on the other.
@@ -373,13 +399,70 @@ async fn rooms_on_different_shards_flow_at_once_each_on_its_own_shard() {
     }
 }
 
+/// `connected_clients` of node `i` (the harness's own connection included).
+async fn connected_clients(cluster: &RedisCluster, i: usize) -> u64 {
+    let RespValue::Bulk(Some(info)) = cluster.command(i, &["INFO", "clients"]).await.unwrap()
+    else {
+        panic!("INFO clients");
+    };
+    String::from_utf8(info)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("connected_clients:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_connections_to_each_primary_do_not_grow_with_its_rooms() {
+    let cluster = RedisCluster::start().await.unwrap();
+    let backend = Backend::redis_cluster(&cluster);
+    let gateway = Gateway::start(BIN, &backend, FAST).await.unwrap();
+    let mut first = Client::connect(&gateway.ws_url()).await.unwrap();
+    first.hello("first").await.unwrap();
+    first.join("warm-up").await.unwrap();
+    let before: Vec<u64> = {
+        let mut v = Vec::new();
+        for p in PRIMARIES {
+            v.push(connected_clients(&cluster, p).await);
+        }
+        v
+    };
+    // 60 rooms, spread over the three shards by their names.
+    let mut members = Vec::new();
+    for m in 0..2 {
+        let mut member = Client::connect(&gateway.ws_url()).await.unwrap();
+        member.hello(&format!("member-{m}")).await.unwrap();
+        for r in 0..30 {
+            member.join(&format!("many-{m}-{r}")).await.unwrap();
+        }
+        members.push(member);
+    }
+    for (p, before) in PRIMARIES.into_iter().zip(before) {
+        let rooms = shard_channels(&cluster, p).await.len();
+        let after = connected_clients(&cluster, p).await;
+        eprintln!("primary {p}: {rooms} room channels, clients {before} -> {after}");
+        assert!(
+            rooms >= 10,
+            "the rooms spread over the shards ({rooms} on {p})"
+        );
+        assert_eq!(
+            after, before,
+            "one subscriber connection per primary, whatever the rooms"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_that_stops_answering_holds_up_only_its_own_rooms() {
-    let cluster = RedisCluster::start().await.unwrap();
-    let (a, b) = gateways(&cluster).await;
-    let rooms = one_room_per_shard(&cluster).await;
-    let mut traffic = Traffic::start(&a, &b, &rooms).await;
-    traffic.wait_for_more(&[0, 0, 0], 20).await;
+    let Chatting {
+        cluster,
+        rooms: _,
+        mut traffic,
+        _gateways,
+    } = chatting(20).await;
 
     // Shard 0 stops answering its clients for a while (its cluster bus goes
     // on, so no failover): the gateways' messages for the other shards'
@@ -438,11 +521,12 @@ async fn a_shard_that_stops_answering_holds_up_only_its_own_rooms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_killed_during_traffic_is_followed_and_nothing_held_is_lost() {
-    let mut cluster = RedisCluster::start().await.unwrap();
-    let (a, b) = gateways(&cluster).await;
-    let rooms = one_room_per_shard(&cluster).await;
-    let mut traffic = Traffic::start(&a, &b, &rooms).await;
-    traffic.wait_for_more(&[0, 0, 0], 30).await;
+    let Chatting {
+        mut cluster,
+        rooms,
+        mut traffic,
+        _gateways,
+    } = chatting(30).await;
 
     let victim = PRIMARIES[0];
     let replica = cluster.replica_of(victim).await.unwrap().unwrap();
@@ -471,11 +555,12 @@ async fn a_primary_killed_during_traffic_is_followed_and_nothing_held_is_lost() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_moved_during_traffic_is_followed_and_nothing_is_lost() {
-    let cluster = RedisCluster::start().await.unwrap();
-    let (a, b) = gateways(&cluster).await;
-    let rooms = one_room_per_shard(&cluster).await;
-    let mut traffic = Traffic::start(&a, &b, &rooms).await;
-    traffic.wait_for_more(&[0, 0, 0], 30).await;
+    let Chatting {
+        cluster,
+        rooms,
+        mut traffic,
+        _gateways,
+    } = chatting(30).await;
 
     let slot = key_slot(&keys().stream(&rooms[0]));
     let target = PRIMARIES[1];
