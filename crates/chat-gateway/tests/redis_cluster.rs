@@ -12,6 +12,7 @@
 //! message that the room's stream still holds, exactly once and in order.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,6 +111,8 @@ struct RoomTraffic {
     room: String,
     /// Ids acknowledged to the publisher, in order.
     acked: Arc<Mutex<Vec<MessageId>>>,
+    /// Sends refused (and sent again).
+    refused: Arc<AtomicUsize>,
     /// Ids the listener received, in arrival order.
     received: Arc<Mutex<Vec<MessageId>>>,
     publisher: JoinHandle<()>,
@@ -154,14 +157,16 @@ impl Traffic {
                 }
             });
             let acked = Arc::new(Mutex::new(Vec::new()));
+            let refused = Arc::new(AtomicUsize::new(0));
             let mut publishing = member(a, &format!("publisher-{r}"), room).await;
             let publisher = tokio::spawn({
-                let (acked, stop, room) = (acked.clone(), stop.clone(), room.clone());
+                let (acked, refused) = (acked.clone(), refused.clone());
+                let (stop, room) = (stop.clone(), room.clone());
                 async move {
                     let mut n = 0;
                     while !stop.is_cancelled() {
                         let id = format!("{room}-{n}");
-                        let ack = send_until_acked(&mut publishing, &room, &id).await;
+                        let ack = send_until_acked(&mut publishing, &room, &id, &refused).await;
                         acked.lock().unwrap().push(ack);
                         n += 1;
                         tokio::time::sleep(SEND_EVERY).await;
@@ -171,6 +176,7 @@ impl Traffic {
             out.push(RoomTraffic {
                 room: room.clone(),
                 acked,
+                refused,
                 received,
                 publisher,
                 listener,
@@ -229,7 +235,12 @@ async fn next_frame(client: &mut Client) -> chat_proto::v1::ServerFrame {
 
 /// Sends until acknowledged, retrying with the same `client_msg_id` while
 /// the cluster refuses (UNAVAILABLE during a failover), as a client does.
-async fn send_until_acked(client: &mut Client, room: &str, client_msg_id: &str) -> MessageId {
+async fn send_until_acked(
+    client: &mut Client,
+    room: &str,
+    client_msg_id: &str,
+    refused: &AtomicUsize,
+) -> MessageId {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         match client
@@ -241,6 +252,7 @@ async fn send_until_acked(client: &mut Client, room: &str, client_msg_id: &str) 
                 if tokio::time::Instant::now() < deadline =>
             {
                 eprintln!("{client_msg_id}: {e}; sending again");
+                refused.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("{client_msg_id}: {e}"),
@@ -420,9 +432,13 @@ async fn a_gateways_connections_to_each_primary_do_not_grow_with_its_rooms() {
     let cluster = RedisCluster::start().await.unwrap();
     let backend = Backend::redis_cluster(&cluster);
     let gateway = Gateway::start(BIN, &backend, FAST).await.unwrap();
+    // A room on each shard first: a gateway connects to a primary when it
+    // first needs it.
     let mut first = Client::connect(&gateway.ws_url()).await.unwrap();
     first.hello("first").await.unwrap();
-    first.join("warm-up").await.unwrap();
+    for room in one_room_per_shard(&cluster).await {
+        first.join(&room).await.unwrap();
+    }
     let before: Vec<u64> = {
         let mut v = Vec::new();
         for p in PRIMARIES {
@@ -528,16 +544,53 @@ async fn a_primary_killed_during_traffic_is_followed_and_nothing_held_is_lost() 
         _gateways,
     } = chatting(30).await;
 
+    // Redis' default (`yes`) makes every shard refuse commands while any
+    // slot has no live primary; with `no` the other shards go on serving,
+    // and then so must the gateways.
+    for node in 0..cluster.len() {
+        let set = cluster
+            .command(
+                node,
+                &["CONFIG", "SET", "cluster-require-full-coverage", "no"],
+            )
+            .await
+            .unwrap();
+        assert_eq!(set, RespValue::Simple("OK".into()));
+    }
     let victim = PRIMARIES[0];
     let replica = cluster.replica_of(victim).await.unwrap().unwrap();
+    let refused_before: Vec<usize> = traffic
+        .rooms
+        .iter()
+        .map(|r| r.refused.load(Ordering::Relaxed))
+        .collect();
     cluster.kill(victim).await.unwrap();
     let killed_at = tokio::time::Instant::now();
-    // Every room, the victim's included, keeps going without any help.
     let at_kill = traffic.acked_counts();
+    // The other shards' rooms do not wait for the failover...
+    eventually(WAIT, || async {
+        let now = traffic.acked_counts();
+        (1..3).all(|r| now[r] >= at_kill[r] + 30)
+    })
+    .await;
+    let others_after = killed_at.elapsed();
+    // ... and the victim's room comes back without any help.
     traffic.wait_for_more(&at_kill, 30).await;
+    let victim_after = killed_at.elapsed();
     eprintln!(
-        "every room had 30 more messages acknowledged {:?} after the kill",
-        killed_at.elapsed()
+        "after the kill: the other shards' rooms had 30 more messages acknowledged in {others_after:?}, the victim's room in {victim_after:?}"
+    );
+    for (r, room) in traffic.rooms.iter().enumerate().skip(1) {
+        assert_eq!(
+            room.refused.load(Ordering::Relaxed),
+            refused_before[r],
+            "{} is on a live shard: none of its sends may be refused",
+            room.room
+        );
+    }
+    assert!(
+        others_after < victim_after,
+        "the other shards' rooms waited for the failover ({others_after:?} vs {victim_after:?})"
     );
     cluster.wait_until_ok(WAIT).await.unwrap();
     assert_eq!(

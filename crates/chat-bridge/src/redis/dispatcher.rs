@@ -15,7 +15,8 @@ use std::borrow::Cow;
 
 use futures_util::future::join_all;
 
-use super::topology::{Topology, CHECK_EVERY};
+use super::shards::Intake;
+use super::topology::{self, CHECK_EVERY};
 use super::*;
 
 /// How often rooms that could not be restored are tried again.
@@ -143,7 +144,7 @@ impl Inner {
         F: Fn(String, MessageId) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
-        let routing = self.client.cached_cluster_state().filter(|_| self.sharded);
+        let routing = self.shards.routing().filter(|_| self.sharded);
         let mut shards: HashMap<Option<String>, Vec<(String, MessageId)>> = HashMap::new();
         for (room, from) in rooms {
             let primary = routing.as_ref().and_then(|routing| {
@@ -195,7 +196,7 @@ impl Inner {
             }
         }
         self.per_shard(self.rooms_in(Flow::Gap), |room, from| async move {
-            let messages = self.read_after(&room, from, None).await?;
+            let messages = self.read_gap(&room, from).await?;
             self.deliver_read(&room, messages);
             Ok(())
         })
@@ -237,20 +238,33 @@ impl Inner {
     }
 }
 
-/// The one task that turns subscriber traffic into sink events, in order.
-pub(super) async fn run(inner: Arc<Inner>) {
+/// The one task that turns subscriber traffic into sink events, in order:
+/// from the one subscriber connection, or on a cluster from each primary's
+/// (`intake`, `shards.rs`).
+pub(super) async fn run(inner: Arc<Inner>, intake: Option<mpsc::Receiver<Intake>>) {
+    match intake {
+        None => run_single(inner).await,
+        Some(intake) => run_sharded(inner, intake).await,
+    }
+}
+
+/// How a pub/sub message goes to the sink; true when the streams must be
+/// read again.
+fn take_message(inner: &Inner, message: fred::types::Message) -> bool {
+    let payload = match message.value {
+        Value::Bytes(b) => b,
+        Value::String(s) => s.into_inner(),
+        _ => return false,
+    };
+    inner.handle_payload(&message.channel, payload)
+}
+
+/// On one Redis: one subscriber connection.
+async fn run_single(inner: Arc<Inner>) {
     let mut messages = inner.subscriber.message_rx();
     let mut reconnects = inner.subscriber.reconnect_rx();
-    // The command client re-reads the slots when Redis redirects one of its
-    // commands (a slot moved or a replica took over): a hint to check now
-    // rather than at the next periodic check.
-    let mut redirected = inner.client.cluster_change_rx();
-    let mut hints = inner.sharded;
     let mut retry = tokio::time::interval(RETRY_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut topology = Topology::new(&inner);
-    let mut checked = Instant::now();
-    let mut check_soon = false;
     let mut pending = false;
     let mut control_lost = false;
     loop {
@@ -266,44 +280,12 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 control_lost = true;
                 pending = inner.restore_delivery(&mut control_lost).await;
             }
-            hint = redirected.recv(), if hints => {
-                match hint {
-                    Err(RecvError::Closed) => hints = false,
-                    _ => check_soon = true,
-                }
-            }
-            _ = retry.tick() => {
-                if inner.sharded && (check_soon || checked.elapsed() >= CHECK_EVERY) {
-                    checked = Instant::now();
-                    check_soon = false;
-                    let channels: Vec<String> = inner.cursors.lock().keys().map(|room| inner.keys.channel(room)).collect();
-                    let control = inner.keys.control();
-                    match topology.moved(&inner, channels.into_iter().chain([control.clone()])).await {
-                        Ok(moved) if !moved.is_empty() => {
-                            tracing::info!(channels = moved.len(), "slots moved to other shards; subscribing again");
-                            control_lost |= moved.contains(&control);
-                            let rooms: Vec<String> = moved.iter().filter_map(|c| inner.keys.room_of_channel(c).map(Cow::into_owned)).collect();
-                            inner.mark(Some(&rooms), Flow::Lost);
-                            pending = true;
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::debug!(error = %e, "reading the cluster's slots failed"),
-                    }
-                }
-                if pending {
-                    pending = inner.restore_delivery(&mut control_lost).await;
-                }
+            _ = retry.tick(), if pending => {
+                pending = inner.restore_delivery(&mut control_lost).await;
             }
             message = messages.recv() => {
                 let reread = match message {
-                    Ok(message) => {
-                        let payload = match message.value {
-                            Value::Bytes(b) => b,
-                            Value::String(s) => s.into_inner(),
-                            _ => continue,
-                        };
-                        inner.handle_payload(&message.channel, payload)
-                    }
+                    Ok(message) => take_message(&inner, message),
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(skipped = n, "subscriber fell behind; re-reading the streams");
                         true
@@ -314,6 +296,110 @@ pub(super) async fn run(inner: Arc<Inner>) {
                     inner.mark(None, Flow::Gap);
                     pending = inner.restore_delivery(&mut control_lost).await;
                 }
+            }
+        }
+    }
+}
+
+/// On a Redis Cluster: each primary's subscriber connection, and the slot map.
+async fn run_sharded(inner: Arc<Inner>, mut intake: mpsc::Receiver<Intake>) {
+    let mut retry = tokio::time::interval(RETRY_EVERY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checked = Instant::now();
+    let mut check_soon = false;
+    // The control channel was subscribed at connect if the slot map was
+    // known then; subscribing again is harmless.
+    let mut pending = true;
+    let mut control_lost = true;
+    loop {
+        tokio::select! {
+            biased;
+            item = intake.recv() => {
+                let reread = match item {
+                    None => return,
+                    Some(Intake::Reconnected(server)) => {
+                        // That primary's subscriptions are gone.
+                        let rooms = inner.rooms_served_by(&server);
+                        control_lost |= inner.shards.owner(topology::slot_of(&inner.keys.control())).as_ref() == Some(&server);
+                        inner.mark(Some(&rooms), Flow::Lost);
+                        pending = true;
+                        false
+                    }
+                    Some(Intake::Lagged) => {
+                        tracing::warn!("a subscriber connection fell behind; re-reading the streams");
+                        true
+                    }
+                    Some(Intake::Message(message)) => take_message(&inner, message),
+                };
+                if reread {
+                    inner.mark(None, Flow::Gap);
+                    pending = true;
+                }
+                if pending && intake.is_empty() {
+                    pending = inner.restore_delivery(&mut control_lost).await;
+                }
+            }
+            () = inner.topology_hint.notified() => check_soon = true,
+            _ = retry.tick() => {
+                if check_soon || checked.elapsed() >= CHECK_EVERY {
+                    checked = Instant::now();
+                    check_soon = false;
+                    if inner.follow_slots(&mut control_lost).await {
+                        pending = true;
+                    }
+                }
+                if pending {
+                    pending = inner.restore_delivery(&mut control_lost).await;
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The subscribed rooms whose slot `server` serves.
+    fn rooms_served_by(&self, server: &fred::types::config::Server) -> Vec<String> {
+        let Some(routing) = self.shards.routing() else {
+            return Vec::new();
+        };
+        self.cursors
+            .lock()
+            .keys()
+            .filter(|room| {
+                routing.get_server(topology::slot_of(&self.keys.channel(room))) == Some(server)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Reads the slot map again; marks the rooms (and the control channel)
+    /// whose slot is now served by another primary. True when some were.
+    async fn follow_slots(&self, control_lost: &mut bool) -> bool {
+        let channels: Vec<String> = self
+            .cursors
+            .lock()
+            .keys()
+            .map(|room| self.keys.channel(room))
+            .collect();
+        let control = self.keys.control();
+        match topology::moved(self, channels.into_iter().chain([control.clone()])).await {
+            Ok(moved) if !moved.is_empty() => {
+                tracing::info!(
+                    channels = moved.len(),
+                    "slots moved to other primaries; subscribing again"
+                );
+                *control_lost |= moved.contains(&control);
+                let rooms: Vec<String> = moved
+                    .iter()
+                    .filter_map(|c| self.keys.room_of_channel(c).map(Cow::into_owned))
+                    .collect();
+                self.mark(Some(&rooms), Flow::Lost);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the cluster's slots failed");
+                false
             }
         }
     }

@@ -50,8 +50,16 @@ impl Inner {
         if !self.sharded {
             return None;
         }
-        let routing = self.client.cached_cluster_state()?;
-        routing.get_server(slot).cloned()
+        self.shards.owner(slot)
+    }
+
+    /// The connection a lane sends on: the primary's own on a cluster (none
+    /// while the slot map is unknown), the one connection on one Redis.
+    fn lane_client(&self, lane: &Lane) -> Option<Client> {
+        if !self.sharded {
+            return Some(self.client.clone());
+        }
+        Some(self.shards.shard(lane.as_ref()?)?.client.clone())
     }
 
     /// Queues `job` on its lane, starting the lane's task if it is new;
@@ -78,22 +86,39 @@ impl Inner {
                 }
             };
             match state.queues.get(&lane) {
-                Some(queue) => queue.clone(),
-                None => {
+                Some(queue) => Some(queue.clone()),
+                None => self.lane_client(&lane).map(|client| {
                     let (queue, jobs) = mpsc::channel(PUBLISH_QUEUE);
                     state
                         .tasks
-                        .push(tokio::spawn(publisher::run(self.clone(), jobs)));
+                        .push(tokio::spawn(publisher::run(self.clone(), client, jobs)));
                     state.queues.insert(lane, queue.clone());
                     queue
-                }
+                }),
             }
+        };
+        let Some(queue) = queue else {
+            self.release(slot);
+            return Err(BridgeError::Unavailable(
+                "the cluster's slot map is not known yet".into(),
+            ));
         };
         if queue.send(job).await.is_err() {
             self.release(slot);
             return Err(BridgeError::Unavailable("the publisher stopped".into()));
         }
         Ok(())
+    }
+
+    /// Closes the lanes of primaries that no longer serve slots (each ends
+    /// once what it holds is answered); their slots go to the new owners.
+    pub(super) fn forget_lanes(&self, gone: &[Server]) {
+        let mut state = self.lanes.state.lock();
+        for server in gone {
+            let lane = Some(server.clone());
+            state.queues.remove(&lane);
+            state.busy.retain(|_, (busy, _)| *busy != lane);
+        }
     }
 
     /// One message of `slot` left its lane (it was answered).

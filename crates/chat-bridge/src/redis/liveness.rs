@@ -119,7 +119,10 @@ impl Inner {
 #[async_trait]
 impl Lifecycle for RedisBridge {
     fn is_available(&self) -> bool {
-        self.inner.client.is_connected() && self.inner.subscriber.is_connected()
+        // On a cluster the rooms' subscriptions are on each primary's own
+        // connection (`shards.rs`), which come and go with the primaries.
+        self.inner.client.is_connected()
+            && (self.inner.sharded || self.inner.subscriber.is_connected())
     }
 
     async fn leave_cluster(&self) {

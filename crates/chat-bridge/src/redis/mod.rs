@@ -41,6 +41,7 @@ mod publisher;
 mod pubsub;
 mod room_log;
 mod scripts;
+mod shards;
 mod stream;
 mod subscriptions;
 mod tls;
@@ -145,6 +146,11 @@ struct Inner {
     publish_lua: Str,
     /// Messages on their way to the [`publisher`] tasks ([`lanes`]).
     lanes: lanes::Lanes,
+    /// On a Redis Cluster: each primary's own connections for the messages.
+    shards: shards::Shards,
+    /// Signalled when a command was redirected (MOVED, ASK): the slot map
+    /// is read again at once ([`topology`]).
+    topology_hint: Notify,
     /// Rooms with a message since the activity index was last written.
     active_rooms: Mutex<HashMap<String, u64>>,
     /// Signalled when a room is noted there ([`activity`]).
@@ -200,12 +206,19 @@ impl RedisBridge {
     /// starts anyway, reports unavailable and keeps reconnecting) and starts
     /// the dispatcher and heartbeat tasks.
     pub async fn connect(config: RedisConfig, sink: Arc<dyn EventSink>) -> Result<Self> {
-        let builder = client_builder(&config)?;
+        let redis_config = fred_config(&config)?;
+        let builder = client_builder(redis_config.clone(), config.cluster);
         let client = builder.build().map_err(unavailable)?;
+        // On a cluster, rooms are subscribed on each primary's own
+        // connection (`shards.rs`); this one is not connected.
         let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
         client.connect();
-        subscriber.connect();
-        for c in [&client, &subscriber.to_client()] {
+        let mut waits = vec![client.clone()];
+        if !config.cluster {
+            subscriber.connect();
+            waits.push(subscriber.to_client());
+        }
+        for c in &waits {
             if tokio::time::timeout(Duration::from_secs(5), c.wait_for_connect())
                 .await
                 .is_err()
@@ -220,6 +233,12 @@ impl RedisBridge {
         }
         let sharded = config.cluster;
         let script = |lua| Script::from_lua(pubsub::script_text(lua, sharded));
+        let (intake, intake_rx) = mpsc::channel(shards::INTAKE);
+        let shards = shards::Shards::new(sharded.then_some(redis_config), intake);
+        if let Some(routing) = client.cached_cluster_state().filter(|_| sharded) {
+            shards.set_routing(routing);
+            shards.connect_all(Duration::from_secs(5)).await;
+        }
         let inner = Arc::new(Inner {
             keys,
             sharded,
@@ -230,6 +249,8 @@ impl RedisBridge {
             subscriber,
             sink,
             lanes: Default::default(),
+            shards,
+            topology_hint: Notify::new(),
             active_rooms: Default::default(),
             activity_noted: Notify::new(),
             publish: script(scripts::PUBLISH),
@@ -272,7 +293,7 @@ impl RedisBridge {
             }
         }
         let tasks = vec![
-            tokio::spawn(dispatcher::run(inner.clone())),
+            tokio::spawn(dispatcher::run(inner.clone(), sharded.then_some(intake_rx))),
             tokio::spawn(heartbeat(inner.clone())),
             tokio::spawn(activity::run(inner.clone())),
         ];
@@ -285,14 +306,18 @@ impl RedisBridge {
     }
 }
 
-/// The fred client settings for `config`: one server or a cluster, timeouts,
-/// attempts and reconnection.
-fn client_builder(config: &RedisConfig) -> Result<Builder> {
-    let redis_config = if config.cluster {
-        tls::cluster_config(&config.url, config.tls_ca.as_deref())?
+/// The fred configuration of `config`'s Redis: one server or a cluster's seeds.
+fn fred_config(config: &RedisConfig) -> Result<fred::types::config::Config> {
+    if config.cluster {
+        tls::cluster_config(&config.url, config.tls_ca.as_deref())
     } else {
-        tls::client_config(&config.url, config.tls_ca.as_deref())?
-    };
+        tls::client_config(&config.url, config.tls_ca.as_deref())
+    }
+}
+
+/// fred client settings: timeouts, attempts and reconnection. `redirects`:
+/// the client is fred's cluster client, which follows MOVED and ASK.
+fn client_builder(redis_config: fred::types::config::Config, redirects: bool) -> Builder {
     let mut builder = Builder::from_config(redis_config);
     builder
         .with_config(|c| c.fail_fast = false)
@@ -303,20 +328,18 @@ fn client_builder(config: &RedisConfig) -> Result<Builder> {
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(1);
             c.internal_command_timeout = COMMAND_TIMEOUT;
-            // One write per command on one Redis: a command whose
-            // connection dropped is answered UNAVAILABLE, not sent twice.
-            // On a cluster, fred counts following a MOVED or ASK (a slot
-            // moving) as another attempt, so a few are allowed there; a
-            // retry after a dropped connection is then possible too, and a
-            // message with a client_msg_id is deduplicated by it.
-            c.max_command_attempts = if config.cluster { 3 } else { 1 };
+            // One write per command: a command whose connection dropped is
+            // answered UNAVAILABLE, not sent twice (messages never are). The
+            // cluster client (presence, names, admin) counts following a
+            // MOVED or ASK as another attempt, so it gets a few.
+            c.max_command_attempts = if redirects { 3 } else { 1 };
             c.tcp = TcpConfig {
                 nodelay: Some(true),
                 ..Default::default()
             };
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
-    Ok(builder)
+    builder
 }
 
 impl Drop for RedisBridge {

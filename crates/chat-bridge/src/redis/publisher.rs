@@ -57,10 +57,11 @@ impl PublishJob {
 /// Whatever queued up while one pipeline was out goes in the next, so a busy
 /// gateway pays one round trip for many messages and an idle one sends each
 /// message at once.
-pub(super) async fn run(inner: Arc<Inner>, mut queue: mpsc::Receiver<PublishJob>) {
+/// `client` is the lane's connection: the one Redis, or the lane's primary.
+pub(super) async fn run(inner: Arc<Inner>, client: Client, mut queue: mpsc::Receiver<PublishJob>) {
     let mut jobs = Vec::with_capacity(PUBLISH_BATCH);
     while queue.recv_many(&mut jobs, PUBLISH_BATCH).await > 0 {
-        inner.publish_batch(&mut jobs).await;
+        inner.publish_batch(&client, &mut jobs).await;
     }
 }
 
@@ -70,26 +71,23 @@ impl Inner {
     /// each job. Nothing is retried here: a message whose outcome is unknown
     /// (the connection dropped) is answered UNAVAILABLE, and the client's
     /// retry with the same `client_msg_id` is deduplicated.
-    pub(super) async fn publish_batch(&self, jobs: &mut Vec<PublishJob>) {
+    pub(super) async fn publish_batch(&self, client: &Client, jobs: &mut Vec<PublishJob>) {
         let calls = script_calls(jobs);
-        let loads = self.script_load_targets(jobs, &calls);
-        let pipeline = self.client.pipeline();
+        let pipeline = client.pipeline();
         let queued = async {
-            // Loaded in the same pipeline ahead of its uses (on every shard
-            // the calls go to), so that an EVALSHA finds the script even
-            // just after Redis restarted empty or a replica took over.
-            // Re-loading a known script is a hash and a lookup.
-            for target in &loads {
-                let _: () = pipeline
-                    .custom(
-                        CustomCommand::new_static("SCRIPT", target.clone(), false),
-                        vec![
-                            Value::from_static_str("LOAD"),
-                            Value::String(self.publish_lua.clone()),
-                        ],
-                    )
-                    .await?;
-            }
+            // Loaded in the same pipeline ahead of its uses, so that an
+            // EVALSHA finds the script even just after Redis restarted
+            // empty or a replica took over. Re-loading a known script is a
+            // hash and a lookup.
+            let _: () = pipeline
+                .custom(
+                    CustomCommand::new_static("SCRIPT", ClusterHash::Random, false),
+                    vec![
+                        Value::from_static_str("LOAD"),
+                        Value::String(self.publish_lua.clone()),
+                    ],
+                )
+                .await?;
             for call in &calls {
                 let _: () = pipeline
                     .custom(
@@ -114,7 +112,7 @@ impl Inner {
             Err(e) => outcomes.fill_with(|| Some(Err(unavailable(e.clone())))),
             Ok(()) => {
                 let results = pipeline.try_all::<Value>().await;
-                if results.len() != loads.len() + calls.len() {
+                if results.len() != 1 + calls.len() {
                     // The pipeline as a whole failed (a timeout, say): one error.
                     let e = results.into_iter().find_map(Result::err).map_or_else(
                         || BridgeError::Unavailable("no reply from redis".into()),
@@ -124,13 +122,17 @@ impl Inner {
                     return self.answer(jobs, outcomes);
                 }
                 let mut results = results.into_iter();
-                for _loaded in &loads {
-                    results.next();
-                }
+                let _loaded = results.next();
                 for call in &calls {
                     let replies = match results.next() {
                         Some(Ok(value)) => accepted_all(value, call.len()),
-                        Some(Err(e)) => Err(unavailable(e)),
+                        Some(Err(e)) => {
+                            if pubsub::is_redirect(&e) {
+                                // The room's slot moved: read the map again.
+                                self.topology_hint.notify_one();
+                            }
+                            Err(unavailable(e))
+                        }
                         None => Err(BridgeError::Unavailable("no reply from redis".into())),
                     };
                     match replies {
@@ -168,29 +170,6 @@ impl Inner {
             // message stands either way.
             let _ = job.reply.send(outcome);
         }
-    }
-
-    /// Where the batch's SCRIPT LOADs go: on one Redis, anywhere; on a
-    /// cluster, one per primary that one of the `calls` goes to (by the
-    /// client's view of the slots; a call that a slot move sends elsewhere
-    /// may find no script and is answered UNAVAILABLE, which the client
-    /// retries).
-    fn script_load_targets(&self, jobs: &[PublishJob], calls: &[Vec<usize>]) -> Vec<ClusterHash> {
-        let routing = match self.client.cached_cluster_state() {
-            Some(routing) if self.sharded => routing,
-            _ => return vec![ClusterHash::Random],
-        };
-        let mut primaries = HashSet::new();
-        let mut targets = Vec::new();
-        for call in calls {
-            let slot = jobs[call[0]].slot;
-            if let Some(primary) = routing.get_server(slot) {
-                if primaries.insert(primary.clone()) {
-                    targets.push(ClusterHash::Custom(slot));
-                }
-            }
-        }
-        targets
     }
 
     /// EVALSHA's arguments for the jobs at `call` (all of one room).

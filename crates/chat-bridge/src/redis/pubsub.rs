@@ -2,8 +2,9 @@
 //! the one subscriber connection. On a Redis Cluster: sharded
 //! SPUBLISH/SSUBSCRIBE, so that a channel lives on the shard that owns its
 //! hash slot: a room's events never leave the room's shard (classic pub/sub
-//! on a cluster copies every message to every node), and the subscriber
-//! keeps one connection per primary, whatever the number of rooms.
+//! on a cluster copies every message to every node), and a gateway keeps one
+//! subscriber connection per primary (`shards.rs`), whatever the number of
+//! rooms.
 //!
 //! Scripts publish too: their Lua text is the same file for both, with
 //! `redis.call('PUBLISH'` turned into `redis.call('SPUBLISH'` on a cluster
@@ -14,7 +15,14 @@ use fred::bytes_utils::Str;
 use fred::clients::Pipeline;
 use fred::prelude::*;
 
-use super::Inner;
+use super::shards::Shard;
+use super::{topology, Arc, Inner};
+
+/// Whether Redis redirected the command (its slot is served elsewhere now).
+pub(super) fn is_redirect(e: &fred::error::Error) -> bool {
+    let details = e.details();
+    details.starts_with("MOVED") || details.starts_with("ASK")
+}
 
 /// How a script publishes in its Lua text.
 const CLASSIC: &str = "redis.call('PUBLISH',";
@@ -31,22 +39,42 @@ pub(super) fn script_text(lua: &'static str, sharded: bool) -> Str {
 }
 
 impl Inner {
-    /// Subscribes the subscriber connection(s) to `channel`.
+    /// Subscribes to `channel`: on a cluster, on the subscriber connection
+    /// of the primary serving its slot.
     pub(super) async fn listen(&self, channel: String) -> Result<(), fred::error::Error> {
-        if self.sharded {
-            self.subscriber.ssubscribe(channel).await
-        } else {
-            self.subscriber.subscribe(channel).await
+        if !self.sharded {
+            return self.subscriber.subscribe(channel).await;
         }
+        let shard = self.shard_of(&channel)?;
+        let subscribed = shard.subscriber.ssubscribe(channel).await;
+        if subscribed.as_ref().is_err_and(is_redirect) {
+            self.topology_hint.notify_one();
+        }
+        subscribed
     }
 
-    /// Unsubscribes from `channel`.
+    /// Unsubscribes from `channel` (on a cluster, where its slot is served
+    /// now: where it was served before, Redis ended the subscription itself
+    /// when the slot moved, or the connection is gone with the primary).
     pub(super) async fn unlisten(&self, channel: String) -> Result<(), fred::error::Error> {
         if self.sharded {
-            self.subscriber.sunsubscribe(channel).await
+            self.shard_of(&channel)?
+                .subscriber
+                .sunsubscribe(channel)
+                .await
         } else {
             self.subscriber.unsubscribe(channel).await
         }
+    }
+
+    /// The shard serving `key`'s slot (on a cluster).
+    pub(super) fn shard_of(&self, key: &str) -> Result<Arc<Shard>, fred::error::Error> {
+        self.shards.serving(topology::slot_of(key)).ok_or_else(|| {
+            fred::error::Error::new(
+                fred::error::ErrorKind::Cluster,
+                "the cluster's slot map is not known yet",
+            )
+        })
     }
 
     /// Publishes `payload` on `channel` (outside a script).

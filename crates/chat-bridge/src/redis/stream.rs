@@ -3,6 +3,23 @@
 use super::*;
 
 impl Inner {
+    /// What `room` missed after `after`, for the dispatcher: on a cluster
+    /// read on the room's primary's own connection (`shards.rs`), so that a
+    /// failover elsewhere does not hold it up.
+    pub(super) async fn read_gap(&self, room: &str, after: MessageId) -> Result<Vec<ChatMessage>> {
+        if !self.sharded {
+            return self.read_after(room, after, None).await;
+        }
+        let key = self.keys.stream(room);
+        let shard = self.shard_of(&key).map_err(unavailable)?;
+        let value: Value = shard
+            .client
+            .xrange(key, format!("({after}"), "+", None)
+            .await
+            .map_err(unavailable)?;
+        parse_entries(room, value)
+    }
+
     /// Messages of `room` with id > `after`, oldest first.
     pub(super) async fn read_after(
         &self,
