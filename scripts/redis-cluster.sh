@@ -19,7 +19,9 @@ cd "$ROOT"
 RUN="$ROOT/.run"
 BASE="${CHAT_REDIS_CLUSTER_PORT:-7001}"
 NODES=6
-# Failure detection: a primary unreachable this long (ms) is replaced by its replica.
+# Failure detection: a primary unreachable this long (ms) is replaced by its
+# replica; meanwhile the other shards keep serving (cluster-require-full-coverage
+# no below), and so do the gateways for their rooms.
 NODE_TIMEOUT="${CHAT_REDIS_CLUSTER_NODE_TIMEOUT:-5000}"
 
 [[ "$BASE" =~ ^[0-9]+$ ]] && ((BASE >= 1024 && BASE + NODES - 1 < 55536)) \
@@ -52,6 +54,7 @@ for port in "${ports[@]}"; do
   mkdir -p "$dir"
   nohup redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" \
     --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout "$NODE_TIMEOUT" \
+    --cluster-require-full-coverage no \
     --appendonly yes --appendfsync everysec --save "" >"$RUN/redis-$port.log" 2>&1 &
   echo $! >"$RUN/redis-$port.pid"
 done
