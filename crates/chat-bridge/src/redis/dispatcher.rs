@@ -301,12 +301,23 @@ async fn run_single(inner: Arc<Inner>) {
     }
 }
 
-/// On a Redis Cluster: each primary's subscriber connection, and the slot map.
+/// The slot watch (on a Redis Cluster): reads the slot map every
+/// [`CHECK_EVERY`], and at once after a redirect, on its own task so that a
+/// slow `CLUSTER SLOTS` never delays a delivery; rooms whose slot moved are
+/// marked and the dispatcher woken to restore them.
+pub(super) async fn watch_slots(inner: Arc<Inner>) {
+    loop {
+        let _ = tokio::time::timeout(CHECK_EVERY, inner.topology_hint.notified()).await;
+        if inner.follow_slots().await {
+            inner.slots_moved.notify_one();
+        }
+    }
+}
+
+/// On a Redis Cluster: each primary's subscriber connection.
 async fn run_sharded(inner: Arc<Inner>, mut intake: mpsc::Receiver<Intake>) {
     let mut retry = tokio::time::interval(RETRY_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut checked = Instant::now();
-    let mut check_soon = false;
     // The control channel was subscribed at connect if the slot map was
     // known then; subscribing again is harmless.
     let mut pending = true;
@@ -339,18 +350,13 @@ async fn run_sharded(inner: Arc<Inner>, mut intake: mpsc::Receiver<Intake>) {
                     pending = inner.restore_delivery(&mut control_lost).await;
                 }
             }
-            () = inner.topology_hint.notified() => check_soon = true,
-            _ = retry.tick() => {
-                if check_soon || checked.elapsed() >= CHECK_EVERY {
-                    checked = Instant::now();
-                    check_soon = false;
-                    if inner.follow_slots(&mut control_lost).await {
-                        pending = true;
-                    }
-                }
-                if pending {
-                    pending = inner.restore_delivery(&mut control_lost).await;
-                }
+            // Rooms whose slot moved, marked by the slot watch.
+            () = inner.slots_moved.notified() => {
+                control_lost |= inner.control_moved.swap(false, Ordering::Relaxed);
+                pending = inner.restore_delivery(&mut control_lost).await;
+            }
+            _ = retry.tick(), if pending => {
+                pending = inner.restore_delivery(&mut control_lost).await;
             }
         }
     }
@@ -374,7 +380,7 @@ impl Inner {
 
     /// Reads the slot map again; marks the rooms (and the control channel)
     /// whose slot is now served by another primary. True when some were.
-    async fn follow_slots(&self, control_lost: &mut bool) -> bool {
+    async fn follow_slots(&self) -> bool {
         let channels: Vec<String> = self
             .cursors
             .lock()
@@ -388,7 +394,9 @@ impl Inner {
                     channels = moved.len(),
                     "slots moved to other primaries; subscribing again"
                 );
-                *control_lost |= moved.contains(&control);
+                if moved.contains(&control) {
+                    self.control_moved.store(true, Ordering::Relaxed);
+                }
                 let rooms: Vec<String> = moved
                     .iter()
                     .filter_map(|c| self.keys.room_of_channel(c).map(Cow::into_owned))

@@ -151,6 +151,10 @@ struct Inner {
     /// Signalled when a command was redirected (MOVED, ASK): the slot map
     /// is read again at once ([`topology`]).
     topology_hint: Notify,
+    /// Signalled by the slot watch when rooms' slots moved (they are marked).
+    slots_moved: Notify,
+    /// Set by the slot watch when the control channel's slot moved.
+    control_moved: AtomicBool,
     /// Rooms with a message since the activity index was last written.
     active_rooms: Mutex<HashMap<String, u64>>,
     /// Signalled when a room is noted there ([`activity`]).
@@ -251,6 +255,8 @@ impl RedisBridge {
             lanes: Default::default(),
             shards,
             topology_hint: Notify::new(),
+            slots_moved: Notify::new(),
+            control_moved: AtomicBool::new(false),
             active_rooms: Default::default(),
             activity_noted: Notify::new(),
             publish: script(scripts::PUBLISH),
@@ -292,11 +298,14 @@ impl RedisBridge {
                 tracing::warn!(error = %e, "first heartbeat failed; retried by the heartbeat task");
             }
         }
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(dispatcher::run(inner.clone(), sharded.then_some(intake_rx))),
             tokio::spawn(heartbeat(inner.clone())),
             tokio::spawn(activity::run(inner.clone())),
         ];
+        if sharded {
+            tasks.push(tokio::spawn(dispatcher::watch_slots(inner.clone())));
+        }
         Ok(Self { inner, tasks })
     }
 
