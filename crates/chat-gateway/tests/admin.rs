@@ -25,12 +25,7 @@ use tonic::{Code, Request};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
 /// Senders must not be slowed by the per-connection rate limit.
-const FAST: &[&str] = &[
-    "--messages-per-second",
-    "100000",
-    "--message-burst",
-    "100000",
-];
+const FAST: &[&str] = chat_test_support::FAST_SENDS;
 /// Bound on every wait for the cluster to converge.
 const WAIT: Duration = Duration::from_secs(20);
 

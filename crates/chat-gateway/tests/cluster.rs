@@ -14,12 +14,7 @@ use chat_test_support::{eventually, BackendKind, Cluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
 /// Senders in these tests must not be slowed by the per-connection rate limit.
-const FAST: &[&str] = &[
-    "--messages-per-second",
-    "100000",
-    "--message-burst",
-    "100000",
-];
+const FAST: &[&str] = chat_test_support::FAST_SENDS;
 
 async fn cluster(n: usize) -> Cluster {
     Cluster::start(BIN, n, BackendKind::Redis, FAST)

@@ -27,12 +27,7 @@ use tokio_util::sync::CancellationToken;
 const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
 
 /// Flags that take the per-connection rate limit out of the way.
-const FAST: &[&str] = &[
-    "--messages-per-second",
-    "100000",
-    "--message-burst",
-    "100000",
-];
+const FAST: &[&str] = chat_test_support::FAST_SENDS;
 
 /// Bound on every wait (a failover included).
 const WAIT: Duration = Duration::from_secs(30);

@@ -25,6 +25,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--tls-cert`, `https://`, and the address).
 const LISTENING: &str = "chat-gateway listening on ";
 
+/// Gateway flags that take the per-connection send rate limit out of a
+/// test's way.
+pub const FAST_SENDS: &[&str] = &[
+    "--messages-per-second",
+    "100000",
+    "--message-burst",
+    "100000",
+];
+
 /// Log filter for gateways unless the test run sets `RUST_LOG`.
 const DEFAULT_LOG: &str = "info,chat_gateway=debug,chat_bridge=debug";
 

@@ -37,7 +37,7 @@ pub use balancer::Balancer;
 pub use cluster::Cluster;
 pub use error::HarnessError;
 pub use eventually::{eventually, try_eventually, Attempt};
-pub use gateway::{run_to_exit, Gateway};
+pub use gateway::{run_to_exit, Gateway, FAST_SENDS};
 pub use http::{http_get, metric_value, raw_ws_handshake, ws_upgrade_status};
 pub use member::{Audit, Member, Seen};
 pub use redis::{RedisOptions, RedisServer, RedisTls, RespValue};

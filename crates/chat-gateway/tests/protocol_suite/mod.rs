@@ -43,12 +43,7 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// Flags that take the per-connection rate limit out of the way.
-pub(crate) const FAST: &[&str] = &[
-    "--messages-per-second",
-    "100000",
-    "--message-burst",
-    "100000",
-];
+pub(crate) const FAST: &[&str] = chat_test_support::FAST_SENDS;
 
 /// Instantiates every case of the suite as a `#[tokio::test]` for one backend:
 /// `protocol_suite::instantiate!(chat_test_support::BackendKind::Memory);`.
