@@ -222,8 +222,19 @@ impl Inner {
                 }
             }
             Some(wire::Payload::Other(event)) => {
+                let joined = match &event {
+                    BridgeEvent::Presence {
+                        key,
+                        kind: PresenceKind::Joined,
+                        ..
+                    } => Some(key.clone()),
+                    _ => None,
+                };
                 if self.cursors.lock().contains_key(room) {
                     self.sink.deliver(event);
+                }
+                if let Some(key) = joined {
+                    self.join_fences.passed(room, &key);
                 }
             }
             None => {

@@ -33,6 +33,7 @@ mod dispatcher;
 mod entry;
 #[cfg(test)]
 mod golden_tests;
+mod join_fence;
 mod keys;
 mod lanes;
 mod liveness;
@@ -151,6 +152,8 @@ struct Inner {
     /// Signalled when a command was redirected (MOVED, ASK): the slot map
     /// is read again at once ([`topology`]).
     topology_hint: Notify,
+    /// Joins waiting for their own JOINED to pass the dispatcher.
+    join_fences: join_fence::JoinFences,
     /// Signalled by the slot watch when rooms' slots moved (they are marked).
     slots_moved: Notify,
     /// Set by the slot watch when the control channel's slot moved.
@@ -256,6 +259,7 @@ impl RedisBridge {
             shards,
             topology_hint: Notify::new(),
             slots_moved: Notify::new(),
+            join_fences: Default::default(),
             control_moved: AtomicBool::new(false),
             active_rooms: Default::default(),
             activity_noted: Notify::new(),

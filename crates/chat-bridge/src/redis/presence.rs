@@ -3,6 +3,7 @@
 
 use fred::clients::Pipeline;
 
+use super::join_fence::JOIN_FENCE_WAIT;
 use super::*;
 
 impl Inner {
@@ -71,6 +72,9 @@ impl Inner {
     pub(super) async fn enter(&self, room: &str, member: &Member) -> Result<Vec<String>> {
         let value = entry_value(&self.tag(member), &member.username);
         let payload = wire::presence(PresenceKind::Joined, &member.key, &member.username);
+        // Registered before the script runs, so that its JOINED cannot
+        // pass the dispatcher unnoticed (`join_fence.rs`).
+        let fence = self.join_fences.expect(room, &member.key);
         let values: Vec<String> = self
             .enter
             .evalsha_with_reload(
@@ -85,6 +89,12 @@ impl Inner {
                 "the enter script answered nothing".into(),
             ));
         };
+        if changed == "2" {
+            // The script published this member's JOINED: answer the join
+            // only once this gateway has handed it to its members, so that a
+            // member who joins after this one's Joined never gets it late.
+            fence.wait(JOIN_FENCE_WAIT).await;
+        }
         // This session's entry already there (a resume re-tagged it) was
         // indexed when it was written: a resumed join costs one round trip
         // less, which a reconnect storm multiplies by every returning member.
