@@ -60,7 +60,6 @@ use bytes::Bytes;
 use chat_proto::rules::now_ms;
 use chat_proto::v1::ChatMessage;
 use chat_proto::MessageId;
-use fred::bytes_utils::Str;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -143,8 +142,6 @@ struct Inner {
     sink: Arc<dyn EventSink>,
     /// On a Redis Cluster: sharded pub/sub ([`pubsub`]).
     sharded: bool,
-    /// The PUBLISH script's text, for the SCRIPT LOAD ahead of its uses.
-    publish_lua: Str,
     /// Messages on their way to the [`publisher`] tasks ([`lanes`]).
     lanes: lanes::Lanes,
     /// On a Redis Cluster: each primary's own connections for the messages.
@@ -249,7 +246,6 @@ impl RedisBridge {
         let inner = Arc::new(Inner {
             keys,
             sharded,
-            publish_lua: pubsub::script_text(scripts::PUBLISH, sharded),
             control_auth,
             config,
             client,

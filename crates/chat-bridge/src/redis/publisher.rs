@@ -84,7 +84,8 @@ impl Inner {
                     CustomCommand::new_static("SCRIPT", ClusterHash::Random, false),
                     vec![
                         Value::from_static_str("LOAD"),
-                        Value::String(self.publish_lua.clone()),
+                        // The text the script was made from (on a cluster, SPUBLISH).
+                        Value::String(self.publish.lua().cloned().unwrap_or_default()),
                     ],
                 )
                 .await?;
