@@ -12,9 +12,9 @@ use std::time::Duration;
 use chat_admin_proto::chat_admin_client::ChatAdminClient;
 use chat_admin_proto::{BanUserRequest, ListBansRequest, UnbanUserRequest};
 use chat_client::Client;
-use chat_proto::v1::{server_frame, ErrorCode};
+use chat_proto::v1::ErrorCode;
 use chat_test_support::{
-    admin_addr, artifacts_dir, eventually, run_chat_admin, BackendKind, Cluster, Gateway,
+    admin_addr, artifacts_dir, eventually, kicked, run_chat_admin, BackendKind, Cluster, Gateway,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -62,22 +62,6 @@ async fn bans(admin: &Admin) -> Vec<(String, String, String, u64)> {
     bans.into_iter()
         .map(|b| (b.user, b.reason, b.banned_by, b.until_ms))
         .collect()
-}
-
-/// Waits for the server to close `client` and returns the close code and
-/// the KICKED error's message that came before it.
-async fn kicked(client: &mut Client) -> (Option<u16>, Option<String>) {
-    let close = client
-        .wait_closed(WAIT)
-        .await
-        .expect("closed by the server");
-    let error = client.buffered_events().find_map(|f| match &f.kind {
-        Some(server_frame::Kind::Error(e)) if e.code() == ErrorCode::Kicked => {
-            Some(e.message.clone())
-        }
-        _ => None,
-    });
-    (close.map(|c| c.code), error)
 }
 
 /// Says Hello as `name`: `Err((code, message, close code))` when refused.
@@ -133,7 +117,7 @@ async fn bans_kick_everywhere(kind: BackendKind) {
     assert_eq!(answer.sessions_kicked, 1);
     assert!(answer.until_ms > 0);
     assert_eq!(
-        kicked(&mut ann).await,
+        kicked(&mut ann, WAIT).await,
         (Some(4001), Some("spam".to_owned()))
     );
     let listed = bans(&admin(g0).await).await;
@@ -167,7 +151,7 @@ async fn bans_kick_everywhere(kind: BackendKind) {
         .unwrap()
         .into_inner();
     assert_eq!((answer.sessions_kicked, answer.until_ms), (1, 0));
-    let (close, message) = kicked(&mut bob).await;
+    let (close, message) = kicked(&mut bob, WAIT).await;
     assert_eq!(close, Some(4001));
     assert_eq!(message.as_deref(), Some("banned by an operator"));
     assert!(hello(g0, "Bob").await.is_err());
@@ -219,7 +203,7 @@ async fn the_embedded_bridge_bans_and_unbans_on_its_one_gateway() {
         .into_inner();
     assert_eq!(answer.sessions_kicked, 1);
     assert_eq!(
-        kicked(&mut ann).await,
+        kicked(&mut ann, WAIT).await,
         (Some(4001), Some("flooding".to_owned()))
     );
     assert_eq!(
@@ -285,7 +269,7 @@ async fn the_cli_bans_lists_and_unbans() {
     assert!(out.starts_with("banned Ann until "), "{out}");
     assert!(out.ends_with(": 1 session closed\n"), "{out}");
     assert_eq!(
-        kicked(&mut ann).await,
+        kicked(&mut ann, WAIT).await,
         (Some(4001), Some("spam".to_owned()))
     );
     let out = stdout(&cli(&server, &["bans"]).await);

@@ -17,11 +17,10 @@ use std::time::Duration;
 use chat_admin_proto::chat_admin_client::ChatAdminClient;
 use chat_admin_proto::KickUserRequest;
 use chat_bridge::RedisKeys;
-use chat_client::Client;
 use chat_proto::rules::now_ms;
-use chat_proto::v1::{server_frame, ErrorCode};
 use chat_test_support::{
-    admin_addr, artifacts_dir, eventually, run_to_exit, BackendKind, Cluster, Gateway, RedisServer,
+    admin_addr, artifacts_dir, eventually, kicked, run_to_exit, BackendKind, Cluster, Gateway,
+    RedisServer,
 };
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
@@ -69,21 +68,6 @@ async fn publish(redis: &RedisServer, payload: &str) {
 async fn rejected(gateway: &Gateway, reason: &str) -> f64 {
     let series = format!("chat_control_rejected_total{{reason=\"{reason}\"}}");
     gateway.metric(&series).await.unwrap().unwrap_or(-1.0)
-}
-
-/// Waits for the server to close `client`; the close code and the KICKED message.
-async fn kicked(client: &mut Client) -> (Option<u16>, Option<String>) {
-    let close = client
-        .wait_closed(WAIT)
-        .await
-        .expect("closed by the server");
-    let error = client.buffered_events().find_map(|f| match &f.kind {
-        Some(server_frame::Kind::Error(e)) if e.code() == ErrorCode::Kicked => {
-            Some(e.message.clone())
-        }
-        _ => None,
-    });
-    (close.map(|c| c.code), error)
 }
 
 #[tokio::test]
@@ -153,10 +137,11 @@ async fn only_fresh_commands_signed_with_the_cluster_secret_are_carried_out() {
     let valid = sign(SECRET, &channel, now_ms(), &nonce(5), "Kann\n\nvalid");
     publish(redis, &valid).await;
     assert_eq!(
-        kicked(&mut ann).await,
+        kicked(&mut ann, WAIT).await,
         (Some(4001), Some("valid".to_owned()))
     );
-    let mut ann = g0.client("Ann").await.expect("hello again");
+    // The kicked session frees the name as it ends, soon after the close.
+    let mut ann = eventually(WAIT, || async { g0.client("Ann").await.ok() }).await;
     publish(redis, &valid).await;
     for gateway in [g0, g1] {
         eventually(WAIT, || async {
@@ -187,7 +172,7 @@ async fn only_fresh_commands_signed_with_the_cluster_secret_are_carried_out() {
         1
     );
     assert_eq!(
-        kicked(&mut ann).await,
+        kicked(&mut ann, WAIT).await,
         (Some(4001), Some("from a peer".to_owned()))
     );
     bob.ping().await.expect("Bob is still connected");
@@ -233,7 +218,7 @@ async fn a_gateway_without_a_secret_warns_and_a_bad_secret_file_is_refused() {
     let mut ann = gateway.client("Ann").await.unwrap();
     publish(cluster.redis().unwrap(), "Kann\n\nunsigned").await;
     assert_eq!(
-        kicked(&mut ann).await,
+        kicked(&mut ann, WAIT).await,
         (Some(4001), Some("unsigned".to_owned()))
     );
 }
